@@ -1,0 +1,65 @@
+# One command sets up a fresh Debian 12 machine (as root) and runs everything CI runs: `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+DEBVENV := .venv-deb
+# Debian packages the tests need: systemd-python's build deps, the Debian Python stack the .deb
+# runs on (for the compatibility run), and the real bootloader tools the slot backends drive.
+APT_PACKAGES := libsystemd-dev pkg-config python3-venv python3-systemd python3-requests \
+	python3-websocket python3-cryptography libubootenv-tool u-boot-tools grub-common mtools \
+	dosfstools
+TEST_ONLY_PIP := "pytest>=7.2" "pytest-timeout>=2.1" "hypothesis>=6.0" "ocpp>=2.0" \
+	"websockets>=11" "pyftpdlib>=1.5"
+PYTEST_ARGS ?=
+
+.PHONY: test deps venv debvenv lint unit compat demo bench clean
+
+test: deps venv debvenv lint unit compat
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Current PyPI versions of everything.
+venv: $(VENV)/.done
+$(VENV)/.done: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,dev]'
+	touch $@
+
+# Debian 12's own interpreter and libraries (cryptography 38, requests 2.28,
+# websocket-client 1.2.3, python3-systemd 235): what the .deb runs on. Only test tools come
+# from PyPI; the agent is installed without dependencies so pip cannot upgrade Debian's.
+debvenv: $(DEBVENV)/.done
+$(DEBVENV)/.done: setup.cfg pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(DEBVENV)
+	$(DEBVENV)/bin/pip install -q $(TEST_ONLY_PIP)
+	$(DEBVENV)/bin/pip install -q --no-deps -e .
+	$(DEBVENV)/bin/python -c 'import cryptography, requests, websocket, systemd; \
+		print("debian stack:", cryptography.__version__, requests.__version__, websocket.__version__)'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/ruff format --check agent tests bench
+	$(VENV)/bin/mypy agent
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+compat: debvenv
+	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: deps venv
+	$(VENV)/bin/ocpp-fw-agent demo
+
+bench: deps venv
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) $(DEBVENV) build dist *.egg-info

@@ -1,0 +1,388 @@
+"""agent.toml → frozen dataclasses, with every default and every check in one place.
+
+A mistake in the file is reported as one line naming the file, the key and the problem
+(`ConfigError`); the CLI turns it into exit status 2 without a traceback. Secrets (the
+AuthorizationKey) are kept out of `repr()` and masked by `effective()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/ocpp-fw-agent")
+SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
+DOWNLOAD_SCHEMES = ("https", "http", "ftp", "ftps")
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """One line: `<file>: [section] key: problem`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CsmsConfig:
+    url: str
+    charge_point_id: str
+    security_profile: int
+    authorization_key: bytes | None = dataclasses.field(default=None, repr=False)
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    call_timeout: float = 30.0
+    heartbeat_interval: int = 300
+    reconnect_min: float = 1.0
+    reconnect_max: float = 300.0
+    ping_interval: float = 60.0
+
+    @property
+    def endpoint(self) -> str:
+        """The connection URL: the CSMS URL + '/' + the percent-encoded identity (OCPP-J §3.1.1)."""
+        return self.url.rstrip("/") + "/" + urllib.parse.quote(self.charge_point_id, safe="")
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityConfig:
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    charge_box_serial_number: str | None = None
+    firmware_version: str | None = None
+    firmware_version_file: Path | None = None
+    iccid: str | None = None
+    imsi: str | None = None
+    meter_type: str | None = None
+    meter_serial_number: str | None = None
+
+    def current_firmware_version(self) -> str | None:
+        """The version of the running slot: read from the file each time, so each slot reports its own."""
+        if self.firmware_version_file is not None:
+            try:
+                return self.firmware_version_file.read_text(encoding="utf-8").strip()[:50] or None
+            except OSError:
+                return self.firmware_version
+        return self.firmware_version
+
+
+@dataclasses.dataclass(frozen=True)
+class FirmwareConfig:
+    manufacturer_roots: Path | None = None
+    crl_dir: Path | None = None
+    signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
+    default_retries: int = 3
+    default_retry_interval: int = 60
+    connect_timeout: float = 30.0
+    stall_timeout: float = 60.0
+    ca_file: Path | None = None
+    allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
+    install_gate: tuple[str, ...] = ()
+    gate_poll_interval: float = 30.0
+    reboot_command: tuple[str, ...] = ("systemctl", "reboot")
+    checkpoint_bytes: int = 4 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotsConfig:
+    backend: str = "file"
+    devices: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    deadline: float = 600.0
+    commands: tuple[tuple[str, ...], ...] = ()
+    require_system_running: bool = False
+    max_transitions: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    source: Path
+    csms: CsmsConfig
+    identity: IdentityConfig
+    state_dir: Path
+    firmware: FirmwareConfig
+    slots: SlotsConfig
+    health: HealthConfig
+
+    def effective(self) -> dict[str, Any]:
+        """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        out: dict[str, Any] = {}
+        for section in ("csms", "identity", "firmware", "slots", "health"):
+            values = dataclasses.asdict(getattr(self, section))
+            out[section] = {k: plain(v) for k, v in values.items() if v is not None}
+        if self.csms.authorization_key is not None:
+            out["csms"]["authorization_key"] = MASK
+        out["state"] = {"dir": str(self.state_dir)}
+        return out
+
+
+# --- field checkers: each returns the converted value or raises ValueError("problem") ---------
+
+
+def _string(max_len: int | None = None) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a non-empty string")
+        if max_len is not None and len(value) > max_len:
+            raise ValueError(f"at most {max_len} characters (OCPP limit), got {len(value)}")
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer {low}-{high}")
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer {low}-{high}, got {value}")
+        return value
+
+    return check
+
+
+def _seconds(low: float = 0.0) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
+            raise ValueError(f"expected a number of seconds >= {low:g}")
+        return float(value)
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _readable_file(value: Any) -> Path:
+    path = Path(_string()(value))
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+def _existing_path(value: Any) -> Path:
+    path = Path(_string()(value))
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+def _path(value: Any) -> Path:
+    return Path(_string()(value))
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError('expected a command as a list of strings, e.g. ["systemctl", "reboot"]')
+    return tuple(value)
+
+
+def _argv_list(value: Any) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of commands (each a list of strings)")
+    return tuple(_argv(v) for v in value)
+
+
+def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"expected a non-empty list drawn from {list(allowed)}")
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ValueError(f"unknown value(s) {bad}; allowed: {list(allowed)}")
+        return tuple(value)
+
+    return check
+
+
+def _hex_key(value: Any) -> bytes:
+    text = _string()(value).strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("AuthorizationKey must be hexadecimal") from None
+    if not 16 <= len(key) <= 20:
+        raise ValueError(f"AuthorizationKey must be 16-20 bytes once decoded, got {len(key)}")
+    return key
+
+
+def _devices(value: Any) -> dict[str, Path]:
+    if not isinstance(value, dict) or len(value) != 2:
+        raise ValueError('expected exactly two slots, e.g. { A = "/dev/mmcblk0p2", B = "..." }')
+    return {str(name): _path(path) for name, path in value.items()}
+
+
+def _table(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table")
+    return dict(value)
+
+
+Checker = Callable[[Any], Any]
+
+SECTIONS: dict[str, dict[str, Checker]] = {
+    "csms": {
+        "url": _string(),
+        "charge_point_id": _string(48),
+        "security_profile": _integer(0, 3),
+        "authorization_key": _hex_key,
+        "authorization_key_file": _readable_file,
+        "ca_file": _readable_file,
+        "client_cert": _readable_file,
+        "client_key": _readable_file,
+        "call_timeout": _seconds(1),
+        "heartbeat_interval": _integer(1, 86400),
+        "reconnect_min": _seconds(0.1),
+        "reconnect_max": _seconds(1),
+        "ping_interval": _seconds(0),
+    },
+    "identity": {
+        "vendor": _string(20),
+        "model": _string(20),
+        "serial_number": _string(25),
+        "charge_box_serial_number": _string(25),
+        "firmware_version": _string(50),
+        "firmware_version_file": _path,
+        "iccid": _string(20),
+        "imsi": _string(20),
+        "meter_type": _string(25),
+        "meter_serial_number": _string(25),
+    },
+    "state": {"dir": _path},
+    "firmware": {
+        "manufacturer_roots": _existing_path,
+        "crl_dir": _existing_path,
+        "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
+        "default_retries": _integer(0, 100),
+        "default_retry_interval": _integer(0, 86400),
+        "connect_timeout": _seconds(1),
+        "stall_timeout": _seconds(1),
+        "ca_file": _readable_file,
+        "allowed_schemes": _choices(DOWNLOAD_SCHEMES),
+        "install_gate": _argv,
+        "gate_poll_interval": _seconds(0.1),
+        "reboot_command": _argv,
+        "checkpoint_bytes": _integer(64 * 1024, 1 << 30),
+    },
+    "slots": {"backend": _string(), "devices": _devices, "options": _table},
+    "health": {
+        "deadline": _seconds(1),
+        "commands": _argv_list,
+        "require_system_running": _boolean,
+        "max_transitions": _integer(4, 1000),
+    },
+}
+REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
+
+
+def load(path: Path = DEFAULT_PATH) -> Config:
+    """Read and validate `path`; raise ConfigError with a one-line message on any mistake."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, Path(path))
+
+
+def parse(raw: Mapping[str, Any], source: Path) -> Config:
+    """Validate an already-parsed TOML document (the unit of the config tests)."""
+
+    def fail(section: str, key: str | None, problem: str) -> ConfigError:
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        return ConfigError(f"{source}: {where}: {problem}")
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise fail(section, None, "expected a table")
+        checked: dict[str, Any] = {}
+        for key, value in table.items():
+            checker = SECTIONS[section].get(key)
+            if checker is None:
+                raise fail(section, key, "unknown key")
+            try:
+                checked[key] = checker(value)
+            except ValueError as exc:
+                raise fail(section, key, str(exc)) from None
+        values[section] = checked
+    for section, keys in REQUIRED.items():
+        for key in keys:
+            if key not in values.get(section, {}):
+                raise fail(section, key, "missing (required)")
+
+    csms = dict(values["csms"])
+    key_file = csms.pop("authorization_key_file", None)
+    if key_file is not None:
+        if "authorization_key" in csms:
+            raise fail("csms", "authorization_key_file", "give the key or the key file, not both")
+        try:
+            csms["authorization_key"] = _hex_key(key_file.read_text(encoding="ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise fail("csms", "authorization_key_file", f"{key_file}: {exc}") from None
+    _check_profile(csms, lambda key, problem: fail("csms", key, problem))
+    if csms.get("reconnect_min", 1.0) > csms.get("reconnect_max", 300.0):
+        raise fail("csms", "reconnect_min", "must not exceed reconnect_max")
+
+    identity = values["identity"]
+    state_dir = values.get("state", {}).get("dir", DEFAULT_STATE_DIR)
+    slots = values.get("slots", {})
+    return Config(
+        source=source,
+        csms=CsmsConfig(**csms),
+        identity=IdentityConfig(**identity),
+        state_dir=state_dir,
+        firmware=FirmwareConfig(**values.get("firmware", {})),
+        slots=SlotsConfig(**slots),
+        health=HealthConfig(**values.get("health", {})),
+    )
+
+
+def _check_profile(csms: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+    """The URL scheme and credentials must match the security profile (OCPP 1.6 security §2)."""
+    profile = csms["security_profile"]
+    scheme = urllib.parse.urlsplit(csms["url"]).scheme
+    if scheme not in ("ws", "wss"):
+        raise fail("url", f"scheme must be ws:// or wss://, got {scheme or 'none'}")
+    if profile in (0, 1) and scheme != "ws":
+        raise fail("url", f"security profile {profile} uses ws://, not {scheme}://")
+    if profile in (2, 3) and scheme != "wss":
+        raise fail("url", f"security profile {profile} needs wss://, not {scheme}://")
+    if profile in (1, 2) and "authorization_key" not in csms:
+        raise fail("authorization_key", f"security profile {profile} needs an AuthorizationKey")
+    if profile in (1, 2) and ":" in csms["charge_point_id"]:
+        raise fail("charge_point_id", "must not contain ':' with HTTP Basic authentication")
+    if profile in (2, 3) and "ca_file" not in csms:
+        raise fail("ca_file", f"security profile {profile} needs the CSMS root CA bundle")
+    if profile == 3:
+        for key in ("client_cert", "client_key"):
+            if key not in csms:
+                raise fail(key, "security profile 3 needs a client certificate and key")

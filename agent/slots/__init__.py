@@ -1,0 +1,1 @@
+"""Boot-slot backends: one module per bootloader, all implementing `base.BootBackend`."""
