@@ -60,7 +60,7 @@ class IdentityConfig:
     meter_serial_number: str | None = None
 
     def current_firmware_version(self) -> str | None:
-        """The version of the running slot: read from the file each time, so each slot reports its own."""
+        """The running slot's version, read from the file each time: each slot reports its own."""
         if self.firmware_version_file is not None:
             try:
                 return self.firmware_version_file.read_text(encoding="utf-8").strip()[:50] or None

@@ -1,0 +1,87 @@
+"""What the CSMS is told about firmware: statuses and security events, through the outbox.
+
+Every SignedFirmwareStatusNotification carries the requestId of the update it belongs to
+(L01.FR.10, .21). The last status queued is persisted so a trigger can be answered after a
+restart or reboot: `Idle` when nothing ever ran or the last status was `Installed` (L01.FR.28),
+otherwise the last status with its requestId (L01.FR.29). Security events go out whatever the
+white paper's criticality table says: L01.FR.02/03 require InvalidFirmwareSigningCertificate and
+InvalidFirmwareSignature, which the table lists as non-critical (a trap other stacks fell into).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from pathlib import Path
+
+from agent.durable import StateFileError, atomic_write_json, read_json
+from agent.ocpp import v16
+from agent.ocpp.outbox import Outbox
+from agent.ocpp.validate import to_wire
+from agent.service.systemd import fields
+
+LOG = logging.getLogger(__name__)
+LAST_STATUS_FILE = "last-firmware-status.json"
+
+
+class Reporter:
+    """Queues firmware statuses and security events durably; remembers the last status."""
+
+    def __init__(self, outbox: Outbox, state_dir: Path) -> None:
+        self._outbox = outbox
+        self._path = state_dir / LAST_STATUS_FILE
+        self._lock = threading.Lock()
+        self._last: tuple[v16.FirmwareStatus, int | None] | None = self._load()
+
+    def _load(self) -> tuple[v16.FirmwareStatus, int | None] | None:
+        try:
+            document = read_json(self._path, version=1)
+        except StateFileError as exc:
+            LOG.error("ignoring unreadable %s: %s", self._path, exc)
+            return None
+        if document is None:
+            return None
+        try:
+            return v16.FirmwareStatus(document["status"]), document.get("request_id")
+        except (KeyError, ValueError):
+            return None
+
+    def status(self, status: v16.FirmwareStatus, request_id: int) -> str:
+        """Queue a status for `request_id`; returns the outbox id (to await its delivery)."""
+        request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
+        with self._lock:
+            self._last = (status, request_id)
+            atomic_write_json(
+                self._path, {"version": 1, "status": status.value, "request_id": request_id}
+            )
+            unique_id = self._outbox.append(
+                v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
+            )
+        LOG.info(
+            "firmware status %s (request %s)",
+            status,
+            request_id,
+            extra=fields(request_id=request_id, firmware_status=status.value),
+        )
+        return unique_id
+
+    def security_event(self, event: v16.SecurityEvent, tech_info: str | None = None) -> str:
+        """Queue a SecurityEventNotification, timestamped now (A04.FR.02: guaranteed delivery)."""
+        request = v16.SecurityEventNotificationReq(
+            type=event.value,
+            timestamp=datetime.datetime.now(datetime.UTC),
+            tech_info=tech_info[:255] if tech_info else None,
+        )
+        LOG.warning(
+            "security event %s: %s", event, tech_info or "", extra=fields(security_event=event)
+        )
+        return self._outbox.append(v16.Action.SECURITY_EVENT_NOTIFICATION.value, to_wire(request))
+
+    def triggered(self) -> v16.SignedFirmwareStatusNotificationReq:
+        """The answer to a FirmwareStatusNotification trigger (L01.FR.28, .29)."""
+        with self._lock:
+            last = self._last
+        if last is None or last[0] is v16.FirmwareStatus.INSTALLED:
+            return v16.SignedFirmwareStatusNotificationReq(status=v16.FirmwareStatus.IDLE)
+        return v16.SignedFirmwareStatusNotificationReq(status=last[0], request_id=last[1])

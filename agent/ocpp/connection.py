@@ -1,0 +1,204 @@
+"""The websocket transport to the CSMS, per OCPP 1.6 security profiles 0-3.
+
+One background thread connects (with exponential back-off and jitter), then reads frames until
+the connection drops, then backs off and connects again. It never touches protocol state: it
+posts `Connected`, `Received`, `Disconnected` and `CertificateRejected` events to the daemon's
+loop. Sending happens from the loop's thread (websocket-client serialises writers).
+
+Profiles: 0 plain ws://; 1 ws:// + HTTP Basic; 2 wss:// + Basic + server certificate checked
+against `ca_file` with hostname verification, TLS 1.2 or newer; 3 wss:// + client certificate.
+The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol
+`ocpp1.6` is offered and required.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import websocket
+
+from agent.config import CsmsConfig
+
+LOG = logging.getLogger(__name__)
+SUBPROTOCOL = "ocpp1.6"
+
+
+@dataclasses.dataclass(frozen=True)
+class Connected:
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+    generation: int
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Disconnected:
+    generation: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateRejected:
+    """The CSMS's server certificate failed verification (InvalidCentralSystemCertificate)."""
+
+    reason: str
+
+
+TransportEvent = Connected | Received | Disconnected | CertificateRejected
+
+
+def basic_auth_header(charge_point_id: str, key: bytes) -> str:
+    """`Authorization: Basic base64(<id>:<decoded key bytes>)` (A00.FR.202, OCTT TC_085_CS)."""
+    token = base64.b64encode(charge_point_id.encode("utf-8") + b":" + key).decode("ascii")
+    return f"Authorization: Basic {token}"
+
+
+def tls_context(csms: CsmsConfig) -> ssl.SSLContext:
+    """The client TLS context for profiles 2 and 3: our CA only, hostname checked, TLS >= 1.2."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION  # A00.FR.320
+    context.load_verify_locations(cafile=str(csms.ca_file))
+    if csms.security_profile == 3 and csms.client_cert is not None:
+        context.load_cert_chain(str(csms.client_cert), str(csms.client_key))
+    return context
+
+
+class Transport:
+    """Keeps a websocket to the CSMS open, reconnecting with back-off; events go to `post`."""
+
+    def __init__(
+        self,
+        csms: CsmsConfig,
+        post: Callable[[TransportEvent], None],
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._csms = csms
+        self._post = post
+        self._jitter = jitter
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ws: Any = None
+        self._generation = 0
+        self._thread = threading.Thread(target=self._run, name="csms-transport", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the connection and end the thread (used on SIGTERM)."""
+        self._stop.set()
+        self._close_socket()
+        self._thread.join(timeout=5)
+
+    def send(self, text: str) -> None:
+        """Send one text frame; raises when not connected (the session treats it as a loss)."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        ws.send(text)
+
+    def ping(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.ping()
+            except Exception as exc:
+                LOG.info("ping failed: %s", exc)
+                self._close_socket()
+
+    def drop(self) -> None:
+        """Close the current connection; the thread reconnects after its back-off."""
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        with self._lock:
+            ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close(timeout=1)
+            except Exception as exc:
+                LOG.debug("close: %s", exc)
+
+    def _connect(self) -> Any:
+        csms = self._csms
+        options: dict[str, Any] = {
+            "timeout": csms.call_timeout,
+            "subprotocols": [SUBPROTOCOL],
+            "enable_multithread": True,
+            "suppress_origin": True,
+        }
+        if csms.security_profile in (1, 2) and csms.authorization_key is not None:
+            options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
+        if csms.security_profile in (2, 3):
+            options["sslopt"] = {"context": tls_context(csms)}
+        ws = websocket.create_connection(csms.endpoint, **options)
+        if ws.getsubprotocol() != SUBPROTOCOL:
+            ws.close()
+            raise ConnectionError(f"the CSMS did not agree to subprotocol {SUBPROTOCOL}")
+        # recv() times out when neither data nor a pong arrived for two ping intervals.
+        ws.settimeout(max(2 * csms.ping_interval, 30.0) if csms.ping_interval > 0 else None)
+        return ws
+
+    def _run(self) -> None:
+        delay = self._csms.reconnect_min
+        rejected_reported = False
+        while not self._stop.is_set():
+            try:
+                ws = self._connect()
+            except ssl.SSLCertVerificationError as exc:
+                LOG.error("CSMS certificate rejected: %s", exc.verify_message or exc)
+                if not rejected_reported:  # once per run of failures (A00.FR.309 note)
+                    self._post(CertificateRejected(str(exc.verify_message or exc)[:200]))
+                    rejected_reported = True
+            except Exception as exc:
+                LOG.warning("cannot connect to %s: %s", self._csms.endpoint, _describe(exc))
+            else:
+                rejected_reported = False
+                delay = self._csms.reconnect_min
+                self._serve(ws)
+                if self._stop.is_set():
+                    break
+            wait = min(delay, self._csms.reconnect_max) * (1.0 + self._jitter())
+            delay = min(delay * 2, self._csms.reconnect_max)
+            self._stop.wait(min(wait, self._csms.reconnect_max))
+
+    def _serve(self, ws: Any) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._ws = ws
+        LOG.info("connected to %s", self._csms.endpoint)
+        self._post(Connected(generation))
+        reason = "closed"
+        try:
+            while True:
+                text = ws.recv()
+                if not text:  # close frame, or an empty message we cannot act on
+                    if not ws.connected:
+                        break
+                    continue
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8", errors="replace")
+                self._post(Received(generation, text))
+        except Exception as exc:
+            reason = _describe(exc)
+        self._close_socket()
+        if not self._stop.is_set():
+            LOG.warning("disconnected from the CSMS: %s", reason)
+        self._post(Disconnected(generation, reason))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

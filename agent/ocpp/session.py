@@ -1,0 +1,348 @@
+"""OCPP-J 1.6 session logic: routing, one outstanding CALL, registration and heartbeat.
+
+The session does no I/O of its own. The daemon's loop feeds it transport events (`connected`,
+`receive`, `disconnected`) and calls `poll()`, which does whatever is due and says how long the
+loop may sleep. That keeps every protocol rule testable without sockets and keeps a single thread
+in charge of the protocol state.
+
+Rules enforced here (OCPP 1.6 §4.2, OCPP-J 1.6 §4, §5.4):
+- nothing but BootNotification (and triggered messages while Pending) before Accepted; while
+  Rejected, nothing is sent or answered until `interval` has passed;
+- at most one CALL from the agent outstanding, with a timeout; incoming CALLs are answered
+  meanwhile; a CALLRESULT for an unknown id is logged and ignored;
+- BootNotification once per daemon start, not after a mere reconnect;
+- durable outbox entries are sent in order; a CALLERROR or timeout is retried with back-off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from agent.ocpp import v16
+from agent.ocpp.errors import InternalError, NotImplementedAction, NotSupported, OcppError
+from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
+from agent.ocpp.outbox import Outbox
+from agent.ocpp.validate import from_wire, to_wire
+
+LOG = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Any]
+AfterHook = Callable[[Any, Any], None]
+ResultHook = Callable[[Any], None]
+
+RETRY_MIN, RETRY_MAX = 5.0, 300.0
+REGISTRATION_RETRY_DEFAULT = 60
+
+
+class Registration(enum.StrEnum):
+    UNREGISTERED = "unregistered"
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+@dataclasses.dataclass
+class _Outgoing:
+    action: v16.Action
+    payload: dict[str, Any]
+    unique_id: str
+    durable: bool = False
+    on_result: ResultHook | None = None
+
+
+@dataclasses.dataclass
+class _Route:
+    request_type: type[Any]
+    handler: Handler
+    after: AfterHook | None
+
+
+class Session:
+    """The charge point's side of one OCPP-J 1.6 conversation, across reconnects."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        boot_request: Callable[[], v16.BootNotificationReq],
+        *,
+        call_timeout: float = 30.0,
+        heartbeat_interval: int = 300,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._outbox = outbox
+        self._boot_request = boot_request
+        self._call_timeout = call_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self._now = monotonic
+        self._wall = wall_clock
+        self._new_id = new_id
+        self._routes: dict[str, _Route] = {}
+        self._send: Callable[[str], None] | None = None
+        self._live: deque[_Outgoing] = deque()
+        self._outstanding: _Outgoing | None = None
+        self._outstanding_deadline = 0.0
+        self._boot_due: float | None = None  # when to (re)send BootNotification
+        self._heartbeat_due: float | None = None
+        self._silent_until = 0.0  # Rejected: no sending, no answering before this
+        self._outbox_retry_at = 0.0
+        self._outbox_backoff = RETRY_MIN
+        self._accepted_hooks: list[Callable[[], None]] = []
+        self.registration = Registration.UNREGISTERED
+        self.csms_offset: float | None = None  # CSMS currentTime minus our wall clock, seconds
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def route(self, action: v16.Action, handler: Handler, after: AfterHook | None = None) -> None:
+        """Handle incoming `action`: `handler(request) -> conf`; `after` runs once conf is sent."""
+        self._routes[action.value] = _Route(v16.INCOMING_REQUESTS[action], handler, after)
+
+    def on_accepted(self, hook: Callable[[], None]) -> None:
+        """Run `hook` each time the CSMS accepts our BootNotification."""
+        self._accepted_hooks.append(hook)
+
+    @property
+    def connected(self) -> bool:
+        return self._send is not None
+
+    @property
+    def accepted(self) -> bool:
+        return self.registration is Registration.ACCEPTED
+
+    def csms_now(self) -> datetime.datetime | None:
+        """The CSMS's clock, from the offset measured at the last BootNotification/Heartbeat."""
+        if self.csms_offset is None:
+            return None
+        return datetime.datetime.fromtimestamp(self._wall() + self.csms_offset, datetime.UTC)
+
+    # --- transport events -------------------------------------------------------------------
+
+    def connected_with(self, send: Callable[[str], None]) -> None:
+        self._send = send
+        if self.registration is not Registration.ACCEPTED:
+            self._boot_due = self._now()  # a new daemon run, or never accepted: register now
+        elif self._heartbeat_due is None:
+            self._heartbeat_due = self._now() + self.heartbeat_interval
+
+    def disconnected(self) -> None:
+        self._send = None
+        if self._outstanding is not None:
+            # The answer can no longer come; outbox entries stay queued and are resent.
+            LOG.info("connection lost with %s outstanding", self._outstanding.action)
+            self._outstanding = None
+        self._live.clear()
+
+    def receive(self, text: str | bytes) -> None:
+        """One websocket text message from the CSMS."""
+        try:
+            frame = unpack(text)
+        except FrameError as exc:
+            LOG.warning("malformed frame from the CSMS: %s", exc)
+            if exc.answer is not None:
+                self._transmit(exc.answer.to_json())
+            return
+        if frame is None:
+            LOG.warning("ignoring a frame of unknown message type")
+        elif isinstance(frame, Call):
+            self._on_call(frame)
+        elif isinstance(frame, CallResult):
+            self._on_result(frame)
+        else:
+            self._on_error(frame)
+
+    # --- outgoing ---------------------------------------------------------------------------
+
+    def send_live(
+        self, action: v16.Action, request: Any, on_result: ResultHook | None = None
+    ) -> None:
+        """Queue a non-durable CALL (triggered messages, heartbeats), sent before the outbox."""
+        self._live.append(_Outgoing(action, to_wire(request), self._new_id(), on_result=on_result))
+
+    def poll(self) -> float:
+        """Do what is due: time out the outstanding CALL, send the next one. Returns idle time."""
+        now = self._now()
+        if self._outstanding is not None and now >= self._outstanding_deadline:
+            LOG.warning("no answer to %s within %ss", self._outstanding.action, self._call_timeout)
+            self._failed(self._outstanding)
+        if self._send is not None and self._outstanding is None and now >= self._silent_until:
+            self._send_next(now)
+        return max(0.0, min(self._deadlines(), default=3600.0) - self._now())
+
+    def _deadlines(self) -> list[float]:
+        if self._send is None:
+            return []
+        if self._outstanding is not None:
+            return [self._outstanding_deadline]
+        due = [d for d in (self._boot_due, self._heartbeat_due) if d is not None]
+        if self.accepted and len(self._outbox):
+            due.append(self._outbox_retry_at)
+        if self._live and self.registration is not Registration.REJECTED:
+            due.append(self._silent_until)
+        return due
+
+    def _send_next(self, now: float) -> None:
+        if self._boot_due is not None and now >= self._boot_due:
+            self._boot_due = None
+            request = self._boot_request()
+            self._start(_Outgoing(v16.Action.BOOT_NOTIFICATION, to_wire(request), self._new_id()))
+            return
+        if self.registration in (Registration.UNREGISTERED, Registration.REJECTED):
+            return
+        if self._live:  # triggered messages may go out while Pending (OCPP 1.6 §4.2)
+            self._start(self._live.popleft())
+            return
+        if not self.accepted:
+            return
+        head = self._outbox.head()
+        if head is not None and now >= self._outbox_retry_at:
+            action = v16.Action(head.action)
+            self._start(_Outgoing(action, head.payload, head.unique_id, durable=True))
+            return
+        if self._heartbeat_due is not None and now >= self._heartbeat_due:
+            self._heartbeat_due = now + self.heartbeat_interval
+            self._start(_Outgoing(v16.Action.HEARTBEAT, {}, self._new_id()))
+
+    def _start(self, outgoing: _Outgoing) -> None:
+        self._outstanding = outgoing
+        self._outstanding_deadline = self._now() + self._call_timeout
+        call = Call(outgoing.unique_id, outgoing.action.value, outgoing.payload)
+        self._transmit(call.to_json())
+
+    def _transmit(self, text: str) -> None:
+        if self._send is None:
+            return
+        try:
+            self._send(text)
+        except Exception as exc:  # the transport reports the loss; we stop using it now
+            LOG.warning("send failed: %s", exc)
+            self.disconnected()
+
+    # --- incoming CALLs ---------------------------------------------------------------------
+
+    def _on_call(self, call: Call) -> None:
+        if self.registration is Registration.REJECTED and self._now() < self._silent_until:
+            LOG.info("registration rejected: not answering %s", call.action)
+            return
+        route = self._routes.get(call.action)
+        after: Callable[[], None] | None = None
+        try:
+            if route is None:
+                raise self._unhandled(call.action)
+            request = from_wire(route.request_type, call.payload)
+            conf = route.handler(request)
+            reply = CallResult(call.unique_id, to_wire(conf))
+            if route.after is not None:
+                hook = route.after
+
+                def after() -> None:
+                    hook(request, conf)
+
+        except OcppError as exc:
+            LOG.warning("answering %s with %s: %s", call.action, exc.code, exc.description)
+            self._transmit(CallError.answering(call.unique_id, exc).to_json())
+            return
+        except Exception:
+            LOG.exception("handler for %s failed", call.action)
+            error = InternalError("the charge point failed to process the request")
+            self._transmit(CallError.answering(call.unique_id, error).to_json())
+            return
+        self._transmit(reply.to_json())
+        if after is not None:
+            try:
+                after()
+            except Exception:
+                LOG.exception("after-hook for %s failed", call.action)
+
+    @staticmethod
+    def _unhandled(action: str) -> OcppError:
+        if action == v16.Action.UPDATE_FIRMWARE:
+            # L01.FR.20: the legacy, unsigned update is refused and no update starts.
+            return NotSupported("UpdateFirmware is not supported; use SignedUpdateFirmware")
+        if action in v16.OTHER_KNOWN_ACTIONS or action in v16.Action.__members__.values():
+            return NotSupported(f"{action} is not supported by this charge point")
+        return NotImplementedAction(f"unknown action {action!r}")
+
+    # --- answers to our CALLs ---------------------------------------------------------------
+
+    def _take_outstanding(self, unique_id: str) -> _Outgoing | None:
+        if self._outstanding is None or self._outstanding.unique_id != unique_id:
+            LOG.warning("ignoring an answer to unknown message id %r", unique_id)
+            return None
+        outgoing, self._outstanding = self._outstanding, None
+        return outgoing
+
+    def _on_result(self, result: CallResult) -> None:
+        outgoing = self._take_outstanding(result.unique_id)
+        if outgoing is None:
+            return
+        try:
+            conf = from_wire(v16.RESPONSES[outgoing.action], result.payload)
+        except OcppError as exc:
+            LOG.warning("invalid %s.conf from the CSMS: %s", outgoing.action, exc.description)
+            self._failed(outgoing)
+            return
+        if outgoing.durable:
+            self._outbox.acknowledge(outgoing.unique_id)
+            self._outbox_backoff = RETRY_MIN
+        if isinstance(conf, v16.BootNotificationConf):
+            self._registered(conf)
+        elif isinstance(conf, v16.HeartbeatConf):
+            self._measure_offset(conf.current_time)
+        if outgoing.on_result is not None:
+            outgoing.on_result(conf)
+
+    def _on_error(self, error: CallError) -> None:
+        outgoing = self._take_outstanding(error.unique_id)
+        if outgoing is not None:
+            LOG.warning(
+                "CSMS answered %s with %s %s", outgoing.action, error.code, error.description
+            )
+            self._failed(outgoing)
+
+    def _failed(self, outgoing: _Outgoing) -> None:
+        """A CALLERROR, an invalid answer or a timeout: retry what must not be lost."""
+        self._outstanding = None
+        now = self._now()
+        if outgoing.durable:
+            self._outbox_retry_at = now + self._outbox_backoff
+            self._outbox_backoff = min(self._outbox_backoff * 2, RETRY_MAX)
+        elif outgoing.action is v16.Action.BOOT_NOTIFICATION and not self.accepted:
+            self._boot_due = now + self._outbox_backoff
+            self._outbox_backoff = min(self._outbox_backoff * 2, RETRY_MAX)
+
+    def _registered(self, conf: v16.BootNotificationConf) -> None:
+        self._measure_offset(conf.current_time)
+        now = self._now()
+        LOG.info("BootNotification %s, interval %ss", conf.status, conf.interval)
+        if conf.status is v16.RegistrationStatus.ACCEPTED:
+            self.registration = Registration.ACCEPTED
+            if conf.interval > 0:
+                self.heartbeat_interval = conf.interval
+            self._heartbeat_due = now + self.heartbeat_interval
+            self._outbox_retry_at = now
+            for hook in self._accepted_hooks:
+                hook()
+            return
+        retry = conf.interval if conf.interval > 0 else REGISTRATION_RETRY_DEFAULT
+        self._boot_due = now + retry
+        if conf.status is v16.RegistrationStatus.PENDING:
+            self.registration = Registration.PENDING
+        else:
+            self.registration = Registration.REJECTED
+            self._silent_until = now + retry
+
+    def _measure_offset(self, csms_time: datetime.datetime) -> None:
+        self.csms_offset = csms_time.timestamp() - self._wall()
+
+    def request_boot_notification(self) -> None:
+        """A triggered BootNotification (ExtendedTriggerMessage / TriggerMessage)."""
+        self._boot_due = self._now()

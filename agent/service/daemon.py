@@ -1,0 +1,239 @@
+"""The daemon: config → persisted state → CSMS session → firmware updater, in one event loop.
+
+One thread owns the protocol state. The transport thread and the firmware worker hand it work
+through a queue (`post`), so nothing but the loop touches the session. The loop pets the systemd
+watchdog: if it stops turning, systemd restarts the daemon. READY=1 is sent once the state is
+loaded and the loop runs, whether or not the CSMS is reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agent.config import Config
+from agent.firmware.reporting import Reporter
+from agent.ocpp import v16
+from agent.ocpp.connection import (
+    CertificateRejected,
+    Connected,
+    Disconnected,
+    Received,
+    Transport,
+    TransportEvent,
+)
+from agent.ocpp.outbox import Outbox
+from agent.ocpp.session import Session
+from agent.service import status as status_file
+from agent.service.systemd import Notifier
+
+LOG = logging.getLogger(__name__)
+OUTBOX_FILE = "outbox.json"
+STATUS_INTERVAL = 1.0
+# Test-only: while the file this names exists, the loop blocks (proves the watchdog works).
+HANG_FILE_ENV = "OCPP_FW_AGENT_TEST_HANG_FILE"
+
+
+class _Stop:
+    """Posted by the signal handler."""
+
+
+Task = Callable[[], None]
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self._events: queue.Queue[TransportEvent | _Stop | Task | None] = queue.Queue()
+        self._loop_thread: threading.Thread | None = None
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
+        self.reporter = Reporter(self.outbox, config.state_dir)
+        self.session = Session(
+            self.outbox,
+            self._boot_request,
+            call_timeout=config.csms.call_timeout,
+            heartbeat_interval=config.csms.heartbeat_interval,
+        )
+        self.transport = Transport(config.csms, self._events.put)
+        self._generation = 0
+        self._running = False
+        self._status_due = 0.0
+        self._last_status_line = ""
+        self._last_snapshot: dict[str, Any] = {}
+        self._hang_file = os.environ.get(HANG_FILE_ENV)
+        self.session.route(
+            v16.Action.EXTENDED_TRIGGER_MESSAGE, self._on_trigger, self._after_trigger
+        )
+        self.session.route(v16.Action.TRIGGER_MESSAGE, self._on_trigger, self._after_trigger)
+
+    # --- cross-thread API -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the loop look at its queues again (the outbox grew)."""
+        self._events.put(None)
+
+    def post(self, task: Task) -> None:
+        """Run `task` on the loop's thread (the only one that may touch the session)."""
+        self._events.put(task)
+
+    def stop(self) -> None:
+        self._events.put(_Stop())
+
+    # --- BootNotification and triggers ------------------------------------------------------
+
+    def _boot_request(self) -> v16.BootNotificationReq:
+        identity = self.config.identity
+        return v16.BootNotificationReq(
+            charge_point_vendor=identity.vendor,
+            charge_point_model=identity.model,
+            charge_point_serial_number=identity.serial_number,
+            charge_box_serial_number=identity.charge_box_serial_number,
+            firmware_version=identity.current_firmware_version(),
+            iccid=identity.iccid,
+            imsi=identity.imsi,
+            meter_type=identity.meter_type,
+            meter_serial_number=identity.meter_serial_number,
+        )
+
+    _TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "FirmwareStatusNotification"})
+
+    def _on_trigger(self, request: Any) -> v16.TriggerMessageConf:
+        if request.requested_message.value in self._TRIGGERABLE:
+            return v16.TriggerMessageConf(status=v16.TriggerStatus.ACCEPTED)
+        return v16.TriggerMessageConf(status=v16.TriggerStatus.NOT_IMPLEMENTED)
+
+    def _after_trigger(self, request: Any, conf: v16.TriggerMessageConf) -> None:
+        """The .conf went out first (OCPP 1.6 §5.17); now the triggered message."""
+        if conf.status is not v16.TriggerStatus.ACCEPTED:
+            return
+        wanted = request.requested_message.value
+        if wanted == "FirmwareStatusNotification":
+            # Answered with the *signed* notification (white paper §6.16, L01.FR.28/29).
+            action = v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION
+            self.session.send_live(action, self.reporter.triggered())
+        elif wanted == "Heartbeat":
+            self.session.send_live(v16.Action.HEARTBEAT, v16.HeartbeatReq())
+        elif wanted == "BootNotification":
+            self.session.request_boot_notification()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        self._install_signal_handlers()
+        self.transport.start()
+        self._running = True
+        self._publish(force=True)
+        self.notifier.ready(self._status_line())
+        LOG.info("ocpp-fw-agent running; state in %s", self.config.state_dir)
+        next_watchdog = time.monotonic()
+        next_ping = time.monotonic() + self.config.csms.ping_interval
+        while self._running:
+            now = time.monotonic()
+            if self.notifier.watchdog_interval is not None and now >= next_watchdog:
+                self._hang_if_asked()
+                self.notifier.watchdog()
+                next_watchdog = now + self.notifier.watchdog_interval
+            if self.config.csms.ping_interval > 0 and now >= next_ping:
+                self.transport.ping()
+                next_ping = now + self.config.csms.ping_interval
+            idle = self.session.poll()
+            self._publish()
+            timeout = min(idle, next_ping - now, STATUS_INTERVAL)
+            if self.notifier.watchdog_interval is not None:
+                timeout = min(timeout, next_watchdog - now)
+            try:
+                event = self._events.get(timeout=max(0.0, timeout))
+            except queue.Empty:
+                continue
+            self._handle(event)
+        self._shutdown()
+        return 0
+
+    def _handle(self, event: TransportEvent | _Stop | Task | None) -> None:
+        if event is None:
+            return
+        if isinstance(event, _Stop):
+            LOG.info("stopping")
+            self._running = False
+        elif isinstance(event, Connected):
+            self._generation = event.generation
+            self.session.connected_with(self.transport.send)
+        elif isinstance(event, Received):
+            if event.generation == self._generation:
+                self.session.receive(event.text)
+        elif isinstance(event, Disconnected):
+            if event.generation == self._generation:
+                self.session.disconnected()
+        elif isinstance(event, CertificateRejected):
+            self.reporter.security_event(
+                v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE, event.reason
+            )
+        else:
+            event()
+
+    def _hang_if_asked(self) -> None:
+        if self._hang_file:
+            while Path(self._hang_file).exists():
+                time.sleep(0.2)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.transport.stop()
+        self.session.disconnected()
+        self._publish(force=True, stopped=True)
+        LOG.info("stopped; %d message(s) kept in the outbox", len(self.outbox))
+
+    # --- status -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "connection": "connected" if self.session.connected else "offline",
+            "registration": self.session.registration.value,
+            "queued": len(self.outbox),
+            "job": None,
+        }
+
+    def _status_line(self) -> str:
+        snap = self.snapshot()
+        line = f"{snap['connection']}, {snap['registration']}, {snap['queued']} queued"
+        job = snap.get("job")
+        if job:
+            line += f", update {job.get('request_id')}: {job.get('phase')}"
+        return line
+
+    def _publish(self, force: bool = False, stopped: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._status_due:
+            return
+        self._status_due = now + STATUS_INTERVAL
+        snap = self.snapshot()
+        if stopped:
+            snap["connection"] = "stopped"
+        if force or snap != self._last_snapshot:  # unchanged: spare the flash a write
+            self._last_snapshot = snap
+            status_file.publish(self.config.state_dir, snap)
+        line = self._status_line()
+        if line != self._last_status_line:
+            self._last_status_line = line
+            self.notifier.status(line)

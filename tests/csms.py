@@ -1,0 +1,304 @@
+"""A real CSMS for tests: the mobilityhouse `ocpp` library on a `websockets` server, on loopback.
+
+It runs its own asyncio loop in a thread. Tests talk to it synchronously: wait for messages the
+agent sent, send CALLs (typed, through `ocpp`) or raw frames, and read what the agent answered.
+Every CALL the agent sends is validated against the library's official OCPP 1.6 JSON schemas;
+violations are collected in `schema_violations` and checked by the fixture at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call as LibCall
+from ocpp.messages import validate_payload
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action, RegistrationStatus
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+
+@dataclasses.dataclass
+class Frame:
+    """One websocket text message, in either direction, as it crossed the wire."""
+
+    direction: str  # "in" (from the agent) or "out" (to the agent)
+    text: str
+    at: float
+
+    @property
+    def parsed(self) -> list[Any]:
+        value = json.loads(self.text)
+        assert isinstance(value, list)
+        return value
+
+
+@dataclasses.dataclass
+class Received:
+    charge_point_id: str
+    action: str
+    payload: dict[str, Any]
+    at: float
+
+
+class _RecordingConnection:
+    """What `ocpp.ChargePoint` needs (recv/send), recording every frame."""
+
+    def __init__(self, ws: ServerConnection, csms: TestCsms) -> None:
+        self._ws = ws
+        self._csms = csms
+
+    async def recv(self) -> str:
+        text = await self._ws.recv()
+        assert isinstance(text, str)
+        self._csms._record(Frame("in", text, time.monotonic()))
+        return text
+
+    async def send(self, text: str) -> None:
+        self._csms._record(Frame("out", text, time.monotonic()))
+        await self._ws.send(text)
+
+
+class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
+    """The CSMS's view of one charge point, answering what the agent sends."""
+
+    csms: TestCsms
+
+    @on(Action.boot_notification)
+    def on_boot(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "BootNotification", payload)
+        status, interval = self.csms.boot_responses.pop(0) if self.csms.boot_responses else (
+            RegistrationStatus.accepted,
+            self.csms.heartbeat_interval,
+        )
+        return call_result.BootNotification(
+            current_time=self.csms.now().isoformat(), interval=interval, status=status
+        )
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "Heartbeat", payload)
+        return call_result.Heartbeat(current_time=self.csms.now().isoformat())
+
+    @on(Action.signed_firmware_status_notification)
+    def on_signed_status(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "SignedFirmwareStatusNotification", payload)
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.security_event_notification)
+    def on_security_event(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "SecurityEventNotification", payload)
+        return call_result.SecurityEventNotification()
+
+
+class TestCsms:
+    """Start with `start()`; `url` is the base URL the agent appends its identity to."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: Callable[[str, bytes | None], bool] | None = None,
+        subprotocols: list[str] | None = None,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.auth = auth
+        self.subprotocols = subprotocols if subprotocols is not None else ["ocpp1.6"]
+        self.heartbeat_interval = 300
+        self.boot_responses: list[tuple[RegistrationStatus, int]] = []
+        self.clock_offset = datetime.timedelta(0)
+        self.received: list[Received] = []
+        self.frames: list[Frame] = []
+        self.schema_violations: list[str] = []
+        self.request_headers: list[Headers] = []
+        self.connections = 0
+        self.port = 0
+        self._changed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+        self._peers: dict[str, tuple[_CentralSystemSide, ServerConnection]] = {}
+        # A hook that can refuse to answer (simulates a CSMS that drops CALLRESULTs).
+        self.answer_filter: Callable[[str, dict[str, Any]], bool] = lambda action, payload: True
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.ssl_context else "ws"
+        host = "localhost" if self.ssl_context else "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}/ocpp"
+
+    def start(self, port: int = 0) -> TestCsms:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(10)
+        return self
+
+    async def _start(self, port: int) -> None:
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            port,
+            subprotocols=self.subprotocols or None,  # type: ignore[arg-type]
+            ssl=self.ssl_context,
+            process_request=self._process_request,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC) + self.clock_offset
+
+    # --- the server side --------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.request_headers.append(request.headers)
+        if self.auth is None:
+            return None
+        charge_point_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        password: bytes | None = None
+        header = request.headers.get("Authorization")
+        if header and header.startswith("Basic "):
+            user, _, password = base64.b64decode(header[6:]).partition(b":")
+            if user.decode() != charge_point_id:
+                password = None
+        if self.auth(charge_point_id, password):
+            return None
+        return connection.respond(401, "unauthorized\n")
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        charge_point_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
+        side = _CentralSystemSide(charge_point_id, _RecordingConnection(ws, self))
+        side.csms = self
+        self._peers[charge_point_id] = (side, ws)
+        with self._changed:
+            self.connections += 1
+            self._changed.notify_all()
+        try:
+            await side.start()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self._peers.get(charge_point_id, (None, None))[1] is ws:
+                del self._peers[charge_point_id]
+
+    def _record(self, frame: Frame) -> None:
+        if frame.direction == "in":
+            self._check_schema(frame.text)
+        with self._changed:
+            self.frames.append(frame)
+            self._changed.notify_all()
+
+    def _check_schema(self, text: str) -> None:
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            self.schema_violations.append(f"not JSON: {text[:200]}")
+            return
+        if isinstance(parsed, list) and parsed and parsed[0] == 2:
+            try:
+                validate_payload(LibCall(parsed[1], parsed[2], parsed[3]), "1.6")
+            except (OCPPError, Exception) as exc:
+                self.schema_violations.append(f"{parsed[2]}: {exc}")
+
+    def _note(self, charge_point_id: str, action: str, payload: dict[str, Any]) -> None:
+        with self._changed:
+            self.received.append(Received(charge_point_id, action, payload, time.monotonic()))
+            self._changed.notify_all()
+
+    # --- what tests use ---------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+        """Block until `predicate()` is truthy (re-checked on every frame); return its value."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what or predicate}")
+                self._changed.wait(min(remaining, 0.2))
+
+    def messages(self, action: str | None = None) -> list[Received]:
+        with self._changed:
+            return [m for m in self.received if action is None or m.action == action]
+
+    def wait_message(self, action: str, count: int = 1, timeout: float = 15.0) -> list[Received]:
+        """Wait until the agent has sent `count` CALLs of `action`; return them all."""
+        return self.wait_for(  # type: ignore[no-any-return]
+            lambda: (found if len(found := self.messages(action)) >= count else None),
+            timeout,
+            f"{count} x {action}",
+        )
+
+    def statuses(self) -> list[tuple[str, int | None]]:
+        """(status, requestId) of every SignedFirmwareStatusNotification, in arrival order."""
+        return [
+            (m.payload["status"], m.payload.get("request_id"))
+            for m in self.messages("SignedFirmwareStatusNotification")
+        ]
+
+    def connected(self, charge_point_id: str) -> bool:
+        return charge_point_id in self._peers
+
+    def call(self, charge_point_id: str, payload: Any, timeout: float = 15.0) -> Any:
+        """Send a typed CALL through `ocpp` and return the agent's (validated) answer."""
+        side, _ = self.wait_for(lambda: self._peers.get(charge_point_id), timeout, "connection")
+        future = asyncio.run_coroutine_threadsafe(side.call(payload, suppress=False), self._loop)
+        return future.result(timeout)
+
+    def send_raw(self, charge_point_id: str, text: str) -> None:
+        """Send a raw frame (malformed ones included) to the agent."""
+        _, ws = self.wait_for(lambda: self._peers.get(charge_point_id), 15, "connection")
+        self._record(Frame("out", text, time.monotonic()))
+        asyncio.run_coroutine_threadsafe(ws.send(text), self._loop).result(10)
+
+    def answer_to(self, unique_id: str, timeout: float = 10.0) -> list[Any]:
+        """The agent's CALLRESULT or CALLERROR frame for `unique_id`."""
+
+        def find() -> list[Any] | None:
+            for frame in self.frames:
+                if frame.direction != "in":
+                    continue
+                try:
+                    parsed = frame.parsed
+                except (ValueError, AssertionError):
+                    continue
+                if len(parsed) > 1 and parsed[0] in (3, 4) and parsed[1] == unique_id:
+                    return parsed
+            return None
+
+        return self.wait_for(find, timeout, f"answer to {unique_id}")  # type: ignore[no-any-return]
+
+    def disconnect(self, charge_point_id: str) -> None:
+        """Close the agent's connection from the server side."""
+        peer = self._peers.get(charge_point_id)
+        if peer is not None:
+            asyncio.run_coroutine_threadsafe(peer[1].close(), self._loop).result(10)
