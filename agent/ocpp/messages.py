@@ -22,7 +22,14 @@ MAX_ID_LENGTH = 36
 
 
 def _dumps(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. echoed from a CALL id the peer escaped as \ud800) cannot be
+        # sent as UTF-8 (§4.1.2); \u escapes keep the JSON, and the id, exactly the same.
+        text = json.dumps(frame, separators=(",", ":"))
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +83,8 @@ def unpack(text: str | bytes) -> Frame | None:
         frame = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("not JSON: nested too deeply") from None
     if not isinstance(frame, list) or not frame:
         raise FrameError("not a JSON array")
     kind = frame[0]
