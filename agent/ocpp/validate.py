@@ -112,6 +112,10 @@ def parse_datetime(text: str, where: str = "date-time") -> datetime.datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
+    try:  # e.g. 0001-01-01T00:00:00+01:00: no UTC equivalent, format_datetime would overflow
+        moment.astimezone(datetime.UTC)
+    except OverflowError:
+        raise PropertyConstraintViolation(f"{where}: {text!r} is out of range") from None
     return moment
 
 
