@@ -1,0 +1,245 @@
+"""Signing-certificate checks against a generated manufacturer PKI (L01.FR.12, .23-.25)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from agent import RELEASE_DATE
+from agent.firmware import certs
+from agent.firmware.clock import ClockSource, CsmsTimeOffset, TrustedClock
+from agent.firmware.errors import CertificateRejected
+from tests.firmware import fwpki
+
+CLOCK = TrustedClock()
+NO_CRLS = certs.CrlSet(())
+
+
+def store(*issued: fwpki.Issued) -> certs.RootStore:
+    return certs.RootStore(tuple(i.cert for i in issued))
+
+
+def rejected(pem: str, roots: certs.RootStore, crls: certs.CrlSet = NO_CRLS) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(pem, roots, crls, CLOCK)
+    assert len(caught.value.tech_info) <= 255
+    return caught.value
+
+
+def test_rsa_signer_issued_by_rsa_root_is_accepted(rsa_root, rsa_signer):
+    """L01.FR.23: a certificate issued directly by an installed root passes."""
+    verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, CLOCK)
+    assert verdict.root.subject == rsa_root.cert.subject
+    assert verdict.clock_source is ClockSource.SYSTEM
+    assert verdict.key_description == "RSA 2048"
+
+
+def test_ec_signer_found_among_several_roots(rsa_root, ec_root, ec_signer):
+    verdict = certs.check_signing_certificate(
+        ec_signer.pem, store(rsa_root, ec_root), NO_CRLS, CLOCK
+    )
+    assert verdict.root.subject == ec_root.cert.subject
+    assert verdict.key_description.startswith("EC secp256r1")
+
+
+def test_ec_signer_under_rsa_root(rsa_root):
+    signer = fwpki.issue("EC under RSA", fwpki.ec_key("secp256r1", 2), rsa_root)
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, CLOCK)
+    assert verdict.certificate.serial_number == signer.cert.serial_number
+
+
+@pytest.mark.skipif(not fwpki.PSS_CERTS, reason="this cryptography cannot build PSS certs")
+def test_rsa_pss_signed_certificate_is_accepted(rsa_root):
+    signer = fwpki.issue("PSS signed", fwpki.rsa_key(2048, 1), rsa_root, pss=True)
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, CLOCK)
+    assert verdict.root == rsa_root.cert
+
+
+def test_certificate_identical_to_root_is_accepted(rsa_root, ec_root):
+    """The manufacturer may sign with the root itself (the issue allows byte-identical)."""
+    verdict = certs.check_signing_certificate(
+        rsa_root.pem, store(ec_root, rsa_root), NO_CRLS, CLOCK
+    )
+    assert verdict.root == rsa_root.cert
+
+
+def test_no_root_installed():
+    """L01.FR.24 + CP-PRE-2: without a ManufacturerRootCertificate nothing can be accepted."""
+    signer = fwpki.issue("lonely", fwpki.ec_key("secp256r1", 3))
+    error = rejected(signer.pem, certs.RootStore(()))
+    assert error.status == "InvalidCertificate"
+    assert error.tech_info == "no manufacturer root certificate installed"
+
+
+def test_expired(rsa_root):
+    """L01.FR.24: outside the validity period -> InvalidCertificate, naming the clock."""
+    old = fwpki.issue(
+        "expired",
+        fwpki.rsa_key(2048, 1),
+        rsa_root,
+        not_before=fwpki.NOW - 20 * fwpki.DAY,
+        not_after=fwpki.NOW - 10 * fwpki.DAY,
+    )
+    error = rejected(old.pem, store(rsa_root))
+    assert error.status == "InvalidCertificate"
+    assert "expired" in error.tech_info and "system clock" in error.tech_info
+
+
+def test_not_yet_valid(rsa_root):
+    early = fwpki.issue(
+        "future", fwpki.rsa_key(2048, 1), rsa_root, not_before=fwpki.NOW + 10 * fwpki.DAY
+    )
+    error = rejected(early.pem, store(rsa_root))
+    assert "not valid before" in error.tech_info
+
+
+def test_intermediate_issued_is_refused(rsa_root):
+    """L01 remarks: the manufacturer SHALL NOT use intermediates for the signing cert."""
+    intermediate = fwpki.issue("Intermediate", fwpki.ec_key("secp256r1", 4), rsa_root, ca=True)
+    leaf = fwpki.issue("via intermediate", fwpki.ec_key("secp256r1", 5), intermediate)
+    error = rejected(leaf.pem, store(rsa_root))
+    assert "not an installed manufacturer root" in error.tech_info
+    # Sending the chain does not help either.
+    error = rejected(leaf.pem + intermediate.pem, store(rsa_root))
+    assert "more than one certificate" in error.tech_info
+
+
+def test_same_issuer_name_but_other_key_is_refused(rsa_root):
+    """A forged root with the real root's name must not pass (signature is checked)."""
+    forged_root = fwpki.issue("Manufacturer Root RSA", fwpki.rsa_key(2048, 3), ca=True)
+    forged = fwpki.issue("forged", fwpki.rsa_key(2048, 1), forged_root)
+    error = rejected(forged.pem, store(rsa_root))
+    assert "does not verify" in error.tech_info
+
+
+def test_small_rsa_key(rsa_root):
+    """A00.FR.501 via L01 remarks: RSA keys below 2048 bits are refused."""
+    weak = fwpki.issue("weak", fwpki.rsa_key(1024, 0), rsa_root)
+    assert "1024 bits" in rejected(weak.pem, store(rsa_root)).tech_info
+
+
+def test_small_ec_key(rsa_root):
+    weak = fwpki.issue("weak ec", fwpki.ec_key("secp192r1", 0), rsa_root)
+    assert "192 bits" in rejected(weak.pem, store(rsa_root)).tech_info
+
+
+def test_key_usage_without_signatures(rsa_root):
+    enc = fwpki.issue("encrypt only", fwpki.rsa_key(2048, 1), rsa_root, key_usage="encipher")
+    assert "key usage" in rejected(enc.pem, store(rsa_root)).tech_info
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "missing"),
+        ("hello, I am a certificate", "not a PEM certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n",
+            "does not parse",
+        ),
+    ],
+)
+def test_garbage(rsa_root, text, reason):
+    assert reason in rejected(text, store(rsa_root)).tech_info
+
+
+def test_too_long(rsa_root, rsa_signer):
+    """Schema: signingCertificate maxLength 5500; longer text is refused whatever it holds."""
+    padded = rsa_signer.pem + "\n" * (5501 - len(rsa_signer.pem))
+    assert len(padded) == 5501
+    assert "5500" in rejected(padded, store(rsa_root)).tech_info
+
+
+def test_revoked_by_root_signed_crl(tmp_path: Path, rsa_root, rsa_signer):
+    """L01.FR.25: a serial listed in a CRL signed by the root -> RevokedCertificate."""
+    crl = fwpki.crl(rsa_root, [12345, rsa_signer.cert.serial_number])
+    (tmp_path / "root.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    crls = certs.load_crls(tmp_path)
+    assert len(crls.crls) == 1
+    error = rejected(rsa_signer.pem, store(rsa_root), crls)
+    assert error.status == "RevokedCertificate"
+    assert f"{rsa_signer.cert.serial_number:x}" in error.tech_info
+
+
+def test_crl_not_signed_by_root_is_ignored(tmp_path: Path, rsa_root, rsa_signer):
+    impostor = fwpki.issue("Manufacturer Root RSA", fwpki.rsa_key(2048, 3), ca=True)
+    crl = fwpki.crl(impostor, [rsa_signer.cert.serial_number])
+    (tmp_path / "fake.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    crls = certs.load_crls(tmp_path)
+    verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
+    assert verdict.certificate.serial_number == rsa_signer.cert.serial_number
+
+
+def test_crl_without_our_serial_accepts(tmp_path: Path, rsa_root, rsa_signer):
+    crl = fwpki.crl(rsa_root, [1, 2, 3])
+    (tmp_path / "a.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "broken.crl").write_bytes(b"not a crl")
+    crls = certs.load_crls(tmp_path)
+    assert len(crls.crls) == 1 and len(crls.problems) == 1
+    certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
+
+
+def test_load_roots_from_directory_and_bundle(tmp_path: Path, rsa_root, ec_root):
+    folder = tmp_path / "roots"
+    folder.mkdir()
+    (folder / "rsa.pem").write_text(rsa_root.pem)
+    (folder / "ec.der").write_bytes(ec_root.der)
+    (folder / "junk.crt").write_text("junk")
+    (folder / "README").write_text("ignored: not a certificate suffix")
+    loaded = certs.load_roots(folder)
+    assert {c.subject for c in loaded.roots} == {rsa_root.cert.subject, ec_root.cert.subject}
+    assert len(loaded.problems) == 1 and "junk.crt" in loaded.problems[0]
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(rsa_root.pem + ec_root.pem)
+    assert len(certs.load_roots(bundle).roots) == 2
+    assert certs.load_roots(None).roots == ()
+
+
+# --- which clock decides -------------------------------------------------------------------
+
+
+BOOT_1970 = 86400.0  # a controller without RTC
+
+
+def test_clock_prefers_plausible_system_time():
+    clock = TrustedClock(lambda: -1e9)  # a CSMS offset exists but the system clock is fine
+    reading = clock.read()
+    assert reading.source is ClockSource.SYSTEM
+    assert reading.now >= RELEASE_DATE
+
+
+def test_implausible_system_clock_uses_csms_time(rsa_root, rsa_signer):
+    """Issue #3: with the system clock before the release date, the CSMS time decides."""
+    real_now = fwpki.NOW.timestamp()
+    offset = CsmsTimeOffset(system=lambda: BOOT_1970)
+    offset.record(datetime.datetime.fromtimestamp(real_now, datetime.UTC))
+    clock = TrustedClock(offset, system=lambda: BOOT_1970)
+    verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert verdict.clock_source is ClockSource.CSMS
+
+
+def test_csms_time_can_reject(rsa_root, rsa_signer):
+    offset = CsmsTimeOffset(system=lambda: BOOT_1970)
+    offset.record(fwpki.NOW + 3650 * fwpki.DAY)
+    clock = TrustedClock(offset, system=lambda: BOOT_1970)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert "expired" in caught.value.tech_info and "CSMS time" in caught.value.tech_info
+
+
+def test_no_trustworthy_time_refuses(rsa_root, rsa_signer):
+    clock = TrustedClock(system=lambda: BOOT_1970)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert "no trustworthy time" in caught.value.tech_info
+
+
+def test_tech_info_is_capped():
+    error = CertificateRejected("InvalidCertificate", "x" * 400)
+    assert len(error.tech_info) == 255
+    with pytest.raises(ValueError):
+        CertificateRejected("Accepted", "nope")
