@@ -147,7 +147,7 @@ class Session:
             frame = unpack(text)
         except FrameError as exc:
             LOG.warning("malformed frame from the CSMS: %s", exc)
-            if exc.answer is not None:
+            if exc.answer is not None and not self._silenced():
                 self._transmit(exc.answer.to_json())
             return
         if frame is None:
@@ -185,8 +185,8 @@ class Session:
         due = [d for d in (self._boot_due, self._heartbeat_due) if d is not None]
         if self.accepted and len(self._outbox):
             due.append(self._outbox_retry_at)
-        if self._live and self.registration is not Registration.REJECTED:
-            due.append(self._silent_until)
+        if self._live and self.registration in (Registration.PENDING, Registration.ACCEPTED):
+            due.append(self._silent_until)  # sendable now; before registration only the boot
         return due
 
     def _send_next(self, now: float) -> None:
@@ -228,8 +228,12 @@ class Session:
 
     # --- incoming CALLs ---------------------------------------------------------------------
 
+    def _silenced(self) -> bool:
+        """Rejected and `interval` not yet passed: answer nothing (OCPP 1.6 §4.2)."""
+        return self.registration is Registration.REJECTED and self._now() < self._silent_until
+
     def _on_call(self, call: Call) -> None:
-        if self.registration is Registration.REJECTED and self._now() < self._silent_until:
+        if self._silenced():
             LOG.info("registration rejected: not answering %s", call.action)
             return
         route = self._routes.get(call.action)
