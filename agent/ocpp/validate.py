@@ -23,6 +23,7 @@ from agent.ocpp.errors import (
 )
 
 T = TypeVar("T")
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # no OCPP integer needs more than 64 bits
 
 
 _FIELD_CACHE: dict[type[Any], list[tuple[dataclasses.Field[Any], Any, bool]]] = {}
@@ -88,11 +89,13 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
             raise PropertyConstraintViolation(f"{where}: longer than {max_length} characters")
         return value
     if hint is int:
-        if type(value) is int:
-            return value
         if type(value) is float and value.is_integer():
-            return int(value)
-        raise TypeConstraintViolation(f"{where}: expected an integer")
+            value = int(value)
+        if type(value) is not int:
+            raise TypeConstraintViolation(f"{where}: expected an integer")
+        if not INT_MIN <= value <= INT_MAX:  # e.g. an interval of 10**400 s would overflow later
+            raise PropertyConstraintViolation(f"{where}: integer out of range")
+        return value
     if hint is datetime.datetime:
         if not isinstance(value, str):
             raise TypeConstraintViolation(f"{where}: expected a date-time string")

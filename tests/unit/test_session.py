@@ -208,6 +208,18 @@ def test_nothing_but_boot_while_unregistered_and_no_busy_loop(h: Harness) -> Non
     assert h.take_one()[2] == "BootNotification"
 
 
+@pytest.mark.parametrize("status", ["Accepted", "Pending", "Rejected"])
+def test_an_absurd_interval_does_not_crash_the_session(h: Harness, status: str) -> None:
+    """`interval: 10**400` is invalid JSON-schema-wise for any real CSMS; it must be treated as
+    an invalid conf (the boot is retried), not raise OverflowError out of `receive`."""
+    h.connect()
+    h.poll()
+    boot = h.take_one()
+    h.result(boot[1], {"status": status, "currentTime": CSMS_TIME, "interval": 10**400})
+    assert h.session.registration is Registration.UNREGISTERED
+    assert h.poll() == pytest.approx(5.0)
+
+
 def test_on_accepted_hooks_run_on_each_acceptance(h: Harness) -> None:
     accepted: list[Registration] = []
     h.session.on_accepted(lambda: accepted.append(h.session.registration))

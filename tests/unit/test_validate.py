@@ -177,6 +177,16 @@ def test_an_enum_that_is_not_a_string_is_a_type_constraint_violation() -> None:
     assert type(error) is TypeConstraintViolation
 
 
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**400, 1e300])
+def test_an_integer_beyond_64_bits_is_a_property_constraint_violation(value: Any) -> None:
+    """JSON integers are unbounded; no OCPP field needs more than 64 bits, and accepting
+    10**400 as an interval would overflow the float clock arithmetic later."""
+    payload = {"status": "Accepted", "currentTime": "2024-05-01T12:00:00Z", "interval": value}
+    assert type(rejects(v16.BootNotificationConf, payload)) is PropertyConstraintViolation
+    payload["interval"] = 2**63 - 1
+    assert from_wire(v16.BootNotificationConf, payload).interval == 2**63 - 1
+
+
 def test_an_integral_float_is_accepted_as_an_integer() -> None:
     """JSON has one number type; 42.0 is the integer 42."""
     payload = {**signed_update(), "requestId": 42.0}
