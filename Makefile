@@ -63,3 +63,29 @@ bench: deps venv
 
 clean:
 	rm -rf $(VENV) $(DEBVENV) build dist *.egg-info
+
+# --- Debian package and the container test (issue 5) ------------------------------------------
+# Tools to build and lint the .deb, and to boot a debootstrapped Debian 12 under systemd-nspawn.
+PACKAGING_APT_PACKAGES := devscripts debhelper dh-python python3-all python3-setuptools \
+	pybuild-plugin-pyproject lintian systemd systemd-container debootstrap procps
+DEB_OUT := build/deb
+
+.PHONY: packaging-deps deb system
+
+packaging-deps:
+	@missing=$$(for p in $(PACKAGING_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+
+# build/deb/ocpp-fw-agent_<version>_all.deb from the working tree; fails on any lintian warning.
+deb: packaging-deps
+	tests/system/build-deb $(DEB_OUT)
+
+# Builds the .deb, installs it into Debian 12 booted with systemd-nspawn and runs it under
+# systemd: start, crash, watchdog, SIGTERM, upgrade, purge (tests/system/test_package.py).
+system: packaging-deps venv
+	OCPP_FW_AGENT_SYSTEM_TEST=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/system $(PYTEST_ARGS)
