@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
-from ocpp.exceptions import OCPPError
 from ocpp.messages import Call as LibCall
 from ocpp.messages import validate_payload
 from ocpp.routing import on
@@ -64,6 +63,7 @@ class _RecordingConnection:
     async def recv(self) -> str:
         text = await self._ws.recv()
         assert isinstance(text, str)
+        await self._csms._check_schema(text)
         self._csms._record(Frame("in", text, time.monotonic()))
         return text
 
@@ -208,13 +208,11 @@ class TestCsms:
                 del self._peers[charge_point_id]
 
     def _record(self, frame: Frame) -> None:
-        if frame.direction == "in":
-            self._check_schema(frame.text)
         with self._changed:
             self.frames.append(frame)
             self._changed.notify_all()
 
-    def _check_schema(self, text: str) -> None:
+    async def _check_schema(self, text: str) -> None:
         try:
             parsed = json.loads(text)
         except ValueError:
@@ -222,8 +220,8 @@ class TestCsms:
             return
         if isinstance(parsed, list) and parsed and parsed[0] == 2:
             try:
-                validate_payload(LibCall(parsed[1], parsed[2], parsed[3]), "1.6")
-            except (OCPPError, Exception) as exc:
+                await validate_payload(LibCall(parsed[1], parsed[2], parsed[3]), "1.6")
+            except Exception as exc:
                 self.schema_violations.append(f"{parsed[2]}: {exc}")
 
     def _note(self, charge_point_id: str, action: str, payload: dict[str, Any]) -> None:

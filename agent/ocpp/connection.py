@@ -125,11 +125,15 @@ class Transport:
     def _close_socket(self) -> None:
         with self._lock:
             ws, self._ws = self._ws, None
-        if ws is not None:
+        if ws is None:
+            return
+        # Never ws.close() here: it waits for the peer's close frame under the read lock the
+        # reader thread holds. Send our close frame, then abort to wake the blocked reader.
+        for step in (ws.send_close, ws.abort):
             try:
-                ws.close(timeout=1)
+                step()
             except Exception as exc:
-                LOG.debug("close: %s", exc)
+                LOG.debug("closing: %s", exc)
 
     def _connect(self) -> Any:
         csms = self._csms
@@ -195,6 +199,10 @@ class Transport:
         except Exception as exc:
             reason = _describe(exc)
         self._close_socket()
+        try:
+            ws.shutdown()
+        except Exception as exc:
+            LOG.debug("shutdown: %s", exc)
         if not self._stop.is_set():
             LOG.warning("disconnected from the CSMS: %s", reason)
         self._post(Disconnected(generation, reason))
