@@ -45,15 +45,23 @@ class Outbox:
     def _load(self) -> list[Entry]:
         try:
             document = read_json(self._path, version=FORMAT_VERSION)
-        except StateFileError as exc:
+            if document is None:
+                return []
+            entries = [Entry(**entry) for entry in document["entries"]]
+            for entry in entries:
+                if not (
+                    isinstance(entry.unique_id, str)
+                    and isinstance(entry.action, str)
+                    and isinstance(entry.payload, dict)
+                ):
+                    raise TypeError(f"malformed entry {entry!r}")
+        except (StateFileError, KeyError, TypeError) as exc:
             # Never silently start empty over an unreadable queue: keep it for inspection.
             broken = self._path.with_name(self._path.name + f".broken-{int(time.time())}")
             self._path.rename(broken)
             LOG.error("outbox unreadable, moved to %s: %s", broken, exc)
             return []
-        if document is None:
-            return []
-        return [Entry(**entry) for entry in document["entries"]]
+        return entries
 
     def _save(self) -> None:
         entries = [dataclasses.asdict(entry) for entry in self._entries]
