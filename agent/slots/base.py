@@ -4,20 +4,33 @@ The daemon owns the update transaction (journal, download, verification, reporti
 only reads and flips the bootloader's state. Every mutation is a single write on the medium where
 the bootloader allows it, is idempotent (safe to re-run after a crash) and is read back: the
 backend calls `observe()` after writing and raises `BackendError` when the post-condition does
-not hold, so a tool that exits 0 but drops the write is caught.
+not hold, so a tool that exits 0 but drops the write is caught. `VerifiedBackend` does that
+checking once for all backends; they only implement the raw writes.
 
-Slot names are the bootloader's own ("A"/"B" for U-Boot and GRUB in RAUC's scheme, the
-partition numbers' names for tryboot); the daemon never invents them.
+Slot names are the keys of `[slots] devices` ("A"/"B"); backends map them to the bootloader's
+own names (RAUC bootnames, partition numbers, `mender_boot_part` values).
+
+Meaning of the observation fields, the same for every backend:
+
+- `booted`: the slot the running kernel came from ("" when it is neither slot, e.g. a rescue
+  system);
+- `primary`: the slot a plain power-on boots once an armed trial is used up or ignored, i.e. the
+  committed choice. Bootloaders that count every boot (RAUC's U-Boot and GRUB scripts) move it
+  away from an unconfirmed slot: see `Capabilities.confirm_each_boot`;
+- `trial_active`: this boot is a trial boot of `booted` that has not been committed;
+- `health[slot]`: BAD (never booted by a plain power-on, never armed by the daemon), TRIAL (armed,
+  or being tried), GOOD (eligible).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 
 class SlotHealth(enum.StrEnum):
@@ -32,6 +45,10 @@ class Capabilities:
     trial_attempts: int  # 1: one-shot (tryboot, grub next-entry); N: U-Boot boot counter
     persistent_bad_mark: bool  # can the bootloader itself refuse a slot?
     atomic_switch: bool  # arm and commit each land in one medium write
+    # The bootloader counts every boot, not only trials (RAUC's U-Boot and GRUB scripts): after
+    # each healthy boot outside a trial the daemon must call commit(booted) - RAUC's
+    # `mark-good booted` - or a later power-on falls back to the other slot.
+    confirm_each_boot: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +71,28 @@ class BootObservation:
 
 
 class BackendError(Exception):
-    """A bootloader operation failed or its read-back did not show the intended state."""
+    """A bootloader operation failed or its read-back did not show the intended state.
+
+    `op` names the verb, `raw_before`/`raw_after` carry the bootloader variables around a failed
+    post-condition so the daemon can log the evidence.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        op: str | None = None,
+        raw_before: Mapping[str, str] | None = None,
+        raw_after: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.op = op
+        self.raw_before = dict(raw_before or {})
+        self.raw_after = dict(raw_after or {})
+
+
+class BackendConfigError(BackendError, ValueError):
+    """Unknown backend, unknown option or invalid option value (a configuration mistake)."""
 
 
 class BootBackend(Protocol):
@@ -79,15 +117,15 @@ class BootBackend(Protocol):
         ...
 
     def arm_trial(self, slot: str) -> None:
-        """Let the next boot (only) try `slot`; the primary slot is unchanged."""
+        """Let the next boot (only) try `slot`; the running slot becomes/stays the primary."""
         ...
 
     def disarm_trial(self, slot: str) -> None:
-        """Undo `arm_trial` before the reboot happened (cancel, gate timeout)."""
+        """Undo `arm_trial` before the reboot (cancel, gate timeout): `slot` is BAD again."""
         ...
 
     def commit(self, slot: str) -> None:
-        """Make `slot` the primary slot. Only from a verified trial boot of `slot`."""
+        """Make the running `slot` the primary: after its trial boot, or as the per-boot confirm."""
         ...
 
     def abandon_trial(self, slot: str) -> None:
@@ -99,16 +137,180 @@ class BootBackend(Protocol):
         ...
 
 
-def run_tool(argv: Sequence[str], *, what: str, input_text: str | None = None) -> str:
-    """Run a bootloader tool; return stdout, or raise BackendError naming the tool and stderr."""
+# --- post-conditions: one checker per verb, returning a problem or None --------------------------
+
+Check = Callable[[BootObservation, str], str | None]
+
+
+def _health(obs: BootObservation, slot: str) -> SlotHealth:
+    return obs.health.get(slot, SlotHealth.UNKNOWN)
+
+
+def _after_mark_bad(obs: BootObservation, slot: str) -> str | None:
+    if _health(obs, slot) != SlotHealth.BAD:
+        return f"health[{slot}] is {_health(obs, slot)}, expected bad"
+    if obs.primary == slot:
+        return f"primary is still {slot}"
+    return None
+
+
+def _after_arm(obs: BootObservation, slot: str) -> str | None:
+    if _health(obs, slot) != SlotHealth.TRIAL:
+        return f"health[{slot}] is {_health(obs, slot)}, expected trial"
+    if obs.primary != obs.other_than(slot):
+        return f"primary is {obs.primary!r}, expected {obs.other_than(slot)!r}"
+    return None
+
+
+def _after_commit(obs: BootObservation, slot: str) -> str | None:
+    if obs.primary != slot:
+        return f"primary is {obs.primary!r}, expected {slot!r}"
+    if _health(obs, slot) != SlotHealth.GOOD:
+        return f"health[{slot}] is {_health(obs, slot)}, expected good"
+    if obs.trial_active:
+        return "the trial is still active"
+    return None
+
+
+POSTCONDITIONS: Final[Mapping[str, Check]] = {
+    "mark_bad": _after_mark_bad,
+    "arm_trial": _after_arm,
+    "disarm_trial": _after_mark_bad,  # back to the state before arm: written but not bootable
+    "abandon_trial": _after_mark_bad,
+    "commit": _after_commit,
+}
+
+
+def _before_commit(obs: BootObservation, slot: str) -> str | None:
+    if obs.booted != slot:
+        return f"refusing to commit {slot}: the running slot is {obs.booted or 'unknown'!r}"
+    return None
+
+
+def _before_arm(obs: BootObservation, slot: str) -> str | None:
+    if obs.booted == slot:
+        return f"refusing to arm a trial of the running slot {slot}"
+    return None
+
+
+def _before_mark_bad(obs: BootObservation, slot: str) -> str | None:
+    if obs.booted == slot:
+        return f"refusing to mark the running slot {slot} bad (use abandon_trial)"
+    return None
+
+
+PRECONDITIONS: Final[Mapping[str, Check]] = {
+    "mark_bad": _before_mark_bad,
+    "arm_trial": _before_arm,
+    "commit": _before_commit,
+}
+
+
+class VerifiedBackend(abc.ABC):
+    """Implements the mutating verbs as: observe, check pre-condition, write, observe, check.
+
+    Subclasses implement `observe()` and the `_do_*` writes; each `_do_*` gets the observation
+    taken just before and must be idempotent (skip the write when nothing changes).
+    """
+
+    name: str = "?"
+    slots: Mapping[str, Path]
+
+    def __init__(self, devices: Mapping[str, Path]) -> None:
+        if len(devices) != 2:
+            raise BackendConfigError(
+                f"{self.name}: expected exactly two slots, got {sorted(devices)}"
+            )
+        self.slots = {str(name): Path(path) for name, path in devices.items()}
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    def self_check(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def observe(self) -> BootObservation: ...
+
+    def reboot_argument(self) -> str | None:
+        return None
+
+    def other(self, slot: str) -> str:
+        """The other slot of the pair."""
+        return next(name for name in self.slots if name != slot)
+
+    def mark_bad(self, slot: str) -> None:
+        self._mutate("mark_bad", slot, self._do_mark_bad)
+
+    def arm_trial(self, slot: str) -> None:
+        self._mutate("arm_trial", slot, self._do_arm_trial)
+
+    def disarm_trial(self, slot: str) -> None:
+        self._mutate("disarm_trial", slot, self._do_disarm_trial)
+
+    def commit(self, slot: str) -> None:
+        self._mutate("commit", slot, self._do_commit)
+
+    def abandon_trial(self, slot: str) -> None:
+        self._mutate("abandon_trial", slot, self._do_abandon_trial)
+
+    @abc.abstractmethod
+    def _do_mark_bad(self, slot: str, before: BootObservation) -> None: ...
+
+    @abc.abstractmethod
+    def _do_arm_trial(self, slot: str, before: BootObservation) -> None: ...
+
+    @abc.abstractmethod
+    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None: ...
+
+    @abc.abstractmethod
+    def _do_commit(self, slot: str, before: BootObservation) -> None: ...
+
+    @abc.abstractmethod
+    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None: ...
+
+    def _mutate(self, op: str, slot: str, write: Callable[[str, BootObservation], None]) -> None:
+        if slot not in self.slots:
+            raise BackendError(f"{self.name}: {op}: unknown slot {slot!r}", op=op)
+        before = self.observe()
+        precondition = PRECONDITIONS.get(op)
+        refused = precondition(before, slot) if precondition else None
+        if refused:
+            raise BackendError(f"{self.name}: {op}: {refused}", op=op, raw_before=before.raw)
+        write(slot, before)
+        after = self.observe()
+        problem = POSTCONDITIONS[op](after, slot)
+        if problem:
+            raise BackendError(
+                f"{self.name}: {op}({slot}) not in effect after the write: {problem}",
+                op=op,
+                raw_before=before.raw,
+                raw_after=after.raw,
+            )
+
+
+def run_tool_full(
+    argv: Sequence[str], *, what: str, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a bootloader tool; return the completed process whatever its exit status.
+
+    Raises BackendError only when the tool cannot be started or times out.
+    """
     try:
-        completed = subprocess.run(
+        return subprocess.run(
             list(argv), input=input_text, capture_output=True, text=True, timeout=60, check=False
         )
     except FileNotFoundError as exc:
         raise BackendError(f"{what}: {argv[0]} not found") from exc
+    except PermissionError as exc:
+        raise BackendError(f"{what}: {argv[0]} not executable") from exc
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"{what}: {argv[0]} timed out") from exc
+
+
+def run_tool(argv: Sequence[str], *, what: str, input_text: str | None = None) -> str:
+    """Run a bootloader tool; return stdout, or raise BackendError naming the tool and stderr."""
+    completed = run_tool_full(argv, what=what, input_text=input_text)
     if completed.returncode != 0:
         detail = completed.stderr.strip() or completed.stdout.strip()
         raise BackendError(f"{what}: {argv[0]} exited {completed.returncode}: {detail}")
