@@ -1,0 +1,171 @@
+"""The slot contract, run against every backend with its bootloader simulator.
+
+Each mutation is checked for its post-condition (by the backend itself, and here), and for
+idempotence: doing it twice leaves the whole env exactly as once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from slot_rigs import Rig
+
+from agent.slots import describe
+from agent.slots.base import BackendError, SlotHealth
+
+
+def twice(rig: Rig, action: Callable[[], None]) -> str:
+    """Run `action` twice; the env after the second run must equal the env after the first."""
+    action()
+    once = rig.env_text()
+    action()
+    assert rig.env_text() == once, "mutation is not idempotent"
+    return once
+
+
+def reboot(rig: Rig) -> str:
+    """A reboot by the daemon, carrying the backend's reboot argument."""
+    return rig.power_on(rig.backend.reboot_argument())
+
+
+def routine_boot(rig: Rig, argument: str | None) -> str:
+    """A power-on outside a trial, followed by the daemon's per-boot confirm where needed."""
+    booted = rig.power_on(argument)
+    if booted and rig.backend.capabilities().confirm_each_boot:
+        rig.backend.commit(booted)
+    return booted
+
+
+def start_trial(rig: Rig) -> None:
+    backend = rig.backend
+    twice(rig, lambda: backend.mark_bad("B"))
+    twice(rig, lambda: backend.arm_trial("B"))
+    assert reboot(rig) == "B"
+
+
+def test_fresh_device_observed(rig: Rig) -> None:
+    obs = rig.backend.observe()
+    assert (obs.booted, obs.primary, obs.trial_active) == ("A", "A", False)
+    assert obs.health == {"A": SlotHealth.GOOD, "B": SlotHealth.GOOD}
+    assert rig.backend.self_check() == []
+    assert rig.backend.reboot_argument() is None
+
+
+def test_update_commit_flow(rig: Rig) -> None:
+    backend = rig.backend
+    twice(rig, lambda: backend.mark_bad("B"))
+    obs = backend.observe()
+    assert (obs.health["B"], obs.primary, obs.booted) == (SlotHealth.BAD, "A", "A")
+
+    twice(rig, lambda: backend.arm_trial("B"))
+    obs = backend.observe()
+    assert (obs.health["B"], obs.primary, obs.trial_active) == (SlotHealth.TRIAL, "A", False)
+
+    assert reboot(rig) == "B"
+    obs = backend.observe()
+    assert (obs.booted, obs.primary, obs.trial_active) == ("B", "A", True)
+    assert obs.health["B"] == SlotHealth.TRIAL
+
+    twice(rig, lambda: backend.commit("B"))
+    obs = backend.observe()
+    assert (obs.primary, obs.trial_active, obs.health["B"]) == ("B", False, SlotHealth.GOOD)
+
+    for _ in range(3):  # committed: B stays, across daemon reboots and plain resets
+        assert routine_boot(rig, backend.reboot_argument()) == "B"
+        obs = backend.observe()
+        assert (obs.booted, obs.primary, obs.trial_active) == ("B", "B", False)
+        assert routine_boot(rig, None) == "B"
+
+
+def test_trial_without_commit_falls_back(rig: Rig) -> None:
+    backend = rig.backend
+    start_trial(rig)
+    booted = "B"
+    for _ in range(backend.capabilities().trial_attempts):  # reset / hang: no reboot argument
+        booted = rig.power_on(None)
+        if booted == "A":
+            break
+    assert booted == "A"
+    obs = backend.observe()
+    assert (obs.booted, obs.trial_active) == ("A", False)
+    assert obs.health["B"] != SlotHealth.GOOD
+    twice(rig, lambda: backend.mark_bad("B"))  # the daemon's rollback handling
+    if backend.capabilities().confirm_each_boot:
+        backend.commit("A")
+    obs = backend.observe()
+    assert (obs.primary, obs.health["B"]) == ("A", SlotHealth.BAD)
+    assert reboot(rig) == "A"
+
+
+def test_abandon_trial(rig: Rig) -> None:
+    backend = rig.backend
+    start_trial(rig)
+    twice(rig, lambda: backend.abandon_trial("B"))
+    obs = backend.observe()
+    assert (obs.primary, obs.health["B"]) == ("A", SlotHealth.BAD)
+    assert backend.reboot_argument() is None
+    assert routine_boot(rig, backend.reboot_argument()) == "A"
+    assert routine_boot(rig, None) == "A"
+
+
+def test_disarm_trial(rig: Rig) -> None:
+    backend = rig.backend
+    twice(rig, lambda: backend.mark_bad("B"))
+    twice(rig, lambda: backend.arm_trial("B"))
+    twice(rig, lambda: backend.disarm_trial("B"))
+    obs = backend.observe()
+    assert (obs.primary, obs.health["B"], obs.booted) == ("A", SlotHealth.BAD, "A")
+    assert backend.reboot_argument() is None
+    assert routine_boot(rig, backend.reboot_argument()) == "A"
+    twice(rig, lambda: backend.arm_trial("B"))  # re-arming after a cancel works
+    assert reboot(rig) == "B"
+
+
+def test_bad_slot_is_never_booted(rig: Rig) -> None:
+    rig.backend.mark_bad("B")
+    for _ in range(4):
+        assert routine_boot(rig, None) == "A"
+
+
+@pytest.mark.parametrize(
+    ("verb", "slot", "message"),
+    [
+        ("commit", "B", "refusing to commit B"),
+        ("arm_trial", "A", "refusing to arm a trial of the running slot"),
+        ("mark_bad", "A", "refusing to mark the running slot"),
+        ("mark_bad", "C", "unknown slot"),
+    ],
+)
+def test_refusals(rig: Rig, verb: str, slot: str, message: str) -> None:
+    before = rig.env_text()
+    with pytest.raises(BackendError, match=message):
+        getattr(rig.backend, verb)(slot)
+    assert rig.env_text() == before
+
+
+def test_dropped_write_is_detected(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = rig.backend
+    steps: dict[str, Callable[[], None]] = {
+        "mark_bad": lambda: None,
+        "arm_trial": lambda: backend.mark_bad("B"),
+        "commit": lambda: start_trial(rig),
+    }
+    for op in rig.drop_ops:
+        steps[op]()
+        before = rig.env_text()
+        with monkeypatch.context() as mp:
+            dropping = rig.dropping(mp)
+            with pytest.raises(BackendError, match=r"not in effect|read back differs") as info:
+                getattr(dropping, op)("B")
+        assert info.value.op in (op, None)
+        if rig.drop_keeps_env:
+            assert rig.env_text() == before
+
+
+def test_describe(rig: Rig) -> None:
+    out = describe(rig.backend)
+    assert out["backend"] == rig.backend.name
+    assert (out["booted"], out["primary"], out["problems"]) == ("A", "A", [])
+    assert out["health"] == {"A": "good", "B": "good"}
+    assert set(out["slots"]) == {"A", "B"} and out["raw"]
