@@ -1,0 +1,316 @@
+"""agent.toml validation: one test per class of mistake.
+
+Each mistake is one line naming the file, the key and the problem (`ConfigError`), and
+`python -m agent -c FILE check-config` exits 2 with exactly that line on stderr, no traceback
+(issue 2, "Configuration"). A valid file prints the effective config with the AuthorizationKey
+masked (OCPP-J 1.6 §6.2.2: the key is write-only).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.config import ConfigError
+from tests.unit.conftest import ConfigWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_HEX = "00112233445566778899aabbccddeeff0a0b0c0d"  # 20 bytes, the maximum (A00.FR.205)
+KEY_BYTES = bytes.fromhex(KEY_HEX)
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(path), "check-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_rejected(path: Path, *fragments: str) -> str:
+    """The one-line message names the file and contains every fragment; the CLI agrees."""
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: "), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert KEY_HEX not in message.lower()  # never echo the secret
+    proc = check_config(path)
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == f"ocpp-fw-agent: {message}\n"
+    assert proc.stdout == ""
+    return message
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Callable[[str], str]:
+    """A readable file standing in for a certificate or key (the config only opens it)."""
+
+    def make(name: str) -> str:
+        path = tmp_path / name
+        path.write_text("-----BEGIN CERTIFICATE-----\n", encoding="ascii")
+        return str(path)
+
+    return make
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def test_unknown_section(write_config: ConfigWriter) -> None:
+    path = write_config(extra='\n[csmss]\nurl = "ws://x"\n')
+    assert_rejected(path, "unknown section [csmss]")
+
+
+def test_unknown_key(write_config: ConfigWriter) -> None:
+    path = write_config(csms={"hearbeat_interval": 60})
+    assert_rejected(path, "[csms] hearbeat_interval", "unknown key")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "problem"),
+    [
+        ("csms", "security_profile", "2", "expected an integer 0-3"),
+        ("csms", "security_profile", True, "expected an integer 0-3"),
+        ("csms", "security_profile", 4, "expected an integer 0-3, got 4"),
+        ("csms", "call_timeout", "30s", "expected a number of seconds"),
+        ("csms", "heartbeat_interval", 1.5, "expected an integer"),
+        ("identity", "vendor", 5, "expected a non-empty string"),
+        ("identity", "model", "M" * 21, "at most 20 characters"),
+        ("state", "dir", ["/var/lib"], "expected a non-empty string"),
+        ("health", "require_system_running", "yes", "expected true or false"),
+        ("firmware", "reboot_command", "systemctl reboot", "list of strings"),
+    ],
+)
+def test_wrong_type_or_value(
+    write_config: ConfigWriter, section: str, key: str, value: object, problem: str
+) -> None:
+    path = write_config(**{section: {key: value}})
+    assert_rejected(path, f"[{section}] {key}", problem)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("csms", "url"), ("csms", "charge_point_id"), ("csms", "security_profile"),
+     ("identity", "vendor"), ("identity", "model")],
+)  # fmt: skip
+def test_missing_required_key(write_config: ConfigWriter, section: str, key: str) -> None:
+    path = write_config(drop=((section, key),))
+    assert_rejected(path, f"[{section}] {key}", "missing")
+
+
+def test_missing_required_section(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[identity]\nvendor = "V"\nmodel = "M"\n', encoding="utf-8")
+    assert_rejected(path, "[csms] url", "missing")
+
+
+# --- the file itself ------------------------------------------------------------------------
+
+
+def test_config_file_that_does_not_exist(tmp_path: Path) -> None:
+    assert_rejected(tmp_path / "nope.toml", "no such file")
+
+
+def test_config_file_that_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "a-directory.toml"
+    path.mkdir()  # unreadable as a file even for root
+    assert_rejected(path, "cannot read")
+
+
+@pytest.mark.parametrize(
+    "content", [b'[csms\nurl = "ws://x"\n', b"url = \n", b'[identity]\nvendor = "\xff"\n']
+)
+def test_config_file_that_is_not_toml(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(content)
+    assert_rejected(path, "not valid TOML")
+
+
+def test_referenced_file_that_cannot_be_read(write_config: ConfigWriter, tmp_path: Path) -> None:
+    missing = tmp_path / "missing-ca.pem"
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 2, "authorization_key": KEY_HEX,
+              "ca_file": str(missing)}
+    )  # fmt: skip
+    assert_rejected(path, "[csms] ca_file", f"cannot read {missing}", "No such file")
+
+
+def test_key_file_that_is_a_directory(write_config: ConfigWriter, tmp_path: Path) -> None:
+    path = write_config(csms={"security_profile": 1, "authorization_key_file": str(tmp_path)})
+    assert_rejected(path, "[csms] authorization_key_file", "cannot read")
+
+
+# --- security profile and credentials (OCPP 1.6 security white paper §2, reference §3.6) -----
+
+
+@pytest.mark.parametrize(
+    ("profile", "url", "problem"),
+    [
+        (0, "wss://csms.example/ocpp", "security profile 0 uses ws://, not wss://"),
+        (1, "wss://csms.example/ocpp", "security profile 1 uses ws://, not wss://"),
+        (2, "ws://csms.example/ocpp", "security profile 2 needs wss://, not ws://"),
+        (3, "ws://csms.example/ocpp", "security profile 3 needs wss://, not ws://"),
+        (0, "http://csms.example/ocpp", "scheme must be ws:// or wss://, got http"),
+        (0, "csms.example/ocpp", "scheme must be ws:// or wss://, got none"),
+    ],
+)
+def test_url_scheme_that_does_not_match_the_profile(
+    write_config: ConfigWriter, pem: Callable[[str], str], profile: int, url: str, problem: str
+) -> None:
+    path = write_config(
+        csms={"url": url, "security_profile": profile, "authorization_key": KEY_HEX,
+              "ca_file": pem("ca.pem"), "client_cert": pem("c.pem"), "client_key": pem("k.pem")}
+    )  # fmt: skip
+    assert_rejected(path, "[csms] url", problem)
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("00" * 15, "16-20 bytes once decoded, got 15"),
+        ("00" * 21, "16-20 bytes once decoded, got 21"),
+        ("zz" * 16, "must be hexadecimal"),
+        ("0" * 33, "must be hexadecimal"),  # an odd number of digits
+        (KEY_HEX + "0e", "16-20 bytes once decoded, got 21"),  # the message must not echo it
+    ],
+)
+def test_authorization_key_of_wrong_length_or_not_hex(
+    write_config: ConfigWriter, key: str, problem: str
+) -> None:
+    """AuthorizationKey: 16-20 bytes, hex-encoded (A00.FR.205, white paper §7.2)."""
+    path = write_config(csms={"security_profile": 1, "authorization_key": key})
+    message = assert_rejected(path, "[csms] authorization_key", problem)
+    assert key not in message
+
+
+def test_authorization_key_file_with_a_bad_key(write_config: ConfigWriter, tmp_path: Path) -> None:
+    key_file = tmp_path / "authorization.key"
+    key_file.write_text("00" * 8 + "\n", encoding="ascii")
+    path = write_config(csms={"security_profile": 1, "authorization_key_file": str(key_file)})
+    assert_rejected(path, "[csms] authorization_key_file", str(key_file), "got 8")
+
+
+def test_authorization_key_and_key_file_both(write_config: ConfigWriter, tmp_path: Path) -> None:
+    key_file = tmp_path / "authorization.key"
+    key_file.write_text(KEY_HEX, encoding="ascii")
+    path = write_config(
+        csms={"security_profile": 1, "authorization_key": KEY_HEX,
+              "authorization_key_file": str(key_file)}
+    )  # fmt: skip
+    assert_rejected(path, "[csms] authorization_key_file", "not both")
+
+
+@pytest.mark.parametrize("profile", [1, 2])
+def test_basic_auth_profile_without_a_key(
+    write_config: ConfigWriter, pem: Callable[[str], str], profile: int
+) -> None:
+    scheme = "ws" if profile == 1 else "wss"
+    path = write_config(
+        csms={"url": f"{scheme}://csms.example/ocpp", "security_profile": profile,
+              "ca_file": pem("ca.pem")}
+    )  # fmt: skip
+    assert_rejected(path, "[csms] authorization_key", f"security profile {profile} needs")
+
+
+def test_basic_auth_identity_with_a_colon(write_config: ConfigWriter) -> None:
+    """The Basic auth user-id cannot contain ':' (reference §3.6, A00.FR.303)."""
+    path = write_config(
+        csms={"security_profile": 1, "authorization_key": KEY_HEX, "charge_point_id": "CP:1"}
+    )
+    assert_rejected(path, "[csms] charge_point_id", "':'")
+
+
+def test_profile_2_without_ca_file(write_config: ConfigWriter) -> None:
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 2, "authorization_key": KEY_HEX}
+    )
+    assert_rejected(path, "[csms] ca_file", "security profile 2 needs the CSMS root CA")
+
+
+@pytest.mark.parametrize("missing", ["client_cert", "client_key"])
+def test_profile_3_without_client_certificate(
+    write_config: ConfigWriter, pem: Callable[[str], str], missing: str
+) -> None:
+    csms = {"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": pem("ca.pem"),
+            "client_cert": pem("cert.pem"), "client_key": pem("key.pem")}  # fmt: skip
+    del csms[missing]
+    path = write_config(csms=csms)
+    assert_rejected(path, f"[csms] {missing}", "security profile 3 needs a client certificate")
+
+
+def test_reconnect_bounds_that_cross(write_config: ConfigWriter) -> None:
+    path = write_config(csms={"reconnect_min": 30, "reconnect_max": 10})
+    assert_rejected(path, "[csms] reconnect_min", "must not exceed reconnect_max")
+
+
+# --- valid files ----------------------------------------------------------------------------
+
+
+def test_check_config_prints_the_effective_config_with_the_key_masked(
+    write_config: ConfigWriter,
+) -> None:
+    path = write_config(csms={"security_profile": 1, "authorization_key": KEY_HEX.upper()})
+    loaded = config.load(path)
+    assert loaded.csms.authorization_key == KEY_BYTES
+    assert KEY_HEX not in repr(loaded).lower()
+    proc = check_config(path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert KEY_HEX not in proc.stdout.lower()
+    assert repr(KEY_BYTES)[2:-1] not in proc.stdout
+    effective = json.loads(proc.stdout)
+    assert effective["csms"]["authorization_key"] == config.MASK
+    assert effective["csms"]["security_profile"] == 1
+    assert effective["csms"]["call_timeout"] == 30.0  # defaults filled in
+    assert effective["state"]["dir"] == str(path.parent / "state")
+
+
+def test_a_key_file_is_read_decoded_and_masked(
+    write_config: ConfigWriter, pem: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Profile 2: the key comes from a file (trailing newline allowed); the header later uses
+    the hex-DECODED bytes (OCTT TC_085_CS)."""
+    key_file = tmp_path / "authorization.key"
+    key_file.write_text(KEY_HEX + "\n", encoding="ascii")
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 2, "ca_file": pem("ca.pem"),
+              "authorization_key_file": str(key_file)}
+    )  # fmt: skip
+    assert config.load(path).csms.authorization_key == KEY_BYTES
+    proc = check_config(path)
+    assert proc.returncode == 0, proc.stderr
+    assert KEY_HEX not in proc.stdout.lower()
+    assert json.loads(proc.stdout)["csms"]["authorization_key"] == config.MASK
+
+
+def test_profile_3_with_certificates_is_valid(
+    write_config: ConfigWriter, pem: Callable[[str], str]
+) -> None:
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": pem("ca.pem"),
+              "client_cert": pem("cert.pem"), "client_key": pem("key.pem")}
+    )  # fmt: skip
+    proc = check_config(path)
+    assert proc.returncode == 0, proc.stderr
+    effective = json.loads(proc.stdout)
+    assert effective["csms"]["client_cert"].endswith("cert.pem")
+    assert "authorization_key" not in effective["csms"]
+
+
+def test_endpoint_appends_the_percent_encoded_identity(write_config: ConfigWriter) -> None:
+    """OCPP-J 1.6 §3.1.1: URL + '/' + percent-encoded charge point identity."""
+    path = write_config(csms={"url": "ws://csms.example/ocppj/", "charge_point_id": "RDAM 123/x"})
+    assert config.load(path).csms.endpoint == "ws://csms.example/ocppj/RDAM%20123%2Fx"
