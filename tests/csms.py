@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
+from ocpp.exceptions import InternalError
 from ocpp.messages import Call as LibCall
 from ocpp.messages import validate_payload
 from ocpp.routing import on
@@ -80,9 +81,13 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     @on(Action.boot_notification)
     def on_boot(self, **payload: Any) -> Any:
         self.csms._note(self.id, "BootNotification", payload)
-        status, interval = self.csms.boot_responses.pop(0) if self.csms.boot_responses else (
-            RegistrationStatus.accepted,
-            self.csms.heartbeat_interval,
+        status, interval = (
+            self.csms.boot_responses.pop(0)
+            if self.csms.boot_responses
+            else (
+                RegistrationStatus.accepted,
+                self.csms.heartbeat_interval,
+            )
         )
         return call_result.BootNotification(
             current_time=self.csms.now().isoformat(), interval=interval, status=status
@@ -96,12 +101,18 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     @on(Action.signed_firmware_status_notification)
     def on_signed_status(self, **payload: Any) -> Any:
         self.csms._note(self.id, "SignedFirmwareStatusNotification", payload)
+        self._maybe_refuse("SignedFirmwareStatusNotification", payload)
         return call_result.SignedFirmwareStatusNotification()
 
     @on(Action.security_event_notification)
     def on_security_event(self, **payload: Any) -> Any:
         self.csms._note(self.id, "SecurityEventNotification", payload)
+        self._maybe_refuse("SecurityEventNotification", payload)
         return call_result.SecurityEventNotification()
+
+    def _maybe_refuse(self, action: str, payload: dict[str, Any]) -> None:
+        if not self.csms.answer_filter(action, payload):
+            raise InternalError(description="test CSMS refuses this one")
 
 
 class TestCsms:
@@ -132,7 +143,7 @@ class TestCsms:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Any = None
         self._peers: dict[str, tuple[_CentralSystemSide, ServerConnection]] = {}
-        # A hook that can refuse to answer (simulates a CSMS that drops CALLRESULTs).
+        # Return False to answer a status or security notification with CALLERROR InternalError.
         self.answer_filter: Callable[[str, dict[str, Any]], bool] = lambda action, payload: True
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -251,7 +262,7 @@ class TestCsms:
     def wait_message(self, action: str, count: int = 1, timeout: float = 15.0) -> list[Received]:
         """Wait until the agent has sent `count` CALLs of `action`; return them all."""
         return self.wait_for(  # type: ignore[no-any-return]
-            lambda: (found if len(found := self.messages(action)) >= count else None),
+            lambda: found if len(found := self.messages(action)) >= count else None,
             timeout,
             f"{count} x {action}",
         )

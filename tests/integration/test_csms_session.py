@@ -61,7 +61,9 @@ def test_pending_registration_sends_only_what_is_triggered(tmp_path, csms: TestC
     csms.boot_responses = [(RegistrationStatus.pending, 1)]
     run_agent(agent_config(tmp_path, csms.url))
     csms.wait_message("BootNotification")
-    reply = csms.call(CP, call.ExtendedTriggerMessage(requested_message="FirmwareStatusNotification"))
+    reply = csms.call(
+        CP, call.ExtendedTriggerMessage(requested_message="FirmwareStatusNotification")
+    )
     assert reply.status == "Accepted"
     assert csms.wait_message("SignedFirmwareStatusNotification")[0].payload == {"status": "Idle"}
     boots = csms.wait_message("BootNotification", count=2)
@@ -117,7 +119,7 @@ def test_malformed_frames_get_the_right_error_and_keep_the_connection(
     }
     for text in ("not json", "[]", '{"a":1}', "[2]", '[3,"unknown-id",{}]', "[9,1,2]"):
         csms.send_raw(CP, text)
-    for text, code in cases.items():
+    for text in cases:
         csms.send_raw(CP, text)
     for text, code in cases.items():
         unique_id = text.split('"')[1]
