@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.ocpp import v16
@@ -84,14 +84,14 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 }
 
 
-def near(value: Any) -> st.SearchStrategy[Any]:
+def near(value: Any, top: bool = False) -> st.SearchStrategy[Any]:
     """Values close to `value`: itself, a wrong type, an edge case, or (objects) a subset of its
-    keys, each mutated, plus an occasional unknown key."""
+    keys, each mutated, plus an occasional unknown key. `top`: always an object."""
     if isinstance(value, dict):
         kept = st.fixed_dictionaries({}, optional={k: near(v) for k, v in value.items()})
         extra = st.dictionaries(st.text(max_size=6), json_values, max_size=1)
-        merged = st.builds(lambda a, b: {**b, **a}, kept, extra)
-        return merged | json_values
+        merged = st.builds(lambda a, b: {**b, **a}, kept, extra | st.just({}) | st.just({}))
+        return merged if top else merged | json_values
     if isinstance(value, str):
         edge = st.sampled_from(["", "a" * 513, "b" * 801, "c" * 5501, "Accepted", "heartbeat"])
         return st.just(value) | edge | date_times | json_values
@@ -100,16 +100,20 @@ def near(value: Any) -> st.SearchStrategy[Any]:
     return st.just(value) | json_values
 
 
-actions = st.sampled_from(
-    [*TEMPLATES, "Reset", "BootNotification", "Heartbeat", "DataTransfer", "reset", ""]
-) | st.text(max_size=20)
+actions = (
+    st.sampled_from(["SignedUpdateFirmware", "ExtendedTriggerMessage", "TriggerMessage"])
+    | st.sampled_from(
+        [*TEMPLATES, "Reset", "BootNotification", "Heartbeat", "DataTransfer", "reset", ""]
+    )
+    | st.text(max_size=20)
+)
 
 
 @st.composite
 def calls(draw: st.DrawFn) -> list[Any]:
     action = draw(actions)
     template = TEMPLATES.get(action)
-    payload = draw(near(template)) if template is not None else draw(json_values)
+    payload = draw(near(template, top=draw(st.booleans()))) if template else draw(json_values)
     return [2, draw(unique_ids), action, payload]
 
 
@@ -125,12 +129,12 @@ frames = calls() | typed_lists() | json_values | st.lists(json_values, max_size=
 @st.composite
 def messages(draw: st.DrawFn) -> str | bytes:
     """One websocket message: a JSON frame as text or UTF-8 bytes, or raw junk."""
-    choice = draw(st.sampled_from(["text", "bytes", "junk-text", "junk-bytes"]))
-    if choice == "junk-text":
+    choice = draw(st.sampled_from(["call", "call", "call", "text", "bytes", "junk", "junk-bytes"]))
+    if choice == "junk":
         return draw(st.text(max_size=40))
     if choice == "junk-bytes":
         return draw(st.binary(max_size=40))
-    text = json.dumps(draw(frames))
+    text = json.dumps(draw(calls() if choice == "call" else frames))
     return text.encode("utf-8") if choice == "bytes" else text
 
 
@@ -227,6 +231,7 @@ def test_every_call_gets_exactly_one_answer_and_nothing_escapes(
         text.encode("utf-8")  # UTF-8 JSON (OCPP-J 1.6 §4.1.2)
         answer = json.loads(text)
         assert answer[1] == unique_id
+        event("CALLRESULT" if answer[0] == 3 else f"CALLERROR {answer[2]}")
         if answer[0] == 3:
             assert len(answer) == 3 and isinstance(answer[2], dict)
         else:
