@@ -1,0 +1,106 @@
+"""What every download source shares: settings, the resume point, what a server announced,
+the TLS context and URL redaction.
+
+A *source* (HTTP(S) in `fetch_http`, FTP(S) in `fetch_ftp`) knows one protocol: it opens a
+transfer from a resume point, reads bytes, and can be aborted from another thread. The
+protocol-neutral machinery around it (reader thread, cancel, length accounting) is `fetch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import urllib.parse
+from pathlib import Path
+from typing import Protocol
+
+from agent.config import DOWNLOAD_SCHEMES, FirmwareConfig
+
+CHUNK_SIZE = 256 * 1024  # one queue item; a few of them in flight bound the memory used
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchSettings:
+    connect_timeout: float = 30.0
+    stall_timeout: float = 60.0  # no byte for this long -> Stalled
+    ca_file: Path | None = None  # added to the system CA store, never replacing it
+    allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
+    chunk_size: int = CHUNK_SIZE
+
+    @classmethod
+    def from_config(cls, firmware: FirmwareConfig) -> FetchSettings:
+        return cls(
+            connect_timeout=firmware.connect_timeout,
+            stall_timeout=firmware.stall_timeout,
+            ca_file=firmware.ca_file,
+            allowed_schemes=firmware.allowed_schemes,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeFrom:
+    """Where a previous attempt stopped: the durable offset and the file's validator then."""
+
+    offset: int
+    validator: str | None  # HTTP: strong ETag, else Last-Modified; FTP: SIZE + MDTM
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferInfo:
+    """What the server announced for this transfer."""
+
+    start: int  # offset in the file of the first byte this transfer yields
+    length: int | None  # bytes this transfer should yield, when announced
+    total: int | None  # size of the whole file, when known
+    validator: str | None  # keep it with the checkpoint to resume later
+    restarted: bool  # a resume was asked for but the server sends from byte 0
+
+    @property
+    def end(self) -> int | None:
+        return None if self.length is None else self.start + self.length
+
+
+class Source(Protocol):
+    """One protocol's transfer. `open` and `read` run in the reader thread; `abort` in any."""
+
+    def open(self, resume: ResumeFrom | None) -> TransferInfo: ...
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes; b"" at the end. Raises DownloadError subclasses."""
+        ...
+
+    def finish(self) -> None:
+        """After the last byte: collect the server's final word (FTP 226)."""
+        ...
+
+    def abort(self) -> None:
+        """Unblock a read from another thread (shut the sockets down)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def tls_context(ca_file: Path | None, *, check_hostname: bool = True) -> ssl.SSLContext:
+    """The system CA store plus, if configured, an extra CA bundle. Verification stays on.
+
+    `check_hostname=False` is only for urllib3, which matches the name itself (also for IP
+    addresses, where urllib3 1.26 passes no server_hostname and OpenSSL's check would refuse).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = check_hostname
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def redact_url(url: str) -> str:
+    """The URL without user and password, for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    except ValueError:
+        return "<unparsable URL>"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,199 @@
+"""HTTP(S) download source: resume with Range + If-Range, and errors that say what went wrong.
+
+Resume follows RFC 9110: `Range: bytes=N-` is only sent together with `If-Range` carrying the
+validator the file had when the earlier bytes came (a strong ETag, else Last-Modified). A server
+that answers 206 serves the same file from N; one that answers 200 (file changed, or no range
+support) sends the whole file and the caller starts over from byte 0. Without a validator we do
+not resume at all: splicing two versions of a file would surface much later as a bad signature.
+
+The body is read raw (`Accept-Encoding: identity`, no decoding) because the signature covers
+the file's bytes as stored on the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import urllib.parse
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from agent.firmware.errors import (
+    BrokenConnection,
+    ConnectFailed,
+    LengthMismatch,
+    RestartRequired,
+    ServerRefused,
+    Stalled,
+    TlsFailed,
+    UnsupportedScheme,
+)
+from agent.firmware.fetch_base import FetchSettings, ResumeFrom, TransferInfo, redact_url
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+
+
+class _ContextAdapter(HTTPAdapter):
+    """Hands our SSLContext (system store + extra CA) to urllib3's pools."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def make_session(context: ssl.SSLContext) -> requests.Session:
+    """One session for all attempts. Environment proxies/netrc/CA variables are not consulted:
+    the daemon's behaviour must follow its configuration only."""
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", _ContextAdapter(context))
+    session.mount("http://", HTTPAdapter(max_retries=0))
+    return session
+
+
+def validator_of(response: requests.Response) -> str | None:
+    """A validator usable in If-Range: a strong ETag, else Last-Modified (weak ETags can't)."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+class HttpSource:
+    def __init__(self, url: str, session: requests.Session, settings: FetchSettings) -> None:
+        self._url = url
+        self._session = session
+        self._settings = settings
+        self._response: requests.Response | None = None
+        self._shown = redact_url(url)
+
+    def open(self, resume: ResumeFrom | None) -> TransferInfo:
+        headers = {"Accept-Encoding": "identity"}
+        asked = resume is not None and resume.offset > 0 and resume.validator is not None
+        if asked:
+            assert resume is not None and resume.validator is not None
+            headers["Range"] = f"bytes={resume.offset}-"
+            headers["If-Range"] = resume.validator
+        timeout = (self._settings.connect_timeout, self._settings.stall_timeout)
+        try:
+            response = self._session.get(
+                self._url, headers=headers, stream=True, timeout=timeout, allow_redirects=True
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TlsFailed(f"TLS failure talking to {self._shown}: {_reason(exc)}") from None
+        except requests.exceptions.ConnectTimeout:
+            raise ConnectFailed(f"connect to {self._shown} timed out") from None
+        except requests.exceptions.ReadTimeout:
+            raise Stalled(f"no response from {self._shown} within the stall timeout") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+            raise UnsupportedScheme(f"invalid URL {self._shown}: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise ConnectFailed(f"cannot reach {self._shown}: {_reason(exc)}") from None
+        self._response = response
+        final_scheme = urllib.parse.urlsplit(response.url).scheme
+        if final_scheme not in self._settings.allowed_schemes:
+            raise UnsupportedScheme(f"{self._shown} redirected to a {final_scheme}:// URL")
+        return self._announced(response, resume if asked else None, resume)
+
+    def _announced(
+        self,
+        response: requests.Response,
+        asked: ResumeFrom | None,
+        wanted: ResumeFrom | None,
+    ) -> TransferInfo:
+        code = response.status_code
+        validator = validator_of(response)
+        if code == 416 and asked is not None:
+            match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == asked.offset:
+                # Every byte arrived before; the server confirms the size.
+                return TransferInfo(asked.offset, 0, asked.offset, asked.validator, False)
+            raise RestartRequired(f"{self._shown}: range from {asked.offset} not satisfiable")
+        if code >= 400:
+            raise ServerRefused(f"HTTP {code} {response.reason} from {self._shown}", code)
+        if code not in (200, 206):
+            raise ServerRefused(
+                f"unexpected HTTP {code} {response.reason} from {self._shown}", code
+            )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise LengthMismatch(f"{self._shown} sent Content-Encoding {encoding}, asked identity")
+        length_header = response.headers.get("Content-Length")
+        length = int(length_header) if length_header and length_header.isdigit() else None
+        if code == 200:
+            restarted = wanted is not None and wanted.offset > 0
+            return TransferInfo(0, length, length, validator, restarted)
+        if asked is None:
+            raise LengthMismatch(f"{self._shown} answered 206 to a request without Range")
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None:
+            raise LengthMismatch(f"{self._shown}: 206 without a usable Content-Range")
+        first, last = int(match.group(1)), int(match.group(2))
+        total = None if match.group(3) == "*" else int(match.group(3))
+        if first != asked.offset:
+            raise LengthMismatch(
+                f"{self._shown}: asked for bytes from {asked.offset}, got a range from {first}"
+            )
+        if validator is not None and validator != asked.validator:
+            # The server ignored If-Range: these bytes belong to another version of the file.
+            raise RestartRequired(f"{self._shown} changed since the earlier bytes; start over")
+        span = last - first + 1
+        if length is not None and length != span:
+            raise LengthMismatch(f"{self._shown}: Content-Length {length} != range of {span}")
+        return TransferInfo(first, span, total, asked.validator, False)
+
+    def read(self, size: int) -> bytes:
+        assert self._response is not None
+        try:
+            data: bytes = self._response.raw.read(size, decode_content=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise Stalled(f"no data from {self._shown} within the stall timeout") from None
+        except urllib3.exceptions.SSLError as exc:
+            raise TlsFailed(f"TLS failure reading from {self._shown}: {_reason(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BrokenConnection(f"connection to {self._shown} broke: {_reason(exc)}") from None
+        return data
+
+    def finish(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        response = self._response
+        if response is None:
+            return
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            # shutdown() wakes a recv() blocked in another thread; close() would not.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message, without URLs that might carry credentials."""
+    inner: BaseException = exc
+    while True:
+        nested = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else None
+        reason = getattr(inner, "reason", None)
+        if isinstance(reason, BaseException):
+            nested = reason
+        if nested is None or nested is inner:
+            break
+        inner = nested
+    text = str(inner)
+    return re.sub(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", "<url>", text, flags=re.IGNORECASE)[:200]

@@ -1,0 +1,128 @@
+"""The update job: everything needed to continue an update after a kill -9 or a power cut.
+
+The job is saved (atomically, through `agent.durable`) before each side effect it leads to, so
+on start the daemon knows what it intended and can reconcile that with what the bootloader and
+the slot say. Phase names are an on-disk API: never rename or reuse one; an unknown value takes
+the safe path (the job is abandoned and reported as failed). Each save counts a transition; a
+job that keeps coming back (a crash loop) is given up past `max_transitions`.
+
+Where a phase continues after a restart (`RESUME`):
+
+    phase               same boot (daemon restart)        new boot (reboot, power cut)
+    download-scheduled  wait for retrieveDateTime          same
+    downloading         resume at the durable offset       same (the target is still marked bad)
+    verifying           verify the persisted digest        same
+    install-scheduled   wait for installDateTime           same
+    installing          gate, arm the trial again          same (arming is idempotent)
+    rebooting           reboot again                       trial boot or rollback: ask `observe()`
+    trial               health checks                      trial boot or rollback: ask `observe()`
+    finished            nothing                            nothing
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.durable import StateFileError, atomic_write_json, read_json
+
+LOG = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+JOB_FILE = "job.json"
+
+
+class Phase(enum.StrEnum):
+    DOWNLOAD_SCHEDULED = "download-scheduled"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    INSTALL_SCHEDULED = "install-scheduled"
+    INSTALLING = "installing"
+    REBOOTING = "rebooting"
+    TRIAL = "trial"
+    FINISHED = "finished"
+
+
+# Until the reboot is issued a job can be cancelled by a new request (L01.FR.26); after it,
+# the new image is on its way to being booted and the answer is Rejected (L01.FR.27).
+CANCELLABLE = frozenset(
+    {
+        Phase.DOWNLOAD_SCHEDULED,
+        Phase.DOWNLOADING,
+        Phase.VERIFYING,
+        Phase.INSTALL_SCHEDULED,
+        Phase.INSTALLING,
+    }
+)
+AFTER_REBOOT = frozenset({Phase.REBOOTING, Phase.TRIAL})
+
+
+@dataclasses.dataclass
+class Job:
+    request_id: int
+    location: str
+    retrieve_at: float  # epoch seconds
+    install_at: float | None
+    retries: int  # retries after the first attempt (absent in the request: config default)
+    retry_interval: int
+    signing_certificate: str
+    signature: str
+    phase: Phase = Phase.DOWNLOAD_SCHEDULED
+    attempt: int = 0  # download attempts started
+    offset: int = 0  # image bytes durable in the target slot
+    validator: str | None = None  # ETag / Last-Modified of the file being resumed
+    total: int | None = None
+    digest: str | None = None  # SHA-256 (hex) of the whole image, once downloaded
+    size: int | None = None
+    source: str | None = None  # the slot running when the job started
+    target: str | None = None  # the slot being written
+    boot_id: str | None = None  # kernel boot id when the reboot was issued
+    transitions: int = 0
+    outcome: str | None = None  # the terminal FirmwareStatus, once finished
+    error: str | None = None
+    created: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.FINISHED
+
+    def to_document(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        document["phase"] = self.phase.value
+        return {"version": FORMAT_VERSION, "job": document}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Job:
+        fields = dict(document["job"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(fields) - known
+        if unknown:
+            raise StateFileError(f"unknown job fields {sorted(unknown)}")
+        fields["phase"] = Phase(fields["phase"])  # ValueError for an unknown phase name
+        return cls(**fields)
+
+
+class JobStore:
+    """Load and save the one current job in the state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / JOB_FILE
+
+    def load(self) -> Job | None:
+        """The saved job; None when there is none. An unusable file is moved aside, never lost."""
+        try:
+            document = read_json(self.path, version=FORMAT_VERSION)
+            return None if document is None else Job.from_document(document)
+        except (StateFileError, KeyError, TypeError, ValueError) as exc:
+            broken = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
+            self.path.rename(broken)
+            LOG.error("job file unusable, moved to %s: %s", broken, exc)
+            return None
+
+    def save(self, job: Job) -> None:
+        """Persist `job`, counting the transition (the crash-loop breaker reads the count)."""
+        job.transitions += 1
+        atomic_write_json(self.path, job.to_document())

@@ -1,0 +1,138 @@
+"""One download pass: network -> SHA-256 -> slot, in a single stream.
+
+Each chunk is hashed and `pwrite`n to the slot as it arrives; nothing is staged, and the chunk
+size and queue depth (see `fetch`) bound the memory whatever the image size. The digest that
+comes out is the one the signature is checked against, so the image is not read again for it
+(the read-back in `writer` is a separate check of the medium).
+
+Resume: given the durable offset and validator of an earlier pass, the prefix already in the
+slot is re-hashed locally and only the rest is requested. If the server cannot resume (answers
+200, or the file changed) the pass silently starts over from byte 0: hash state reset, slot
+overwritten from the start, and the checkpoint rewound so no stale offset survives.
+
+No policy lives here: no retries, no OCPP statuses. A failed pass raises; the caller decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+
+from agent.firmware.errors import LengthMismatch, RestartRequired, SlotError
+from agent.firmware.fetch import Fetcher, ResumeFrom, Transfer
+from agent.firmware.fetch_base import redact_url
+from agent.firmware.writer import Hasher, SlotWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """What to persist to resume later: bytes durable in the slot and the file's validator."""
+
+    offset: int
+    validator: str | None
+    total: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    done: int  # bytes of the image in the slot (including a resumed prefix)
+    total: int | None
+    fetched: int  # bytes received in this pass (speed = fetched / elapsed)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+    digest: bytes  # SHA-256 of the whole image
+    size: int
+    validator: str | None
+    resumed_from: int  # 0 when the pass fetched the whole file
+    fetched: int  # bytes that crossed the network in this pass
+
+
+def run_pass(
+    fetcher: Fetcher,
+    url: str,
+    writer: SlotWriter,
+    *,
+    resume: Checkpoint | None = None,
+    cancel: threading.Event | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> PassResult:
+    """Download `url` into `writer`'s slot, resuming from `resume` when the server allows.
+
+    On failure the slot is fsynced and a last checkpoint reported before the error (a
+    DownloadError, DownloadCancelled or SlotError) propagates, so the next attempt loses
+    nothing it already received. The pipeline owns `writer.on_checkpoint` while it runs.
+    """
+    cancel = cancel or threading.Event()
+    hasher: Hasher = hashlib.sha256()
+    offset = 0
+    if resume is not None and resume.offset > 0 and resume.validator is not None:
+        try:
+            hasher = writer.rehash_prefix(resume.offset)
+            offset = resume.offset
+        except SlotError as exc:
+            log.warning("cannot resume from %d: %s; starting over", resume.offset, exc)
+            hasher = hashlib.sha256()
+    asked = ResumeFrom(offset, resume.validator if resume is not None else None)
+    try:
+        transfer = fetcher.open(url, resume=asked if offset else None, cancel=cancel)
+    except RestartRequired as exc:
+        log.info("%s; fetching %s from byte 0", exc.message, redact_url(url))
+        offset, hasher = 0, hashlib.sha256()
+        transfer = fetcher.open(url, resume=None, cancel=cancel)
+    with transfer:
+        return _stream(transfer, writer, hasher, offset, on_checkpoint, on_progress)
+
+
+def _stream(
+    transfer: Transfer,
+    writer: SlotWriter,
+    hasher: Hasher,
+    offset: int,
+    on_checkpoint: Callable[[Checkpoint], None] | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> PassResult:
+    info = transfer.info
+    if info.start != offset:  # the server sends the whole file: start over
+        hasher, offset = hashlib.sha256(), info.start
+    if info.total is not None:
+        writer.ensure_fits(info.total)
+    elif info.end is not None:
+        writer.ensure_fits(info.end)
+
+    def checkpoint(durable: int) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(Checkpoint(durable, info.validator, info.total))
+
+    writer.on_checkpoint = checkpoint
+    position = offset
+    fetched = 0
+    try:
+        if info.start == 0 and writer.durable_offset > 0:
+            writer.write_at(0, b"")  # rewinds the durable offset before any new byte lands
+        for chunk in transfer.chunks():
+            hasher.update(chunk)
+            writer.write_at(position, chunk)
+            position += len(chunk)
+            fetched += len(chunk)
+            if on_progress is not None:
+                on_progress(Progress(position, info.total, fetched))
+        writer.finish(position)
+    except BaseException:
+        try:
+            writer.sync()  # keep what arrived: the next attempt resumes after it
+        except SlotError as exc:
+            log.warning("could not make the partial image durable: %s", exc)
+        raise
+    finally:
+        writer.on_checkpoint = None
+    if info.total is not None and position != info.total:
+        raise LengthMismatch(f"received {position} bytes, the server announced {info.total}")
+    return PassResult(hasher.digest(), position, info.validator, offset, fetched)

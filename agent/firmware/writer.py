@@ -1,0 +1,323 @@
+"""Writing an image into the inactive slot, durably, and reading it back past the page cache.
+
+A slot is a block device (production) or a regular file (tests, the `file` backend), written
+through the same code, as bmaptool does. The rules:
+
+* A block device is opened with O_EXCL: the kernel refuses that while the device is mounted
+  (or held exclusively), which keeps us off the running system's partition.
+* The capacity is known before the first byte (BLKGETSIZE64, or the configured size of a file
+  slot) and a write that would pass the end fails before anything is written.
+* Writes are `pwrite`s at explicit offsets. Every `checkpoint_bytes` the slot is fsynced and
+  the checkpoint callback learns the new *durable offset*: the bytes before it survive a power
+  cut, so a later attempt (or the daemon after a restart) resumes from there. Synced pages are
+  dropped from the page cache so a large image does not crowd the controller's memory.
+* `read_back` re-reads what the medium holds, not what the page cache remembers: O_DIRECT with
+  page-aligned (mmap) buffers where the medium allows it, else fsync + POSIX_FADV_DONTNEED
+  (+ BLKFLSBUF on block devices) and a normal read. Which one ran is returned and logged.
+* `rehash_prefix` rebuilds the SHA-256 state of bytes already written, because a hashlib state
+  cannot be persisted: a resumed download re-reads its prefix once, locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import errno
+import fcntl
+import hashlib
+import logging
+import mmap
+import os
+import stat
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from agent.firmware.errors import ImageTooLarge, SlotBusy, SlotError
+
+log = logging.getLogger(__name__)
+
+READ_BUFFER = 1 << 20  # a multiple of every logical block size, so O_DIRECT offsets stay aligned
+DIRECT_ALIGN = 4096
+BLKFLSBUF = 0x1261
+# _IOR(0x12, 114, size_t): the kernel encodes size_t's width (4 on 32-bit ARM), yet writes a u64.
+BLKGETSIZE64 = (2 << 30) | (struct.calcsize("N") << 16) | (0x12 << 8) | 114
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class ReadBackMethod(enum.StrEnum):
+    DIRECT = "O_DIRECT"
+    CACHE_DROP = "fsync + fadvise(DONTNEED)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadBack:
+    digest: bytes
+    size: int
+    method: ReadBackMethod
+
+
+Progress = Callable[[int, int], None]
+
+
+class SlotWriter:
+    """Writes one image into one slot. Not thread-safe; one writer per slot at a time."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        capacity: int | None = None,
+        checkpoint_bytes: int = 4 * 1024 * 1024,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> None:
+        """Open the slot. `capacity` limits a file slot (None: unlimited); a block device's own
+        size always applies. Raises SlotBusy for a device in use, SlotError otherwise."""
+        self.path = Path(path)
+        self.checkpoint_bytes = checkpoint_bytes
+        self.on_checkpoint = on_checkpoint
+        self._fd = self._open()
+        self.is_block_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
+        device_size = self._device_size() if self.is_block_device else None
+        sizes = [s for s in (capacity, device_size) if s is not None]
+        self.capacity: int | None = min(sizes) if sizes else None
+        self._end = 0  # end of the contiguous prefix written in this session
+        self.durable_offset = 0
+        self._dropped = 0  # page cache already dropped below this offset
+
+    def _open(self) -> int:
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise SlotError(f"cannot inspect slot {self.path}: {exc.strerror}") from None
+        if mode is not None and stat.S_ISBLK(mode):
+            flags = os.O_RDWR | os.O_EXCL | os.O_CLOEXEC  # EBUSY when mounted
+        elif mode is None or stat.S_ISREG(mode):
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        else:
+            raise SlotError(f"slot {self.path} is neither a block device nor a regular file")
+        try:
+            return os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise SlotBusy(
+                    f"slot {self.path} is in use (mounted?); refusing to write"
+                ) from None
+            raise SlotError(f"cannot open slot {self.path}: {exc.strerror}") from None
+
+    def _device_size(self) -> int:
+        buffer = bytearray(8)
+        try:
+            fcntl.ioctl(self._fd, BLKGETSIZE64, buffer)
+            return int(struct.unpack("=Q", buffer)[0])
+        except OSError:
+            return os.lseek(self._fd, 0, os.SEEK_END)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def ensure_fits(self, size: int) -> None:
+        """Fail now, before any byte is written, when an image of `size` bytes cannot fit."""
+        if self.capacity is not None and size > self.capacity:
+            raise ImageTooLarge(
+                f"image of {size} bytes does not fit slot {self.path} ({self.capacity} bytes)"
+            )
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """pwrite `data` at `offset`. Writes extend a contiguous prefix; writing below its end
+        (a download that restarted from 0) rewinds the durable offset first."""
+        if offset > self._end:
+            raise ValueError(f"write at {offset} would leave a gap after {self._end}")
+        self.ensure_fits(offset + len(data))
+        if offset < self._end:
+            self._end = offset
+            if self.durable_offset > offset:
+                self.durable_offset = offset
+                self._notify()  # never pair a later validator with stale bytes
+        view = memoryview(data)
+        position = offset
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view = view[written:]
+                position += written
+        except OSError as exc:
+            raise SlotError(f"write to slot {self.path} at {position} failed: {exc}") from None
+        self._end = position
+        if self._end - self.durable_offset >= self.checkpoint_bytes:
+            self.sync()
+
+    def sync(self) -> int:
+        """fsync; the written prefix becomes the durable offset, reported to the callback."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise SlotError(f"fsync of slot {self.path} failed: {exc}") from None
+        self.durable_offset = self._end
+        if self._end > self._dropped:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(
+                    self._fd, self._dropped, self._end - self._dropped, os.POSIX_FADV_DONTNEED
+                )
+            self._dropped = self._end
+        self._notify()
+        return self.durable_offset
+
+    def _notify(self) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.durable_offset)
+
+    def finish(self, size: int) -> None:
+        """Final fsync. A file slot without a fixed capacity is cut to the image's size."""
+        if size != self._end:
+            raise SlotError(f"finishing at {size} bytes but {self._end} were written")
+        if not self.is_block_device and self.capacity is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:
+                raise SlotError(f"cannot truncate slot {self.path}: {exc}") from None
+        self.sync()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def rehash_prefix(self, offset: int) -> Hasher:
+        """SHA-256 state over the slot's first `offset` bytes; the resume point of the writer.
+
+        Raises SlotError when the slot holds fewer bytes (the caller then starts from 0).
+        """
+        hasher = hashlib.sha256()
+        position = 0
+        while position < offset:
+            want = min(READ_BUFFER, offset - position)
+            try:
+                block = os.pread(self._fd, want, position)
+            except OSError as exc:
+                raise SlotError(f"cannot read slot {self.path}: {exc}") from None
+            if not block:
+                raise SlotError(f"slot {self.path} holds {position} bytes, not {offset}")
+            hasher.update(block)
+            position += len(block)
+        self._end = offset
+        self.durable_offset = offset
+        self._dropped = 0
+        return hasher
+
+    def read_back(
+        self, size: int, *, direct: bool | None = None, progress: Progress | None = None
+    ) -> ReadBack:
+        """SHA-256 of the slot's first `size` bytes as the medium holds them.
+
+        `direct`: None tries O_DIRECT and falls back; False skips it; True requires it.
+        """
+        self.sync()
+        if direct is not False:
+            try:
+                digest = self._read_direct(size, progress)
+            except _DirectUnsupported as exc:
+                if direct:
+                    raise SlotError(
+                        f"O_DIRECT read-back of {self.path} impossible: {exc}"
+                    ) from None
+                log.info("slot %s: O_DIRECT not available (%s), dropping the cache", self.path, exc)
+            else:
+                log.info("slot %s read back with O_DIRECT", self.path)
+                return ReadBack(digest, size, ReadBackMethod.DIRECT)
+        digest = self._read_cached(size, progress)
+        log.info("slot %s read back after fsync + fadvise(DONTNEED)", self.path)
+        return ReadBack(digest, size, ReadBackMethod.CACHE_DROP)
+
+    def _read_direct(self, size: int, progress: Progress | None) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise _DirectUnsupported(exc.strerror or "EINVAL") from None
+            raise SlotError(f"cannot open slot {self.path}: {exc.strerror}") from None
+        buffer = mmap.mmap(-1, READ_BUFFER)  # anonymous mappings are page-aligned
+        try:
+            return self._hash_reads(fd, size, buffer, progress, direct=True)
+        finally:
+            buffer.close()
+            os.close(fd)
+
+    def _read_cached(self, size: int, progress: Progress | None) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if self.is_block_device:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(fd, BLKFLSBUF)  # needs CAP_SYS_ADMIN; best effort
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            buffer = bytearray(READ_BUFFER)
+            return self._hash_reads(fd, size, buffer, progress, direct=False)
+        finally:
+            os.close(fd)
+
+    def _hash_reads(
+        self,
+        fd: int,
+        size: int,
+        buffer: mmap.mmap | bytearray,
+        progress: Progress | None,
+        *,
+        direct: bool,
+    ) -> bytes:
+        hasher = hashlib.sha256()
+        view = memoryview(buffer)
+        position = 0
+        try:
+            while position < size:
+                want = min(READ_BUFFER, size - position)
+                if direct:  # length must be a multiple of the block size too
+                    want = min(READ_BUFFER, -(-want // DIRECT_ALIGN) * DIRECT_ALIGN)
+                try:
+                    got = os.preadv(fd, [view[:want]], position)
+                except OSError as exc:
+                    if direct and exc.errno == errno.EINVAL:
+                        raise _DirectUnsupported(
+                            "the medium rejects aligned direct reads"
+                        ) from None
+                    raise SlotError(f"read-back of {self.path} failed: {exc}") from None
+                if got == 0:
+                    raise SlotError(f"slot {self.path} ends at {position}, image has {size} bytes")
+                useful = min(got, size - position)
+                hasher.update(view[:useful])
+                position += useful
+                if progress is not None:
+                    progress(position, size)
+        finally:
+            view.release()
+        return hasher.digest()
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> SlotWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _DirectUnsupported(Exception):
+    """O_DIRECT is refused by this medium; the cache-drop path is taken instead."""

@@ -1,0 +1,375 @@
+"""Downloads against real servers on 127.0.0.1: resume, faults, TLS, FTP, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.firmware.errors import (
+    ConnectFailed,
+    DownloadCancelled,
+    DownloadError,
+    LengthMismatch,
+    RestartRequired,
+    ServerRefused,
+    Stalled,
+    TlsFailed,
+    Truncated,
+    UnsupportedScheme,
+)
+from agent.firmware.fetch import Fetcher, FetchSettings, ResumeFrom, attempts, redact_url
+from agent.firmware.fetch_base import tls_context
+from tests.firmware.conftest import FTP_PASSWORD, FTP_USER
+from tests.firmware.fwservers import FirmwareFtpServer, FirmwareHttpServer
+
+
+def fetch_all(fetcher: Fetcher, url: str, resume: ResumeFrom | None = None) -> tuple[bytes, object]:
+    with fetcher.open(url, resume=resume) as transfer:
+        return b"".join(transfer.chunks()), transfer.info
+
+
+def test_attempts_are_retries_plus_one():
+    """Issue #3 / §2.6: retries counts the tries after the first; always one attempt."""
+    assert attempts(None, 3) == 4
+    assert attempts(0, 3) == 1
+    assert attempts(2, 3) == 3
+    assert attempts(-5, 3) == 1
+
+
+def test_full_download(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"))
+    assert data == image
+    assert (info.start, info.length, info.total, info.restarted) == (
+        0,
+        len(image),
+        len(image),
+        False,
+    )
+    request = http_server.requests[0]
+    assert request.header("Range") is None
+    assert request.header("Accept-Encoding") == "identity"
+
+
+def test_resume_sends_range_and_if_range_with_etag(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    etag = http_server.files["/fw.bin"].etag
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(400_000, etag))
+    assert data == image[400_000:]
+    assert (info.start, info.total, info.restarted) == (400_000, len(image), False)
+    request = http_server.requests[0]
+    assert request.header("Range") == "bytes=400000-"
+    assert request.header("If-Range") == etag
+    assert http_server.sent() == len(image) - 400_000
+
+
+def test_weak_etag_falls_back_to_last_modified(fetcher, http_server, image):
+    http_server.put("/fw.bin", image, etag='W/"weak"')
+    with fetcher.open(http_server.url("/fw.bin")) as transfer:
+        validator = transfer.info.validator
+    assert validator == http_server.files["/fw.bin"].last_modified
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(1000, validator))
+    assert info.start == 1000 and data == image[1000:]
+    assert http_server.requests[-1].header("If-Range") == validator
+
+
+def test_no_validator_means_no_resume(fetcher, http_server, image):
+    """Without ETag or Last-Modified a resume could splice two versions: start over."""
+    http_server.put("/fw.bin", image, etag=None, last_modified=None)
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(1000, None))
+    assert info.validator is None and info.restarted and info.start == 0
+    assert data == image
+    assert http_server.requests[0].header("Range") is None
+
+
+def test_server_ignoring_range_restarts_from_zero(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.ignore_range = True
+    etag = http_server.files["/fw.bin"].etag
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(5000, etag))
+    assert info.restarted and info.start == 0 and data == image
+
+
+def test_changed_file_restarts_from_zero(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    old = http_server.files["/fw.bin"].etag
+    http_server.put("/fw.bin", image[::-1])
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(5000, old))
+    assert info.restarted and data == image[::-1]
+    assert http_server.requests[0].status == 200
+
+
+def test_server_ignoring_if_range_is_caught(fetcher, http_server, image):
+    """A 206 carrying a different ETag belongs to another file version."""
+    http_server.put("/fw.bin", image)
+    old = http_server.files["/fw.bin"].etag
+    http_server.put("/fw.bin", image[::-1])
+    http_server.faults.ignore_if_range = True
+    with pytest.raises(RestartRequired):
+        fetcher.open(http_server.url("/fw.bin"), resume=ResumeFrom(5000, old))
+
+
+def test_content_range_must_start_at_offset(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.shift_range = 10
+    etag = http_server.files["/fw.bin"].etag
+    with pytest.raises(LengthMismatch, match="asked for bytes from 5000"):
+        fetcher.open(http_server.url("/fw.bin"), resume=ResumeFrom(5000, etag))
+
+
+def test_everything_already_received(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    etag = http_server.files["/fw.bin"].etag
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"), ResumeFrom(len(image), etag))
+    assert data == b"" and info.start == len(image) and info.length == 0
+
+
+@pytest.mark.parametrize("code", [404, 500, 503])
+def test_http_errors_are_download_errors(fetcher, http_server, image, code):
+    """A 4xx/5xx is DownloadFailed, never InvalidSignature (chargepoint-peers §7.9)."""
+    http_server.put("/fw.bin", image)
+    http_server.faults.statuses = [code]
+    with pytest.raises(ServerRefused) as caught:
+        fetcher.open(http_server.url("/fw.bin"))
+    assert caught.value.code == code
+    assert caught.value.status == "DownloadFailed"
+    assert f"HTTP {code}" in caught.value.message
+
+
+def test_missing_file_is_404(fetcher, http_server):
+    with pytest.raises(ServerRefused) as caught:
+        fetcher.open(http_server.url("/nothing"))
+    assert caught.value.code == 404
+
+
+def test_truncated_body(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.cut_after = 300_000
+    received = bytearray()
+    with pytest.raises(Truncated) as caught, fetcher.open(http_server.url("/fw.bin")) as transfer:
+        for chunk in transfer.chunks():
+            received += chunk
+    assert bytes(received) == image[:300_000]  # every byte before the cut is delivered
+    assert f"300000 of {len(image)}" in caught.value.message
+
+
+def test_stall(http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.stall_after = 100_000
+    settings = FetchSettings(connect_timeout=5, stall_timeout=0.3)
+    with Fetcher(settings) as fetcher, fetcher.open(http_server.url("/fw.bin")) as transfer:
+        started = time.monotonic()
+        with pytest.raises(Stalled):
+            for _ in transfer.chunks():
+                pass
+        assert time.monotonic() - started < 3
+
+
+def test_content_encoding_is_refused(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.content_encoding = "gzip"
+    with pytest.raises(DownloadError, match="Content-Encoding gzip"):
+        fetcher.open(http_server.url("/fw.bin"))
+
+
+def test_unknown_length_reads_to_close(fetcher, http_server, image):
+    http_server.put("/fw.bin", image)
+    http_server.faults.no_length = True
+    data, info = fetch_all(fetcher, http_server.url("/fw.bin"))
+    assert data == image and info.total is None
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "gopher://example.org/fw", "sftp://h/fw", "no-scheme"]
+)
+def test_other_schemes_are_refused(fetcher, url):
+    with pytest.raises(UnsupportedScheme) as caught:
+        fetcher.open(url)
+    assert not caught.value.retryable
+    assert "not supported" in caught.value.message
+
+
+def test_scheme_not_allowed_by_config(http_server, image):
+    http_server.put("/fw.bin", image)
+    settings = FetchSettings(allowed_schemes=("https",))
+    with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme, match="allowed: https"):
+        fetcher.open(http_server.url("/fw.bin"))
+
+
+def test_connection_refused(fetcher):
+    with pytest.raises(ConnectFailed):
+        fetcher.open("http://127.0.0.1:9/fw.bin")
+
+
+def test_credentials_never_appear(fetcher, http_server, caplog):
+    caplog.set_level("DEBUG")
+    url = http_server.url("/secret-missing", userinfo="user:hunter2@")
+    with pytest.raises(ServerRefused) as caught:
+        fetcher.open(url)
+    assert "hunter2" not in caught.value.message
+    assert "hunter2" not in caplog.text
+    assert redact_url("ftp://u:pw@host:21/a/b?token=x") == "ftp://host:21/a/b"
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+def test_https_with_extra_ca(https_server, tls_pki, image):
+    https_server.put("/fw.bin", image)
+    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+        data, _ = fetch_all(fetcher, https_server.url("/fw.bin", host="localhost"))
+    assert data == image
+
+
+def test_extra_ca_is_added_to_the_system_store(tls_pki):
+    system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    combined = tls_context(tls_pki["ca"]).cert_store_stats()["x509_ca"]
+    assert combined == system + 1
+
+
+def test_https_without_the_ca_fails_verification(https_server, image):
+    https_server.put("/fw.bin", image)
+    with Fetcher(FetchSettings()) as fetcher, pytest.raises(TlsFailed) as caught:
+        fetcher.open(https_server.url("/fw.bin", host="localhost"))
+    assert caught.value.status == "DownloadFailed"
+
+
+def test_https_hostname_is_checked(https_server, tls_pki, image):
+    https_server.put("/fw.bin", image)
+    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher, pytest.raises(TlsFailed):
+        fetcher.open(https_server.url("/fw.bin", host="127.0.0.1"))
+
+
+def test_https_to_an_ip_address_with_ip_san(tls_pki, image):
+    """urllib3 1.26 sends no SNI for IPs; the name must still be matched (and work)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_pki["ip_cert"], tls_pki["ip_key"])
+    with FirmwareHttpServer(tls=context) as server:
+        server.put("/fw.bin", image)
+        with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+            data, _ = fetch_all(fetcher, server.url("/fw.bin", host="127.0.0.1"))
+            assert data == image
+            with pytest.raises(TlsFailed):
+                fetcher.open(server.url("/fw.bin", host="localhost"))
+
+
+def test_redirect_to_disallowed_scheme(http_server, https_server, tls_pki, image):
+    https_server.redirect("/fw.bin", http_server.url("/fw.bin"))
+    http_server.put("/fw.bin", image)
+    settings = FetchSettings(ca_file=tls_pki["ca"], allowed_schemes=("https",))
+    with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme, match="redirected"):
+        fetcher.open(https_server.url("/fw.bin", host="localhost"))
+
+
+# --- cancel -----------------------------------------------------------------------------------
+
+
+def run_in_thread(target) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            outcome["result"] = target()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_cancel_interrupts_a_blocked_transfer_within_a_second(http_server, image, where):
+    """Issue #3 / L01.FR.26: a cancelled transfer stops within a second."""
+    http_server.put("/fw.bin", image)
+    if where == "headers":
+        http_server.faults.stall_before_headers = True
+    else:
+        http_server.faults.stall_after = 100_000
+    cancel = threading.Event()
+    settings = FetchSettings(connect_timeout=30, stall_timeout=30)
+    with Fetcher(settings) as fetcher:
+
+        def download() -> int:
+            with fetcher.open(http_server.url("/fw.bin"), cancel=cancel) as transfer:
+                return sum(len(c) for c in transfer.chunks())
+
+        thread, outcome = run_in_thread(download)
+        assert http_server.stalled.wait(10)
+        started = time.monotonic()
+        cancel.set()
+        thread.join(5)
+        elapsed = time.monotonic() - started
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), DownloadCancelled)
+    assert elapsed < 1.0
+
+
+# --- FTP --------------------------------------------------------------------------------------
+
+
+def ftp_url(server: FirmwareFtpServer, path: str = "/fw.bin", password: str = FTP_PASSWORD) -> str:
+    from urllib.parse import quote
+
+    return (
+        f"ftp://{quote(FTP_USER, safe='')}:{quote(password, safe='')}@127.0.0.1:{server.port}{path}"
+    )
+
+
+def test_ftp_download_and_rest_resume(fetcher, ftp_server, ftp_root: Path, image):
+    (ftp_root / "fw.bin").write_bytes(image)
+    data, info = fetch_all(fetcher, ftp_url(ftp_server))
+    assert data == image and info.total == len(image) and info.validator
+    data, again = fetch_all(fetcher, ftp_url(ftp_server), ResumeFrom(700_000, info.validator))
+    assert data == image[700_000:]
+    assert again.start == 700_000 and not again.restarted
+    assert ftp_server.rest == [700_000]
+
+
+def test_ftp_changed_file_restarts(fetcher, ftp_server, ftp_root: Path, image):
+    (ftp_root / "fw.bin").write_bytes(image)
+    data, info = fetch_all(fetcher, ftp_url(ftp_server), ResumeFrom(10, "size=1;mdtm=1"))
+    assert info.restarted and info.start == 0 and data == image
+    assert ftp_server.rest == []
+
+
+def test_ftp_cut_transfer_is_truncated(fetcher, ftp_server, ftp_root: Path, image):
+    (ftp_root / "fw.bin").write_bytes(image)
+    ftp_server.cut_after = 200_000
+    with pytest.raises(Truncated), fetcher.open(ftp_url(ftp_server)) as transfer:
+        for _ in transfer.chunks():
+            pass
+
+
+def test_ftp_wrong_password_and_missing_file(fetcher, ftp_server, ftp_root: Path):
+    with pytest.raises(ServerRefused) as caught:
+        fetcher.open(ftp_url(ftp_server, password="wrong-secret"))
+    assert caught.value.code == 530
+    assert "wrong-secret" not in caught.value.message
+    with pytest.raises(ServerRefused) as caught:
+        fetcher.open(ftp_url(ftp_server, path="/missing.bin"))
+    assert caught.value.code == 550
+    assert FTP_PASSWORD not in caught.value.message
+
+
+def test_ftps_with_extra_ca(tls_pki, ftp_root: Path, image):
+    pytest.importorskip("OpenSSL", reason="pyftpdlib's FTPS server needs pyOpenSSL")
+    (ftp_root / "fw.bin").write_bytes(image)
+    with FirmwareFtpServer(
+        ftp_root, FTP_USER, FTP_PASSWORD, (tls_pki["cert"], tls_pki["key"])
+    ) as s:
+        url = ftp_url(s).replace("ftp://", "ftps://").replace("127.0.0.1", "localhost")
+        with Fetcher(FetchSettings(ca_file=tls_pki["ca"], stall_timeout=5)) as fetcher:
+            data, _ = fetch_all(fetcher, url)
+        assert data == image
+        with Fetcher(FetchSettings(stall_timeout=5)) as fetcher, pytest.raises(TlsFailed):
+            fetcher.open(url)
+
+
+def test_digest_helper_sanity(image):
+    assert hashlib.sha256(image).digest() != hashlib.sha256(image[:-1]).digest()
