@@ -333,6 +333,7 @@ class Session:
                 self.heartbeat_interval = conf.interval
             self._heartbeat_due = now + self.heartbeat_interval
             self._outbox_retry_at = now
+            self._outbox_backoff = RETRY_MIN  # boot failures must not delay the first retry
             for hook in self._accepted_hooks:
                 hook()
             return

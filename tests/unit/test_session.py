@@ -472,6 +472,22 @@ def test_a_callerror_is_retried_and_a_success_resets_the_back_off(h: Harness) ->
     assert h.take_one()[1] == ids[1]
 
 
+def test_failed_boots_do_not_slow_down_the_first_outbox_retry(h: Harness) -> None:
+    """The back-off that delayed the BootNotification starts over once Accepted."""
+    ids = queue(h, 1)
+    h.connect()
+    for wait in (5, 10, 20):
+        h.poll()
+        h.error(h.take_one()[1])
+        h.clock.advance(wait)
+    h.boot()
+    h.poll()
+    h.error(h.take_one()[1])
+    h.clock.advance(5)
+    h.poll()
+    assert h.take_one()[1] == ids[0]
+
+
 def test_an_invalid_callresult_for_an_entry_keeps_it_queued(h: Harness) -> None:
     """SecurityEventNotification.conf is `{}`; anything else is not a delivery receipt."""
     unique_id = h.outbox.append(EVENT, {"type": "FirmwareUpdated", "timestamp": CSMS_TIME})
