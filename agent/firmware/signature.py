@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 MAX_SIGNATURE_CHARS = 800  # firmware.signature maxLength in the schema
 _READ_SIZE = 1 << 20
+# PSS.AUTO (salt length read from the signature) exists since cryptography 37, so also on
+# Debian 12's 38.0.4; it is for verification only.
+_PSS_ANY = padding.PSS.AUTO
 
 
 def decode_signature(signature_b64: str | None) -> bytes:
@@ -95,11 +98,6 @@ def verify_digest(
             raise SignatureInvalid("signature does not verify (ecdsa)") from exc
         return "ecdsa"
     raise SignatureInvalid(f"signing key type {type(key).__name__} is not supported")
-
-
-# PSS.AUTO (salt length read from the signature) exists since cryptography 37, so also on
-# Debian 12's 38.0.4; it is for verification only.
-_PSS_ANY = padding.PSS.AUTO
 
 
 def file_digest(path: Path) -> bytes:
