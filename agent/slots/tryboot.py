@@ -230,6 +230,7 @@ class TrybootBackend(VerifiedBackend):
             {
                 "dt.partition": "" if partition is None else str(partition),
                 "dt.tryboot": "" if tryboot is None else str(tryboot),
+                "dt.pm_rsts": _hex_or_empty(self._dt_u32("pm_rsts")),  # reset cause evidence
                 "agent.armed": record["armed"] or "",
                 "agent.bad": " ".join(record["bad"]),
             }
@@ -319,3 +320,7 @@ class TrybootBackend(VerifiedBackend):
         elif str(partition) not in self.by_partition:
             problems.append(f"{self.name}: booted partition {partition} is neither slot")
         return problems
+
+
+def _hex_or_empty(value: int | None) -> str:
+    return "" if value is None else f"0x{value:08x}"
