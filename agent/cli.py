@@ -15,6 +15,7 @@ from pathlib import Path
 import agent
 from agent import config as config_module
 from agent.config import ConfigError
+from agent.slots.base import BootBackend
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -23,17 +24,33 @@ def _load(args: argparse.Namespace) -> config_module.Config:
     return config_module.load(Path(args.config))
 
 
+def _backend(config: config_module.Config) -> BootBackend:
+    """The configured slot backend; its option mistakes are configuration errors (exit 2)."""
+    from agent.slots import load_backend
+    from agent.slots.unconfigured import UnconfiguredBackend
+
+    slots = config.slots
+    if not slots.devices:
+        return UnconfiguredBackend()
+    try:
+        return load_backend(slots.backend, slots.devices, slots.options, state_dir=config.state_dir)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: [slots] {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.service.daemon import Daemon
     from agent.service.systemd import setup_logging
 
     config = _load(args)
+    backend = _backend(config)
     setup_logging(args.verbose)
-    return Daemon(config).run()
+    return Daemon(config, backend).run()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    _backend(config)
     print(json.dumps(config.effective(), indent=2))
     return EXIT_OK
 

@@ -16,6 +16,8 @@ from typing import Any
 
 DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/ocpp-fw-agent")
+# Tells a daemon restart from a reboot: the kernel makes a new one at every boot.
+DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
 DOWNLOAD_SCHEMES = ("https", "http", "ftp", "ftps")
 MASK = "********"
@@ -107,6 +109,7 @@ class Config:
     csms: CsmsConfig
     identity: IdentityConfig
     state_dir: Path
+    boot_id_file: Path
     firmware: FirmwareConfig
     slots: SlotsConfig
     health: HealthConfig
@@ -129,7 +132,7 @@ class Config:
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
             out["csms"]["authorization_key"] = MASK
-        out["state"] = {"dir": str(self.state_dir)}
+        out["state"] = {"dir": str(self.state_dir), "boot_id_file": str(self.boot_id_file)}
         return out
 
 
@@ -271,7 +274,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "meter_type": _string(25),
         "meter_serial_number": _string(25),
     },
-    "state": {"dir": _path},
+    "state": {"dir": _path, "boot_id_file": _path},
     "firmware": {
         "manufacturer_roots": _existing_path,
         "crl_dir": _existing_path,
@@ -353,13 +356,14 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         raise fail("csms", "reconnect_min", "must not exceed reconnect_max")
 
     identity = values["identity"]
-    state_dir = values.get("state", {}).get("dir", DEFAULT_STATE_DIR)
+    state = values.get("state", {})
     slots = values.get("slots", {})
     return Config(
         source=source,
         csms=CsmsConfig(**csms),
         identity=IdentityConfig(**identity),
-        state_dir=state_dir,
+        state_dir=state.get("dir", DEFAULT_STATE_DIR),
+        boot_id_file=state.get("boot_id_file", DEFAULT_BOOT_ID_FILE),
         firmware=FirmwareConfig(**values.get("firmware", {})),
         slots=SlotsConfig(**slots),
         health=HealthConfig(**values.get("health", {})),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.csms import TestCsms
+from agent.demo.csms import TestCsms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,9 @@ class AgentProcess:
     def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.log_path = config.with_suffix(".log")
-        inherited = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
+        }
         self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -12,6 +12,7 @@ Where a phase continues after a restart (`RESUME`):
     download-scheduled  wait for retrieveDateTime          same
     downloading         resume at the durable offset       same (the target is still marked bad)
     verifying           verify the persisted digest        same
+    verified            read back, wait for the gate       same
     install-scheduled   wait for installDateTime           same
     installing          gate, arm the trial again          same (arming is idempotent)
     rebooting           reboot again                       trial boot or rollback: ask `observe()`
@@ -39,6 +40,7 @@ class Phase(enum.StrEnum):
     DOWNLOAD_SCHEDULED = "download-scheduled"
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
+    VERIFIED = "verified"
     INSTALL_SCHEDULED = "install-scheduled"
     INSTALLING = "installing"
     REBOOTING = "rebooting"
@@ -53,6 +55,7 @@ CANCELLABLE = frozenset(
         Phase.DOWNLOAD_SCHEDULED,
         Phase.DOWNLOADING,
         Phase.VERIFYING,
+        Phase.VERIFIED,
         Phase.INSTALL_SCHEDULED,
         Phase.INSTALLING,
     }
@@ -122,7 +125,9 @@ class JobStore:
             LOG.error("job file unusable, moved to %s: %s", broken, exc)
             return None
 
-    def save(self, job: Job) -> None:
-        """Persist `job`, counting the transition (the crash-loop breaker reads the count)."""
-        job.transitions += 1
+    def save(self, job: Job, *, transition: bool = True) -> None:
+        """Persist `job`. A transition is counted (the crash-loop breaker reads the count);
+        a download checkpoint is not."""
+        if transition:
+            job.transitions += 1
         atomic_write_json(self.path, job.to_document())

@@ -78,6 +78,11 @@ class Reporter:
         )
         return self._outbox.append(v16.Action.SECURITY_EVENT_NOTIFICATION.value, to_wire(request))
 
+    def last(self) -> tuple[v16.FirmwareStatus, int | None] | None:
+        """The last status queued, with its requestId (None when none ever was)."""
+        with self._lock:
+            return self._last
+
     def triggered(self) -> v16.SignedFirmwareStatusNotificationReq:
         """The answer to a FirmwareStatusNotification trigger (L01.FR.28, .29)."""
         with self._lock:

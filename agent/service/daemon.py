@@ -20,7 +20,9 @@ from types import FrameType
 from typing import Any
 
 from agent.config import Config
+from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter
+from agent.firmware.updater import Updater, read_boot_id
 from agent.ocpp import v16
 from agent.ocpp.connection import (
     CertificateRejected,
@@ -32,8 +34,10 @@ from agent.ocpp.connection import (
 )
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
+from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
+from agent.slots.base import BootBackend
 
 LOG = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.json"
@@ -50,7 +54,9 @@ Task = Callable[[], None]
 
 
 class Daemon:
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, config: Config, backend: BootBackend, notifier: Notifier | None = None
+    ) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
         # SimpleQueue.put is reentrant: the SIGTERM handler may post while the interrupted loop
@@ -67,6 +73,23 @@ class Daemon:
             heartbeat_interval=config.csms.heartbeat_interval,
         )
         self.transport = Transport(config.csms, self._events.put)
+        self.updater = Updater(
+            config,
+            self.reporter,
+            backend,
+            TrustedClock(lambda: self.session.csms_offset),
+            wait_delivered=self.outbox.wait_delivered,
+            boot_id=read_boot_id(config.boot_id_file),
+            run_reboot=policy.run_reboot,
+            may_disturb=lambda: policy.may_disturb(config.firmware.install_gate),
+            healthy=lambda: policy.healthy(
+                config.health.commands, config.health.require_system_running
+            ),
+        )
+        self.session.route(
+            v16.Action.SIGNED_UPDATE_FIRMWARE, self.updater.on_request, self.updater.after_request
+        )
+        self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0
         self._running = False
         self._status_due = 0.0
@@ -134,6 +157,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signal_handlers()
         self.transport.start()
+        self.updater.start()
         self._running = True
         self._publish(force=True)
         self.notifier.ready(self._status_line())
@@ -201,6 +225,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        self.updater.stop()
         self.transport.stop()
         self.session.disconnected()
         self._publish(force=True, stopped=True)
@@ -213,7 +238,8 @@ class Daemon:
             "connection": "connected" if self.session.connected else "offline",
             "registration": self.session.registration.value,
             "queued": len(self.outbox),
-            "job": None,
+            "job": self.updater.snapshot(),
+            "problems": self.updater.backend_problems(),
         }
 
     def _status_line(self) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from agent.demo import pki as fwpki
 from agent.firmware.fetch import Fetcher, FetchSettings
-from tests.firmware import fwpki
 from tests.firmware.fwservers import FirmwareFtpServer, FirmwareHttpServer
 
 

@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent import RELEASE_DATE
+from agent.demo import pki as fwpki
 from agent.firmware import certs
 from agent.firmware.clock import ClockSource, CsmsTimeOffset, TrustedClock
 from agent.firmware.errors import CertificateRejected
-from tests.firmware import fwpki
 
 CLOCK = TrustedClock()
 NO_CRLS = certs.CrlSet(())

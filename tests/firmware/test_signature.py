@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 
+from agent.demo import pki as fwpki
 from agent.firmware import certs, signature
 from agent.firmware.errors import CertificateRejected, SignatureInvalid
-from tests.firmware import fwpki
 
 DATA = b"firmware bytes" * 1000
 DIGEST = hashlib.sha256(DATA).digest()

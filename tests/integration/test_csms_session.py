@@ -7,8 +7,8 @@ import signal
 from ocpp.v16 import call
 from ocpp.v16.enums import RegistrationStatus
 
+from agent.demo.csms import TestCsms
 from tests.conftest import agent_config
-from tests.csms import TestCsms
 
 CP = "CP-TEST-1"
 

@@ -6,9 +6,9 @@ import json
 import signal
 import socket
 
+from agent.demo.csms import TestCsms
 from agent.ocpp.outbox import Outbox
 from tests.conftest import agent_config
-from tests.csms import TestCsms
 
 
 def free_port() -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.demo import pki as fwpki
+from agent.demo.csms import TestCsms
 from tests.conftest import agent_config
-from tests.csms import TestCsms
-from tests.firmware import fwpki
 
 CP = "CP-TLS-1"
 KEY_HEX = "0001020304050607FFFFFFFFFFFFFFFF0A0B0C0D"  # 20 bytes, several not printable

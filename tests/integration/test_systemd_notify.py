@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.demo.csms import TestCsms
 from tests.conftest import agent_config
-from tests.csms import TestCsms
 
 
 class NotifySocket:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.csms import TestCsms
+from agent.demo.csms import TestCsms
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -1,0 +1,475 @@
+"""Runs signed firmware updates (L01): request → download → verify → stage → reboot → report.
+
+`Updater` is called from the daemon's loop thread (`on_request`, `after_request`,
+`csms_accepted`, `snapshot`) and runs the job's long steps in one worker thread. Every phase
+change is saved (job.py) before its status is reported, and on start the job continues where
+the saved phase says; a status whose report was lost to a crash is sent again (`_reconcile`).
+
+Order of the install, and why (each step is safe to repeat after a crash):
+1. mark the target slot bad before its first byte is written (a half-written slot never boots);
+2. stream it, hashing as it arrives; checkpoint the durable offset for resume;
+3. verify the signature over the streamed digest (no second pass), then read the slot back
+   bypassing the page cache and compare;
+4. wait for the install gate (never interrupt a charging session, L01.FR.06);
+5. arm a one-shot trial of the target (the primary slot is unchanged), report InstallRebooting
+   and wait for its CALLRESULT (L01.FR.15), then reboot;
+6. after the reboot: running from the target → health checks → commit → Installed +
+   FirmwareUpdated; back on the old slot → the bootloader fell back → InstallationFailed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config
+from agent.firmware import certs, signature
+from agent.firmware.clock import TrustedClock
+from agent.firmware.errors import CertificateRejected, DownloadCancelled, FirmwareError
+from agent.firmware.job import AFTER_REBOOT, CANCELLABLE, Job, JobStore, Phase
+from agent.firmware.reporting import Reporter
+from agent.firmware.staging import Stager
+from agent.ocpp import v16
+from agent.service.systemd import fields
+from agent.slots.base import BackendError, BootBackend
+
+LOG = logging.getLogger(__name__)
+Status = v16.FirmwareStatus
+
+# The status each phase announces when it is entered; `_reconcile` re-sends a lost one.
+ENTRY_STATUS: dict[Phase, Status | None] = {
+    Phase.DOWNLOAD_SCHEDULED: Status.DOWNLOAD_SCHEDULED,
+    Phase.DOWNLOADING: Status.DOWNLOADING,
+    Phase.VERIFYING: Status.DOWNLOADED,
+    Phase.VERIFIED: Status.SIGNATURE_VERIFIED,
+    Phase.INSTALL_SCHEDULED: Status.INSTALL_SCHEDULED,
+    Phase.INSTALLING: Status.INSTALLING,
+    Phase.REBOOTING: Status.INSTALL_REBOOTING,
+    Phase.TRIAL: None,
+    Phase.FINISHED: None,
+}
+SECURITY_EVENT_FOR: dict[Status, v16.SecurityEvent] = {
+    Status.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,
+    Status.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
+}
+
+
+class Cancelled(Exception):
+    """The job was cancelled (a new request) or the daemon is stopping."""
+
+
+class Updater:
+    def __init__(
+        self,
+        config: Config,
+        reporter: Reporter,
+        backend: BootBackend,
+        clock: TrustedClock,
+        *,
+        wait_delivered: Callable[[str, float], bool],
+        boot_id: Callable[[], str],
+        run_reboot: Callable[[Sequence[str]], None],
+        may_disturb: Callable[[], bool],
+        healthy: Callable[[], tuple[bool, str]],
+    ) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.backend = backend
+        self.clock = clock
+        self.store = JobStore(config.state_dir)
+        self.stager = Stager(config, backend)
+        self._wait_delivered = wait_delivered
+        self._boot_id = boot_id
+        self._run_reboot = run_reboot
+        self._may_disturb = may_disturb
+        self._healthy = healthy
+        self._accepted = threading.Event()
+        self._job: Job | None = self.store.load()
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # --- loop-thread API --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Continue a saved job (after a restart or a reboot)."""
+        if self._job is not None and not self._job.finished:
+            LOG.info("continuing update %s in phase %s", self._job.request_id, self._job.phase)
+            self._spawn(self._job)
+
+    def stop(self) -> None:
+        """SIGTERM: stop the worker; the saved job continues at the next start."""
+        self._cancel.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    def csms_accepted(self) -> None:
+        self._accepted.set()
+
+    def on_request(self, request: v16.SignedUpdateFirmwareReq) -> v16.SignedUpdateFirmwareConf:
+        """Check the signing certificate first (L01.FR.23), then accept, cancel or refuse."""
+        answer = v16.UpdateFirmwareStatus
+        try:
+            roots = certs.load_roots(self.config.firmware.manufacturer_roots)
+            crls = certs.load_crls(self.config.firmware.crl_dir)
+            certs.check_signing_certificate(
+                request.firmware.signing_certificate, roots, crls, self.clock
+            )
+        except CertificateRejected as exc:
+            # L01.FR.02: sent although the event table calls it non-critical.
+            self.reporter.security_event(
+                v16.SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE, exc.tech_info
+            )
+            LOG.warning("request %s: %s", request.request_id, exc.tech_info)
+            status = answer(exc.status or answer.INVALID_CERTIFICATE)
+            return v16.SignedUpdateFirmwareConf(status=status)
+        problems = self.backend_problems()
+        if problems:
+            LOG.error("refusing request %s: %s", request.request_id, "; ".join(problems))
+            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+        status = answer.ACCEPTED
+        current = self._job
+        if current is not None and not current.finished:
+            if current.phase not in CANCELLABLE:  # the reboot is under way (L01.FR.27)
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            LOG.info("request %s cancels update %s", request.request_id, current.request_id)
+            self._cancel_worker()
+            status = answer.ACCEPTED_CANCELED
+        job = self._new_job(request)
+        self.store.save(job)  # durable before the CSMS hears Accepted
+        self._job = job
+        return v16.SignedUpdateFirmwareConf(status=status)
+
+    def after_request(
+        self, request: v16.SignedUpdateFirmwareReq, conf: v16.SignedUpdateFirmwareConf
+    ) -> None:
+        """The .conf is out; only now do statuses follow (answer first, L01 CP-REQ-8)."""
+        accepted = (v16.UpdateFirmwareStatus.ACCEPTED, v16.UpdateFirmwareStatus.ACCEPTED_CANCELED)
+        job = self._job
+        if job is not None and job.request_id == request.request_id and conf.status in accepted:
+            self._spawn(job)
+
+    def backend_problems(self) -> list[str]:
+        try:
+            return self.backend.self_check()
+        except BackendError as exc:
+            return [str(exc)]
+
+    def snapshot(self) -> dict[str, Any] | None:
+        job = self._job
+        if job is None:
+            return None
+        out: dict[str, Any] = {"request_id": job.request_id, "phase": job.phase.value}
+        if job.outcome:
+            out["outcome"] = job.outcome
+        if job.error:
+            out["error"] = job.error
+        out.update(self.stager.progress(job))
+        return out
+
+    # --- the worker -------------------------------------------------------------------------
+
+    def _new_job(self, request: v16.SignedUpdateFirmwareReq) -> Job:
+        """A job in its first phase; `_reconcile` announces that phase's status."""
+        firmware = request.firmware
+        defaults = self.config.firmware
+        later = firmware.retrieve_date_time.timestamp() > self._now()
+        return Job(
+            phase=Phase.DOWNLOAD_SCHEDULED if later else Phase.DOWNLOADING,
+            attempt=0 if later else 1,
+            request_id=request.request_id,
+            location=firmware.location,
+            retrieve_at=firmware.retrieve_date_time.timestamp(),
+            install_at=firmware.install_date_time.timestamp()
+            if firmware.install_date_time
+            else None,
+            retries=max(
+                0, request.retries if request.retries is not None else defaults.default_retries
+            ),
+            retry_interval=max(
+                0,
+                request.retry_interval
+                if request.retry_interval is not None
+                else defaults.default_retry_interval,
+            ),
+            signing_certificate=firmware.signing_certificate,
+            signature=firmware.signature,
+        )
+
+    def _cancel_worker(self) -> None:
+        self._cancel.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+            if self._worker.is_alive():
+                LOG.error("the cancelled update did not stop within 5 s")
+        self._cancel = threading.Event()
+
+    def _spawn(self, job: Job) -> None:
+        cancel = self._cancel
+        self._worker = threading.Thread(
+            target=self._run, args=(job, cancel), name=f"update-{job.request_id}", daemon=True
+        )
+        self._worker.start()
+
+    def _run(self, job: Job, cancel: threading.Event) -> None:
+        try:
+            self._reconcile(job)
+            self._drive(job, cancel)
+        except Cancelled:
+            LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
+        except Exception as exc:  # a bug or an unexpected failure: fail the job, keep running
+            LOG.exception("update %s failed unexpectedly", job.request_id)
+            self._finish(job, Status.INSTALLATION_FAILED, f"internal error: {exc}")
+
+    def _reconcile(self, job: Job) -> None:
+        """Send the saved phase's status if a crash lost it between save and report."""
+        expected = job.outcome if job.finished else ENTRY_STATUS[job.phase]
+        if expected is None:
+            return
+        if self.reporter.last() != (Status(expected), job.request_id):
+            self._announce(job, Status(expected))
+
+    def _announce(self, job: Job, status: Status, tech_info: str | None = None) -> str:
+        unique_id = self.reporter.status(status, job.request_id)
+        event = SECURITY_EVENT_FOR.get(status)
+        if event is not None:
+            self.reporter.security_event(event, tech_info)
+        return unique_id
+
+    def _enter(self, job: Job, phase: Phase) -> None:
+        """Save the new phase, then report its status (a lost report is re-sent on resume)."""
+        job.phase = phase
+        self._save(job)
+        status = ENTRY_STATUS[phase]
+        if status is not None:
+            self._announce(job, status)
+        LOG.info(
+            "update %s: %s",
+            job.request_id,
+            phase,
+            extra=fields(request_id=job.request_id, phase=phase.value),
+        )
+
+    def _checkpoint(self, job: Job) -> None:
+        """A resume point inside a phase: saved, but not a transition."""
+        self.store.save(job, transition=False)
+
+    def _save(self, job: Job) -> None:
+        if job.transitions >= self.config.health.max_transitions and not job.finished:
+            raise _LoopDetected(f"gave up after {job.transitions} saved transitions")
+        self.store.save(job)
+
+    def _finish(self, job: Job, outcome: Status, error: str | None = None) -> None:
+        job.phase, job.outcome, job.error = Phase.FINISHED, outcome.value, error
+        self.store.save(job)
+        self._announce(job, outcome, error)
+        LOG.log(
+            logging.INFO if outcome is Status.INSTALLED else logging.WARNING,
+            "update %s finished: %s%s",
+            job.request_id,
+            outcome,
+            f" ({error})" if error else "",
+            extra=fields(request_id=job.request_id, phase="finished", outcome=outcome.value),
+        )
+
+    def _wait_until(self, epoch: float, cancel: threading.Event) -> None:
+        while (remaining := epoch - self._now()) > 0:
+            if cancel.wait(min(remaining, 30.0)):
+                raise Cancelled()
+
+    def _now(self) -> float:
+        try:
+            return self.clock.read().now.timestamp()
+        except FirmwareError:
+            return time.time()
+
+    def _drive(self, job: Job, cancel: threading.Event) -> None:
+        """Run the job from its saved phase to the end (or to the reboot)."""
+        try:
+            self._steps(job, cancel)
+        except _LoopDetected as exc:
+            failed = Status.DOWNLOAD_FAILED if job.digest is None else Status.INSTALLATION_FAILED
+            self._finish(job, failed, str(exc))
+
+    def _steps(self, job: Job, cancel: threading.Event) -> None:
+        if job.phase is Phase.DOWNLOAD_SCHEDULED:  # announced by _reconcile (L01.FR.13)
+            self._wait_until(job.retrieve_at, cancel)
+            job.attempt = 1
+            self._enter(job, Phase.DOWNLOADING)
+        if job.phase is Phase.DOWNLOADING and not self._download(job, cancel):
+            return
+        if job.phase is Phase.VERIFYING and not self._verify_signature(job):
+            return
+        if job.phase is Phase.VERIFIED:
+            if not self._read_back(job):
+                return
+            if job.install_at is not None and job.install_at > self._now():
+                self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.16
+        if job.phase is Phase.INSTALL_SCHEDULED:
+            self._wait_until(job.install_at or 0.0, cancel)
+        if job.phase in (Phase.VERIFIED, Phase.INSTALL_SCHEDULED, Phase.INSTALLING):
+            self._install(job, cancel)
+        if job.phase in AFTER_REBOOT:
+            self._after_reboot(job, cancel)
+
+    def _download(self, job: Job, cancel: threading.Event) -> bool:
+        """Up to retries + 1 attempts, retryInterval apart; resume across attempts."""
+        if job.target is None:
+            observation = self.backend.observe()
+            target = observation.other_than(observation.booted)
+            self.backend.mark_bad(target)  # before the first byte; idempotent if we crash here
+            job.source, job.target = observation.booted, target
+            self._save(job)
+        attempts = job.retries + 1
+        while True:
+            try:
+                result = self.stager.download(
+                    job, cancel, on_checkpoint=lambda: self._checkpoint(job)
+                )
+            except DownloadCancelled as exc:
+                raise Cancelled() from exc
+            except FirmwareError as exc:
+                job.error = exc.message
+                if job.attempt >= attempts or not exc.retryable:
+                    self._finish(job, Status.DOWNLOAD_FAILED, exc.message)
+                    return False
+                LOG.warning("download attempt %d/%d failed: %s", job.attempt, attempts, exc)
+                self._save(job)
+                if cancel.wait(job.retry_interval):
+                    raise Cancelled() from exc
+                job.attempt += 1
+                self._enter(job, Phase.DOWNLOADING)
+                continue
+            job.digest, job.size, job.error = result.digest.hex(), result.size, None
+            self._enter(job, Phase.VERIFYING)
+            return True
+
+    def _verify_signature(self, job: Job) -> bool:
+        assert job.digest is not None
+        try:
+            certificate = certs.parse_certificates(job.signing_certificate.encode())[0]
+            algorithm = signature.verify_digest(
+                bytes.fromhex(job.digest),
+                job.signature,
+                certificate,
+                self.config.firmware.signature_algorithms,
+            )
+        except FirmwareError as exc:
+            self._finish(job, Status.INVALID_SIGNATURE, exc.message)  # + event, L01.FR.03
+            return False
+        LOG.info("update %s: signature verified (%s)", job.request_id, algorithm)
+        self._enter(job, Phase.VERIFIED)
+        return True
+
+    def _read_back(self, job: Job) -> bool:
+        try:
+            self.stager.read_back(job)
+        except FirmwareError as exc:
+            self._finish(job, Status.INSTALL_VERIFICATION_FAILED, exc.message)
+            return False
+        return True
+
+    def _install(self, job: Job, cancel: threading.Event) -> None:
+        """Gate, arm the trial, InstallRebooting confirmed, reboot."""
+        assert job.target is not None
+        while not self._may_disturb():  # L01.FR.06: never interrupt a charging session
+            if cancel.wait(self.config.firmware.gate_poll_interval):
+                raise Cancelled()
+        if job.phase is not Phase.INSTALLING:
+            self._enter(job, Phase.INSTALLING)
+        try:
+            self.backend.arm_trial(job.target)
+        except BackendError as exc:
+            self._finish(job, Status.INSTALLATION_FAILED, f"cannot arm the trial boot: {exc}")
+            return
+        job.boot_id = self._boot_id()
+        job.phase = Phase.REBOOTING
+        self._save(job)
+        unique_id = self._announce(job, Status.INSTALL_REBOOTING)
+        # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out).
+        if not self._wait_delivered(unique_id, 2 * self.config.csms.call_timeout):
+            LOG.warning("InstallRebooting not confirmed in time; rebooting anyway")
+        self._reboot()
+
+    def _reboot(self) -> None:
+        argv = list(self.config.firmware.reboot_command)
+        argument = self.backend.reboot_argument()
+        if argument:
+            argv.append(argument)
+        LOG.warning("rebooting into the new slot: %s", " ".join(argv))
+        self._run_reboot(argv)
+
+    def _after_reboot(self, job: Job, cancel: threading.Event) -> None:
+        """Decide from the bootloader's evidence: trial of the target, or a fallback."""
+        assert job.target is not None
+        if self._boot_id() == job.boot_id:
+            if job.phase is Phase.REBOOTING:  # restarted before the machine went down
+                self._reboot()
+            return
+        observation = self.backend.observe()
+        if observation.booted != job.target:
+            self._rolled_back(job, f"booted slot {observation.booted}, not {job.target}")
+            return
+        if job.phase is Phase.REBOOTING:
+            job.phase = Phase.TRIAL
+            self._save(job)
+        if not observation.trial_active and observation.primary == job.target:
+            self._finish(job, Status.INSTALLED)  # already committed (e.g. by RAUC)
+            return
+        deadline = time.monotonic() + self.config.health.deadline
+        if not self._accepted.wait(max(0.0, deadline - time.monotonic())):
+            self._abandon(job, "no BootNotification Accepted before the deadline", cancel)
+            return
+        ok, reason = self._healthy()
+        if not ok:
+            self._abandon(job, reason, cancel)
+            return
+        try:
+            self.backend.commit(job.target)
+        except BackendError as exc:
+            self._abandon(job, f"commit failed: {exc}", cancel)
+            return
+        self._finish(job, Status.INSTALLED)
+
+    def _rolled_back(self, job: Job, why: str) -> None:
+        assert job.target is not None
+        try:
+            self.backend.mark_bad(job.target)
+        except BackendError as exc:
+            LOG.error("cannot mark %s bad after the rollback: %s", job.target, exc)
+        self._finish(job, Status.INSTALLATION_FAILED, f"rolled back: {why}")
+
+    def _abandon(self, job: Job, why: str, cancel: threading.Event) -> None:
+        """Health failed in the trial boot: the old slot comes back at the next boot."""
+        assert job.target is not None
+        try:
+            self.backend.abandon_trial(job.target)
+        except BackendError as exc:
+            LOG.error("cannot abandon the trial of %s: %s", job.target, exc)
+        self._finish(job, Status.INSTALLATION_FAILED, f"trial failed: {why}")
+        while not self._may_disturb():  # the way back waits for the gate too
+            if cancel.wait(self.config.firmware.gate_poll_interval):
+                raise Cancelled()
+        self._reboot()
+
+
+class _LoopDetected(Exception):
+    """The job was saved too often: something keeps restarting it."""
+
+
+def read_boot_id(path: Path) -> Callable[[], str]:
+    def boot_id() -> str:
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except OSError:
+            return "unknown"
+
+    return boot_id
+
+
+def utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
