@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: test deps venv debvenv lint unit compat demo bench clean
 
-test: deps venv debvenv lint unit compat
+test: deps venv debvenv lint unit compat system
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

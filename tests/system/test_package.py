@@ -337,9 +337,7 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[System]:
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     reason = cannot_run_containers()
     if reason:
         pytest.skip(reason)
@@ -397,12 +395,7 @@ def system(
                 sys_.csms.stop()
         shutil.rmtree(work / "rootfs", ignore_errors=True)
         sys_.report.timing("whole system test", started_all)
-        (out / "report.txt").write_text("\n".join(sys_.report.lines) + "\n")
-        terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            terminal.write_line("")
-            for line in sys_.report.lines:
-                terminal.write_line(f"system test: {line}")
+        (out / "report.txt").write_text("\n".join(sys_.report.lines) + "\n")  # see conftest
 
 
 def _build_debs(sys_: System, work: Path) -> None:
