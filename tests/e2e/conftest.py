@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a charger rig (file slots, PKI, agent process), a CSMS, a firmware server."""
+"""End-to-end fixtures: a charger rig (file slots, PKI, agent), a CSMS, a firmware server."""
 
 from __future__ import annotations
 
