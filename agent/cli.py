@@ -14,6 +14,7 @@ from pathlib import Path
 
 import agent
 from agent import config as config_module
+from agent import tools
 from agent.config import ConfigError
 from agent.slots.base import BootBackend
 
@@ -64,6 +65,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if document.get("running") else EXIT_FAILED
 
 
+def cmd_slots(args: argparse.Namespace) -> int:
+    from agent.slots import describe
+
+    config = _load(args)
+    document = describe(_backend(config))
+    print(json.dumps(document, indent=2))
+    return EXIT_FAILED if document.get("problems") or document.get("error") else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo.run import main as demo_main
+
+    return demo_main(verbose=args.verbose)
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -92,6 +108,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     status_parser = add("status", cmd_status, "show the running daemon's state")
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     status_parser.add_argument("--state-dir", help="read this state dir instead of the config's")
+    add("slots", cmd_slots, "show what the boot-slot backend sees")
+    add("demo", cmd_demo, "run the whole update on this machine: CSMS, server, agent, reboot")
+    tools.add_commands(sub, add)
     return parser, commands
 
 

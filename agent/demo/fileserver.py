@@ -47,6 +47,7 @@ class Faults:
     shift_range: int = 0
     content_encoding: str | None = None
     no_length: bool = False
+    rate: int | None = None  # bytes per second: a slow link (the demo shows its progress)
 
 
 @dataclasses.dataclass
@@ -206,6 +207,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 piece = view[offset : min(offset + 65536, limit)]
                 self.wfile.write(piece)
                 served.sent += len(piece)
+                if faults.rate:
+                    time.sleep(len(piece) / faults.rate)
             if faults.stall_after is not None and limit < len(body):
                 self.wfile.flush()
                 self.server_owner.stalled.set()

@@ -72,7 +72,8 @@ class Stager:
         writer = self._writer(job)
         try:
             result = writer.read_back(
-                job.size, progress=lambda done, total: self._set(phase_bytes=done, total=total)
+                job.size,
+                progress=lambda done, total: self._set(phase_bytes=done, total=total, fetched=done),
             )
         finally:
             writer.close()
