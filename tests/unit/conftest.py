@@ -9,20 +9,9 @@ from typing import Any
 
 import pytest
 
+from agent.demo.rig import toml_value
+
 ConfigWriter = Callable[..., Path]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def base_config(state_dir: Path) -> dict[str, dict[str, Any]]:
