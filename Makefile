@@ -45,8 +45,8 @@ $(DEBVENV)/.done: setup.cfg pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/ruff format --check agent tests bench
+	$(VENV)/bin/ruff check agent tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check agent tests $(wildcard bench)
 	$(VENV)/bin/mypy agent
 
 unit: venv
