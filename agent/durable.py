@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent import crashpoints
+
 
 class StateFileError(Exception):
     """A state file exists but cannot be used (torn, not JSON, wrong format version)."""
@@ -28,8 +30,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically and durably (temp file, fsync, rename, fsync dir)."""
+def atomic_write_bytes(
+    path: Path, data: bytes, mode: int = 0o600, *, update_step: bool = True
+) -> None:
+    """Replace `path` with `data` atomically and durably (temp file, fsync, rename, fsync dir).
+
+    `update_step`: this write is a step of the update's transaction (a crash point in tests);
+    the published status, rewritten on a timer, is not."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -47,12 +54,16 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    if update_step:
+        crashpoints.reached(f"write {path.name}")
 
 
-def atomic_write_json(path: Path, document: dict[str, Any], mode: int = 0o600) -> None:
+def atomic_write_json(
+    path: Path, document: dict[str, Any], mode: int = 0o600, *, update_step: bool = True
+) -> None:
     """Write a JSON document atomically; keys are kept in insertion order for readable diffs."""
     data = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-    atomic_write_bytes(path, data, mode)
+    atomic_write_bytes(path, data, mode, update_step=update_step)
 
 
 def read_json(path: Path, version: int | None = None) -> dict[str, Any] | None:

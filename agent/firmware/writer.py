@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from agent import crashpoints
 from agent.firmware.errors import ImageTooLarge, SlotBusy, SlotError
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class SlotWriter:
         except OSError as exc:
             raise SlotError(f"fsync of slot {self.path} failed: {exc}") from None
         self.durable_offset = self._end
+        crashpoints.reached(f"slot fsync at {self._end}")
         if self._end > self._dropped:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(

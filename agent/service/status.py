@@ -18,7 +18,7 @@ FILENAME = "status.json"
 
 def publish(state_dir: Path, status: dict[str, Any]) -> None:
     document = {"version": 1, "pid": os.getpid(), "updated": time.time(), **status}
-    atomic_write_json(state_dir / FILENAME, document, mode=0o644)
+    atomic_write_json(state_dir / FILENAME, document, mode=0o644, update_step=False)
 
 
 def read(state_dir: Path) -> dict[str, Any]:

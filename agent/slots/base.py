@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from agent import crashpoints
+
 
 class SlotHealth(enum.StrEnum):
     GOOD = "good"  # eligible for a normal boot or as the fallback
@@ -278,6 +280,7 @@ class VerifiedBackend(abc.ABC):
         if refused:
             raise BackendError(f"{self.name}: {op}: {refused}", op=op, raw_before=before.raw)
         write(slot, before)
+        crashpoints.reached(f"{self.name} {op}({slot})")
         after = self.observe()
         problem = POSTCONDITIONS[op](after, slot)
         if problem:

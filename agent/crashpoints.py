@@ -1,0 +1,36 @@
+"""Test-only power-cut points: every durable step of an update can be made the last one.
+
+Each durable step (a state file replaced, the slot fsynced, a bootloader environment written,
+the reboot about to run) calls `reached(name)`. Normally that does nothing. The crash-point
+tests set `OCPP_FW_AGENT_TEST_CRASH_AT=k` to make the process kill itself with SIGKILL right
+after its k-th step (as a power cut would leave it: what was fsynced is there, nothing else ran),
+and `OCPP_FW_AGENT_TEST_CRASH_LOG=file` to list the steps of a run, so that every k is tried.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+CRASH_AT_ENV = "OCPP_FW_AGENT_TEST_CRASH_AT"
+CRASH_LOG_ENV = "OCPP_FW_AGENT_TEST_CRASH_LOG"
+
+_crash_at = int(os.environ.get(CRASH_AT_ENV, "0") or 0)
+_log = os.environ.get(CRASH_LOG_ENV)
+_count = 0
+_lock = threading.Lock()
+
+
+def reached(step: str) -> None:
+    """A durable step is complete. Dies here when the test asked for this step."""
+    if not _crash_at and not _log:
+        return
+    global _count
+    with _lock:
+        _count += 1
+        if _log:
+            with open(_log, "a", encoding="utf-8") as log:
+                log.write(f"{_count} {step}\n")
+        if _count == _crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
