@@ -34,8 +34,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from ocpp.v16 import call
 
+from agent import durable
 from agent.demo.csms import TestCsms
+from agent.demo.fileserver import FirmwareHttpServer
+from agent.demo.rig import ChargerRig, Firmware
+from agent.slots import filemodel
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -120,7 +125,7 @@ def exposure(text: str) -> float:
     return float(found.group(1))
 
 
-def agent_config(port: int) -> str:
+def agent_config(port: int, extra: str = "") -> str:
     return f"""\
 # Edited on this charger (the system test): the conffile must survive upgrades as it is.
 [csms]
@@ -135,7 +140,7 @@ reconnect_max = 2
 vendor = "ExampleVendor"
 model = "SysTest"
 firmware_version = "1.0"
-"""
+{extra}"""
 
 
 def cannot_run_containers() -> str | None:
@@ -353,6 +358,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         rootfs = work / "rootfs"
         rootfs.mkdir()
         host(["tar", "-C", str(rootfs), "--numeric-owner", "-xf", str(tarball)])
+        # A persistent journal survives the container's reboots; kept in build/system/journal.txt.
+        (rootfs / "var/log/journal").mkdir(exist_ok=True)
         sys_.report.timing("extract a fresh root from the cached tarball", started)
 
         probe = subprocess.run(
@@ -385,11 +392,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     finally:
         if hasattr(sys_, "container"):
             c = sys_.container
-            if c.proc is not None and c.proc.poll() is None:
-                with contextlib.suppress(Exception):
-                    journal = c.run("journalctl", "-b", "--no-pager", check=False).stdout
-                    (out / "journal.txt").write_text(journal)
             sys_.report.line(f"container exit status {c.shutdown()}")
+            journal = subprocess.run(
+                ["journalctl", "-D", str(c.path("/var/log/journal")), "--no-pager"],
+                capture_output=True,
+                text=True,
+                env=CLEAN_ENV,
+                check=False,
+            )
+            (out / "journal.txt").write_text(journal.stdout + journal.stderr)
         if hasattr(sys_, "csms"):
             with contextlib.suppress(Exception):
                 sys_.csms.stop()
@@ -676,6 +687,91 @@ def test_upgrade_keeps_conffile_state_and_queue_and_restarts(system: System) -> 
     wait_until(lambda: c.agent_status().get("queued") == 0, 10, "the outbox to drain")
 
 
+UPDATE_REQUEST_ID = 77
+UPDATE_IMAGE = bytes(range(256)) * 4096 + b"2.0"  # 1 MiB and a bit: several checkpoints
+HAPPY = ["Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting"]
+# The integrator's part for `file` slots: the slot files and their directory. (The container
+# shares the host's kernel, so its boot id does not change on a reboot: the test plays the
+# kernel with boot_id_file, and the bootloader with the file backend's power-on rules.)
+UPDATE_CONFIG = """
+[state]
+boot_id_file = "/srv/boot_id"
+
+[firmware]
+manufacturer_roots = "/etc/ocpp-fw-agent/roots"
+checkpoint_bytes = 262144
+
+[slots]
+backend = "file"
+devices = { A = "/srv/slots/A.img", B = "/srv/slots/B.img" }
+
+[health]
+deadline = 60
+"""
+
+
+def test_signed_update_through_a_real_reboot(system: System, tmp_path: Path) -> None:
+    """Use case L01 under the unit's sandbox: SignedUpdateFirmware, the image streamed from a
+    server on the host into slot B, verified and read back, the trial armed, a real reboot
+    (`systemctl reboot` from the daemon: the container exits 133), the bootloader's rules, the
+    next boot commits B and reports Installed and FirmwareUpdated."""
+    c = system.container
+    rig = ChargerRig(tmp_path / "rig", system.csms.url, CHARGE_POINT_ID)  # PKI and signatures
+    roots = c.path("/etc/ocpp-fw-agent/roots")
+    roots.mkdir(mode=0o755)
+    (roots / "manufacturer.pem").write_text(rig.root.pem)
+    c.path("/srv/slots").mkdir(parents=True)
+    c.path("/srv/slots/A.img").write_bytes(b"factory image 1.0\n")
+    c.path("/srv/slots/B.img").write_bytes(b"")
+    c.path("/srv/boot_id").write_text("boot-1\n")
+    env = c.path(f"{STATE_DIR}/bootenv.json")
+    durable.atomic_write_json(env, filemodel.new_env(["A", "B"], "A"))
+    c.path(f"/etc/systemd/system/{UNIT}.d/slots.conf").write_text(
+        "[Service]\nReadWritePaths=/srv/slots\n"
+    )
+    c.path(CONFFILE).write_text(agent_config(system.port, UPDATE_CONFIG))
+    c.daemon_reload()
+    c.run("ocpp-fw-agent", "check-config")
+    boots = len(system.csms.messages("BootNotification"))
+    c.run("systemctl", "restart", UNIT)
+    system.csms.wait_message("BootNotification", count=boots + 1, timeout=20)
+
+    with FirmwareHttpServer() as server:
+        server.put("/fw/2.0.bin", UPDATE_IMAGE)
+        firmware = Firmware(server.url("/fw/2.0.bin"), UPDATE_IMAGE, rig.sign(UPDATE_IMAGE))
+        started = time.monotonic()
+        request = call.SignedUpdateFirmware(**rig.request(firmware, UPDATE_REQUEST_ID))
+        assert system.csms.call(CHARGE_POINT_ID, request).status == "Accepted"
+        assert c.proc is not None
+        code = c.proc.wait(90)
+    system.report.timing("SignedUpdateFirmware -> download, verify, arm -> reboot", started)
+    assert code == 133, f"systemd-nspawn exited {code}, not 133 (reboot)"
+    mine = [s for s, request_id in system.csms.statuses() if request_id == UPDATE_REQUEST_ID]
+    assert mine == HAPPY
+    assert c.path("/srv/slots/B.img").read_bytes() == UPDATE_IMAGE
+    assert filemodel.load_env(env)["trial"]["slot"] == "B"
+
+    # Power on: the bootloader's rules pick the armed trial slot; the kernel has a new boot id.
+    assert filemodel.power_on(env) == "B"
+    c.path("/srv/boot_id").write_text("boot-2\n")
+    started = time.monotonic()
+    assert c.boot() in ("running", "degraded")
+    system.csms.wait_for(
+        lambda: ("Installed", UPDATE_REQUEST_ID) in system.csms.statuses(), 60, "Installed"
+    )
+    system.report.timing("boot of the new slot -> Installed", started)
+    system.csms.wait_for(
+        lambda: any(
+            m.payload["type"] == "FirmwareUpdated"
+            for m in system.csms.messages("SecurityEventNotification")
+        ),
+        30,
+        "SecurityEventNotification FirmwareUpdated",
+    )
+    assert filemodel.load_env(env)["primary"] == "B", "the new slot was not committed"
+    c.wait_running("after the update")
+
+
 def test_purge_removes_unit_and_state(system: System) -> None:
     c = system.container
     shutil.rmtree(c.path(f"/etc/systemd/system/{UNIT}.d"))  # the test's own drop-in
@@ -689,11 +785,14 @@ def test_purge_removes_unit_and_state(system: System) -> None:
         f"/lib/systemd/system/{UNIT}",
         f"/etc/systemd/system/multi-user.target.wants/{UNIT}",
         STATE_DIR,
-        "/etc/ocpp-fw-agent",
+        CONFFILE,
         "/usr/share/ocpp-fw-agent",
         "/usr/bin/ocpp-fw-agent",
     ):
         assert not os.path.lexists(c.path(gone)), f"{gone} left after purge"
+    # What the integrator put there (the manufacturer roots) is theirs to remove.
+    etc = c.path("/etc/ocpp-fw-agent")
+    assert not etc.exists() or {p.name for p in etc.iterdir()} <= {"roots"}
 
 
 def test_the_sandbox_can_reboot(system: System) -> None:
