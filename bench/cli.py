@@ -46,6 +46,8 @@ def run_bench(
     workdir: Path,
     contenders: Sequence[str] = CONTENDERS,
     progress: bool = True,
+    ping_interval: float | None = None,
+    checkpoint_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Measure; return the JSON document (without writing it)."""
     free = shutil.disk_usage(workdir).free
@@ -73,6 +75,12 @@ def run_bench(
             tempfile.TemporaryDirectory(prefix="fw-bench-", dir=workdir) as scratch,
         ):
             bench = Bench(Path(scratch), csms, server)
+            if ping_interval is not None:
+                bench.ping_interval = ping_interval
+            if checkpoint_bytes is not None:
+                bench.checkpoint_bytes = checkpoint_bytes
+            document["settings"]["agent_ping_interval"] = bench.ping_interval
+            document["settings"]["agent_checkpoint_bytes"] = bench.checkpoint_bytes
             for size in sizes:
                 document["sizes"].append(_one_size(bench, server, size, reps, contenders, progress))
     finally:
@@ -142,6 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("/var/tmp"),
         help="where slots and downloads go: the disk being measured (default /var/tmp)",
     )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        help="the agent's csms.ping_interval (default: the product's default; 0 shows the "
+        "busy main loop of a daemon with pings off)",
+    )
+    parser.add_argument(
+        "--checkpoint-bytes",
+        type=parse_size,
+        help="the agent's firmware.checkpoint_bytes (default: the product's default)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -150,7 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or args.reps < 1 or not sizes:
         parser.error(f"bad --contenders/--reps/--sizes ({', '.join(sorted(unknown))})")
     logging.basicConfig(level=logging.WARNING)
-    document = run_bench(sizes, args.reps, args.workdir, contenders)
+    document = run_bench(
+        sizes,
+        args.reps,
+        args.workdir,
+        contenders,
+        ping_interval=args.ping_interval,
+        checkpoint_bytes=args.checkpoint_bytes,
+    )
     path = write(document, args.out)
     info = document["machine"]
     print(

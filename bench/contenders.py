@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from ocpp.v16 import call
 
-from agent.config import FirmwareConfig
+from agent.config import CsmsConfig, FirmwareConfig
 from agent.demo.csms import TestCsms
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
@@ -35,6 +35,7 @@ from bench.procwatch import ProcWatch, allocated
 MiB = 1 << 20
 CONTENDERS = ("agent", "floor", "peers", "resume")
 CUT_AT = 0.9
+SETTLE = 1.0  # seconds of quiet before each measurement
 PHASES = ("Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting")
 
 
@@ -62,12 +63,15 @@ class Bench:
         self.csms = csms
         self.server = server
         self._count = 0
+        self.ping_interval = _default(CsmsConfig, "ping_interval")
+        self.checkpoint_bytes = _default(FirmwareConfig, "checkpoint_bytes")
 
     def _fresh_dir(self, kind: str) -> Path:
         self._count += 1
         path = self.workdir / f"{self._count:03d}-{kind}"
         path.mkdir(parents=True)
         os.sync()  # dirty pages of the previous measurement are not charged to this one
+        time.sleep(SETTLE)  # nor, as far as can be, the write-back the host still does
         return path
 
     def run(self, kind: str, image: Image) -> dict[str, Any]:
@@ -88,11 +92,15 @@ class Bench:
         cp = f"CP-BENCH-{self._count}"
         rig = ChargerRig(base, self.csms.url, cp)
         config = rig.config(
+            # The product's defaults where the rig has test settings. With the rig's
+            # ping_interval = 0 the daemon's main loop never sleeps (daemon.py: next_ping
+            # stays in the past when pings are off) and takes the GIL from the download.
+            csms={"ping_interval": self.ping_interval},
             firmware={
                 # the product's default cadence, not the rig's 1 MiB test setting
-                "checkpoint_bytes": FirmwareConfig().checkpoint_bytes,
+                "checkpoint_bytes": self.checkpoint_bytes,
                 "default_retry_interval": 1,
-            }
+            },
         )
         firmware = Firmware(
             self.server.url(image.path), b"", sign_digest(image.digest, rig.signer.key_pem)
@@ -233,6 +241,10 @@ FAILURES = (
     "InstallVerificationFailed",
     "InstallationFailed",
 )
+
+
+def _default(config: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(config) if f.name == name)
 
 
 def _phases(accepted: float, times: dict[str, float]) -> dict[str, float]:
