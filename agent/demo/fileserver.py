@@ -2,8 +2,9 @@
 
 `FirmwareHttpServer` implements Range / If-Range / ETag / Last-Modified as RFC 9110 says and
 can be told to misbehave (status codes, stall, cut after N bytes, ignore Range, ignore If-Range,
-shift the range start, compress). Every request's headers and the body bytes actually written
-are recorded, so tests can assert what crossed the wire.
+shift the range start, compress). Every request's headers, arrival time and the body bytes
+actually written are recorded, so tests can assert what crossed the wire; a stalled request also
+records when the client closed the connection (a cancelled download must let go promptly).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import email.utils
 import hashlib
 import http.server
 import re
+import select
 import socket
 import ssl
 import threading
@@ -28,6 +30,8 @@ class Served:
     headers: dict[str, str]
     status: int = 0
     sent: int = 0  # body bytes written to the socket
+    at: float = dataclasses.field(default_factory=time.time)  # when the request arrived
+    closed_at: float | None = None  # when the client hung up on a stalled response
 
     def header(self, key: str) -> str | None:
         for k, v in self.headers.items():
@@ -144,8 +148,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner.record(served)
         faults = owner.faults
         if faults.stall_before_headers:
-            owner.stalled.set()
-            owner.release.wait(STALL_LIMIT)
+            self._stall(served)
             return
         if faults.statuses:
             served.status = faults.statuses.pop(0)
@@ -211,14 +214,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(len(piece) / faults.rate)
             if faults.stall_after is not None and limit < len(body):
                 self.wfile.flush()
-                self.server_owner.stalled.set()
-                self.server_owner.release.wait(STALL_LIMIT)
+                self._stall(served)
                 return
             if faults.cut_after is not None and limit < len(body):
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def _stall(self, served: Served) -> None:
+        """Hold the connection until released, noting when the client closes it."""
+        owner = self.server_owner
+        owner.stalled.set()
+        deadline = time.monotonic() + STALL_LIMIT
+        while not owner.release.wait(0.02) and time.monotonic() < deadline:
+            if self._peer_closed():
+                served.closed_at = time.time()
+                return
+
+    def _peer_closed(self) -> bool:
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
+        except ConnectionError:
+            return True
+        except (OSError, ValueError):
+            return False
 
     def _plain(self, status: int, text: bytes) -> None:
         self.send_response(status)
