@@ -390,9 +390,15 @@ class Updater:
         job.phase = Phase.REBOOTING
         self._save(job)
         unique_id = self._announce(job, Status.INSTALL_REBOOTING)
-        # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out).
-        if not self._wait_delivered(unique_id, 2 * self.config.csms.call_timeout):
-            LOG.warning("InstallRebooting not confirmed in time; rebooting anyway")
+        # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out). Waited in
+        # slices: a SIGTERM meanwhile must not hold the shutdown (the reboot is redone on start).
+        deadline = time.monotonic() + 2 * self.config.csms.call_timeout
+        while not self._wait_delivered(unique_id, 0.1):
+            if cancel.is_set():
+                raise Cancelled()
+            if time.monotonic() > deadline:
+                LOG.warning("InstallRebooting not confirmed in time; rebooting anyway")
+                break
         self._reboot()
 
     def _reboot(self) -> None:
