@@ -497,6 +497,12 @@ def test_apt_install_starts_the_service(system: System) -> None:
         "python3-systemd",
     ).stdout
     system.report.line("installed: " + ", ".join(versions.strip().splitlines()))
+    # The wrapper finds the private code; debian/changelog and agent.__version__ agree.
+    code_version = c.run("ocpp-fw-agent", "--version").stdout.split()[-1]
+    assert system.version.split("+")[0] == code_version, (
+        f"debian/changelog says {system.version}, agent.__version__ {code_version}: "
+        "bump both (dch -v)"
+    )
 
     # Type=notify: active/running only after READY=1. The shipped config points nowhere yet.
     shown = c.wait_running("after installation")
@@ -522,6 +528,7 @@ def test_shipped_dropin_examples_are_valid(system: System) -> None:
     assert len(dropins) >= 3, dropins
     target = c.path(f"/etc/systemd/system/{UNIT}.d/slots.conf")
     target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     try:
         for example in dropins:
             text = example.read_text()
@@ -538,6 +545,7 @@ def test_shipped_dropin_examples_are_valid(system: System) -> None:
     finally:
         target.unlink(missing_ok=True)
         c.daemon_reload()
+    system.report.timing(f"{len(dropins)} example drop-ins: verify, read back, exposure", started)
 
 
 def test_configured_agent_connects_and_sends_boot_notification(system: System) -> None:
