@@ -171,8 +171,12 @@ class HttpSource:
         response = self._response
         if response is None:
             return
-        connection = getattr(response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if sock is None:
+            # A response that ends the connection (HTTP/1.0, `Connection: close`) was detached
+            # from it by http.client: its socket only lives on in the body's reader.
+            body = getattr(getattr(response.raw, "_fp", None), "fp", None)
+            sock = getattr(getattr(body, "raw", None), "_sock", None)
         if isinstance(sock, socket.socket):
             # shutdown() wakes a recv() blocked in another thread; close() would not.
             with contextlib.suppress(OSError):

@@ -157,14 +157,18 @@ class Charger:
 
         return self.csms.wait_for(arrived, timeout, f"event {event}")  # type: ignore[no-any-return]
 
-    def assert_coherent(self, request_id: int, expected: list[str]) -> None:
-        """What the CSMS saw: exactly `expected` for `request_id`, nothing for any other
-        request, one terminal status at most (L01.FR.10). Triggered re-sends are left out."""
-        statuses = [
+    def sequence(self) -> list[tuple[str, int | None]]:
+        """(status, requestId) the CSMS received, triggered re-sends left out."""
+        return [
             (m.payload["status"], m.payload.get("request_id"))
             for m in self.csms.messages("SignedFirmwareStatusNotification")
             if not any(m is t for t in self._triggered)
         ]
+
+    def assert_coherent(self, request_id: int, expected: list[str]) -> None:
+        """What the CSMS saw: exactly `expected` for `request_id`, nothing for any other
+        request, one terminal status at most (L01.FR.10)."""
+        statuses = self.sequence()
         assert statuses == [(s, request_id) for s in expected], statuses
         assert sum(s in TERMINAL for s, _ in statuses) <= 1
 
