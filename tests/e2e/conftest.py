@@ -133,6 +133,16 @@ class Charger:
         path = self.rig.state / "job.json"
         return json.loads(path.read_text())["job"] if path.exists() else {}
 
+    def wait_acknowledged(self, timeout: float = 10) -> None:
+        """Until the agent's outbox is empty: every CALL it queued was answered (and that is
+        on disk). Before a kill -9, so at-least-once delivery does not repeat the last one."""
+        path = self.rig.state / "outbox.json"
+        wait_until(
+            lambda: path.exists() and not json.loads(path.read_text())["entries"],
+            timeout,
+            "the outbox to drain",
+        )
+
     def statuses(self, request_id: int | None = None) -> list[str]:
         return [s for s, rid in self.csms.statuses() if request_id is None or rid == request_id]
 

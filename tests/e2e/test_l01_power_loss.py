@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 
+from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import HAPPY, Charger
+from tests.e2e.conftest import HAPPY, IMAGE, Charger, iso, wait_until, wall
 
 GATE_POLL = 0.2
 
@@ -88,3 +89,99 @@ def test_a_shutdown_while_install_rebooting_is_unconfirmed_is_prompt(
     charger.restart()
     charger.wait_status("Installed")
     assert charger.csms.statuses()[-1] == ("Installed", 32)
+
+
+def test_kill9_while_downloading_resumes_from_the_checkpoint(
+    charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
+):
+    """The restarted daemon asks only for the rest (Range from the durable offset, If-Range),
+    does not announce Downloading again, and completes."""
+    fileserver.faults.stall_after = len(IMAGE) // 2
+    agent = charger.start(firmware={"checkpoint_bytes": 64 * 1024})
+    assert charger.update(firmware, 33) == "Accepted"
+    assert fileserver.stalled.wait(10)
+    charger.wait_status("Downloading")
+    wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 10, "a checkpoint")
+    charger.wait_acknowledged()
+    agent.kill9()
+    offset = charger.job()["offset"]
+    fileserver.faults.stall_after = None
+    fileserver.release.set()
+    charger.restart()
+    finish_after_reboot(charger, rig, 33, HAPPY)
+    _, second = fileserver.requests
+    assert second.header("Range") == f"bytes={offset}-"
+    assert second.header("If-Range") == fileserver.files["/fw/2.0.bin"].etag
+    assert second.status == 206 and second.sent == len(IMAGE) - offset
+    assert rig.slots["B"].read_bytes()[: len(IMAGE)] == IMAGE
+
+
+def test_kill9_while_the_download_is_scheduled_keeps_the_schedule(
+    charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
+):
+    """L01.FR.13: the schedule survives; nothing is fetched before retrieveDateTime, and
+    DownloadScheduled is not sent twice."""
+    agent = charger.start()
+    retrieve = int(time.time()) + 3
+    assert charger.update(firmware, 34, retrieve=iso(retrieve)) == "Accepted"
+    charger.wait_status("DownloadScheduled")
+    charger.wait_acknowledged()
+    agent.kill9()
+    charger.restart()
+    finish_after_reboot(charger, rig, 34, ["DownloadScheduled", *HAPPY])
+    assert len(fileserver.requests) == 1 and fileserver.requests[0].at >= retrieve
+
+
+def test_kill9_while_the_install_is_scheduled_keeps_the_schedule(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.16: the install schedule survives; no Installing before installDateTime."""
+    agent = charger.start()
+    install = int(time.time()) + 3
+    assert charger.update(firmware, 35, install=iso(install)) == "Accepted"
+    charger.wait_status("InstallScheduled")
+    charger.wait_acknowledged()
+    agent.kill9()
+    charger.restart()
+    expected = [*HAPPY[:3], "InstallScheduled", *HAPPY[3:]]
+    finish_after_reboot(charger, rig, 35, expected)
+    installing = next(
+        m
+        for m in charger.csms.messages("SignedFirmwareStatusNotification")
+        if m.payload["status"] == "Installing"
+    )
+    assert wall(installing.at) >= install
+
+
+def test_kill9_while_waiting_at_the_install_gate(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.06: after the restart the update waits at the gate again, then installs."""
+    agent = charger.start(firmware=gate(rig))
+    assert charger.update(firmware, 36) == "Accepted"
+    charger.wait_status("SignatureVerified")
+    agent.wait_log("install gate closed")
+    charger.wait_acknowledged()
+    agent.kill9()
+    agent = charger.restart()
+    agent.wait_log("install gate closed")
+    assert charger.statuses() == HAPPY[:3] and not rig.reboot_marker.exists()
+    (rig.base / "gate-open").touch()
+    finish_after_reboot(charger, rig, 36, HAPPY)
+
+
+def test_kill9_after_install_rebooting_before_the_power_cycle(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.15: killed after asking for the reboot, on the same boot: the restarted daemon
+    asks for the reboot again, sends nothing twice, and Installed follows the power cycle."""
+    agent = charger.start()
+    assert charger.update(firmware, 37) == "Accepted"
+    rig.wait_reboot_request(agent)
+    charger.wait_acknowledged()
+    agent.kill9()
+    rig.reboot_marker.unlink()
+    agent = charger.restart()
+    rig.wait_reboot_request(agent)
+    agent.wait_log("rebooting into the new slot")
+    finish_after_reboot(charger, rig, 37, HAPPY)
