@@ -10,6 +10,13 @@ slot is re-hashed locally and only the rest is requested. If the server cannot r
 200, or the file changed) the pass silently starts over from byte 0: hash state reset, slot
 overwritten from the start, and the checkpoint rewound so no stale offset survives.
 
+Checkpoints: the writer fsyncs the slot every `checkpoint_bytes`; the caller hears of a new
+durable offset (and saves its job, an atomic write with two more fsyncs) at most every
+`CHECKPOINT_INTERVAL` seconds. On a fast link that is what costs: saving the job every 4 MiB
+took ~2 s per GiB on the benchmark's disk. A rewind, the end of the pass and a failure are
+always reported at once; what is reported is always durable, so a power cut costs at most
+CHECKPOINT_INTERVAL seconds (or `checkpoint_bytes`) of transfer, and a failed attempt nothing.
+
 No policy lives here: no retries, no OCPP statuses. A failed pass raises; the caller decides.
 """
 
@@ -19,6 +26,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from agent.firmware.errors import LengthMismatch, RestartRequired, SlotError
@@ -27,6 +35,8 @@ from agent.firmware.fetch_base import redact_url
 from agent.firmware.writer import Hasher, SlotWriter
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL = 0.25  # seconds: at most ~4 job saves per second, whatever the speed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +117,11 @@ def _stream(
     elif info.end is not None:
         writer.ensure_fits(info.end)
 
-    def checkpoint(durable: int) -> None:
+    def report(durable: int) -> None:
         if on_checkpoint is not None:
             on_checkpoint(Checkpoint(durable, info.validator, info.total))
 
+    checkpoint = _Coalesced(report, CHECKPOINT_INTERVAL)
     writer.on_checkpoint = checkpoint
     position = offset
     fetched = 0
@@ -125,14 +136,42 @@ def _stream(
             if on_progress is not None:
                 on_progress(Progress(position, info.total, fetched))
         writer.finish(position)
+        checkpoint.flush()
     except BaseException:
         try:
             writer.sync()  # keep what arrived: the next attempt resumes after it
         except SlotError as exc:
             log.warning("could not make the partial image durable: %s", exc)
+        checkpoint.flush()
         raise
     finally:
         writer.on_checkpoint = None
     if info.total is not None and position != info.total:
         raise LengthMismatch(f"received {position} bytes, the server announced {info.total}")
     return PassResult(hasher.digest(), position, info.validator, offset, fetched)
+
+
+class _Coalesced:
+    """Forwards durable offsets at most every `interval` seconds; a rewind at once.
+
+    `flush()` forwards the latest one not yet forwarded (end of pass, failure)."""
+
+    def __init__(self, forward: Callable[[int], None], interval: float) -> None:
+        self._forward = forward
+        self._interval = interval
+        self._pending: int | None = None
+        self._reported: int | None = None
+        self._at = float("-inf")
+
+    def __call__(self, durable: int) -> None:
+        self._pending = durable
+        rewind = self._reported is not None and durable < self._reported
+        if rewind or time.monotonic() - self._at >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        durable = self._pending
+        if durable is None or durable == self._reported:
+            return
+        self._reported, self._at = durable, time.monotonic()
+        self._forward(durable)
