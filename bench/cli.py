@@ -125,6 +125,7 @@ def write(document: dict[str, Any], out: Path | None) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
         out = RESULTS / f"{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return out
 
