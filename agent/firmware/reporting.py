@@ -14,6 +14,7 @@ import datetime
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from agent.durable import StateFileError, atomic_write_json, read_json
 from agent.ocpp import v16
@@ -47,16 +48,27 @@ class Reporter:
         except (KeyError, ValueError):
             return None
 
-    def status(self, status: v16.FirmwareStatus, request_id: int) -> str:
-        """Queue a status for `request_id`; returns the outbox id (to await its delivery)."""
+    def status(
+        self,
+        status: v16.FirmwareStatus,
+        request_id: int,
+        event: v16.SecurityEvent | None = None,
+        tech_info: str | None = None,
+    ) -> str:
+        """Queue a status for `request_id` (with its security event, in the same write);
+        returns the status's outbox id, to await its delivery.
+
+        The outbox is written before the last-status record: a power cut between the two
+        leaves the record behind, so the updater re-sends the status (at least once)."""
         request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
+        calls = [(v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request))]
+        if event is not None:
+            calls.append(self._event_call(event, tech_info))
         with self._lock:
+            unique_id = self._outbox.append_all(calls)[0]
             self._last = (status, request_id)
             atomic_write_json(
                 self._path, {"version": 1, "status": status.value, "request_id": request_id}
-            )
-            unique_id = self._outbox.append(
-                v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
             )
         LOG.info(
             "firmware status %s (request %s)",
@@ -68,6 +80,10 @@ class Reporter:
 
     def security_event(self, event: v16.SecurityEvent, tech_info: str | None = None) -> str:
         """Queue a SecurityEventNotification, timestamped now (A04.FR.02: guaranteed delivery)."""
+        return self._outbox.append(*self._event_call(event, tech_info))
+
+    @staticmethod
+    def _event_call(event: v16.SecurityEvent, tech_info: str | None) -> tuple[str, dict[str, Any]]:
         request = v16.SecurityEventNotificationReq(
             type=event.value,
             timestamp=datetime.datetime.now(datetime.UTC),
@@ -76,7 +92,7 @@ class Reporter:
         LOG.warning(
             "security event %s: %s", event, tech_info or "", extra=fields(security_event=event)
         )
-        return self._outbox.append(v16.Action.SECURITY_EVENT_NOTIFICATION.value, to_wire(request))
+        return v16.Action.SECURITY_EVENT_NOTIFICATION.value, to_wire(request)
 
     def last(self) -> tuple[v16.FirmwareStatus, int | None] | None:
         """The last status queued, with its requestId (None when none ever was)."""

@@ -96,8 +96,9 @@ class Updater:
     # --- loop-thread API --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Continue a saved job (after a restart or a reboot)."""
-        if self._job is not None and not self._job.finished:
+        """Continue a saved job (after a restart or a reboot). A finished one is spawned too:
+        its outcome may have been saved but not yet reported when the power went."""
+        if self._job is not None:
             LOG.info("continuing update %s in phase %s", self._job.request_id, self._job.phase)
             self._spawn(self._job)
 
@@ -234,11 +235,8 @@ class Updater:
             self._announce(job, Status(expected))
 
     def _announce(self, job: Job, status: Status, tech_info: str | None = None) -> str:
-        unique_id = self.reporter.status(status, job.request_id)
         event = SECURITY_EVENT_FOR.get(status)
-        if event is not None:
-            self.reporter.security_event(event, tech_info)
-        return unique_id
+        return self.reporter.status(status, job.request_id, event, tech_info)
 
     def _enter(self, job: Job, phase: Phase) -> None:
         """Save the new phase, then report its status (a lost report is re-sent on resume)."""
@@ -313,6 +311,7 @@ class Updater:
             self._wait_until(job.install_at or 0.0, cancel)
         if job.phase in (Phase.VERIFIED, Phase.INSTALL_SCHEDULED, Phase.INSTALLING):
             self._install(job, cancel)
+            return  # the reboot is issued; what follows happens in the next boot
         if job.phase in AFTER_REBOOT:
             self._after_reboot(job, cancel)
 
@@ -376,6 +375,12 @@ class Updater:
     def _install(self, job: Job, cancel: threading.Event) -> None:
         """Gate, arm the trial, InstallRebooting confirmed, reboot."""
         assert job.target is not None
+        if job.phase is Phase.INSTALLING and self.backend.observe().booted == job.target:
+            # The trial was armed and booted before REBOOTING was saved (a power cut).
+            job.phase, job.boot_id = Phase.TRIAL, None
+            self._save(job)
+            self._after_reboot(job, cancel)
+            return
         while not self._may_disturb():  # L01.FR.06: never interrupt a charging session
             if cancel.wait(self.config.firmware.gate_poll_interval):
                 raise Cancelled()

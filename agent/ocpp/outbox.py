@@ -69,12 +69,18 @@ class Outbox:
 
     def append(self, action: str, payload: dict[str, Any]) -> str:
         """Persist a CALL for delivery; returns its message id. Durable when this returns."""
-        entry = Entry(str(uuid.uuid4()), action, payload, time.time())
+        return self.append_all([(action, payload)])[0]
+
+    def append_all(self, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Persist several CALLs in one write: after a power cut all of them are queued, or
+        none (a status and its security event belong together)."""
+        now = time.time()
+        entries = [Entry(str(uuid.uuid4()), action, payload, now) for action, payload in calls]
         with self._lock:
-            self._entries.append(entry)
+            self._entries.extend(entries)
             self._save()
         self._on_change()
-        return entry.unique_id
+        return [entry.unique_id for entry in entries]
 
     def head(self) -> Entry | None:
         with self._lock:

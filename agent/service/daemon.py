@@ -175,7 +175,9 @@ class Daemon:
                 next_ping = now + self.config.csms.ping_interval
             idle = self.session.poll()
             self._publish()
-            timeout = min(idle, next_ping - now, STATUS_INTERVAL)
+            timeout = min(idle, STATUS_INTERVAL)
+            if self.config.csms.ping_interval > 0:
+                timeout = min(timeout, next_ping - now)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, next_watchdog - now)
             try:

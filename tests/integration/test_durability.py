@@ -30,6 +30,7 @@ def test_queued_messages_survive_kill_9_and_arrive_in_order(tmp_path, run_agent)
         outbox.append("SignedFirmwareStatusNotification", {"status": "Downloading", "requestId": n})
     agent = run_agent(config)
     agent.wait_log("cannot connect")  # the CSMS is offline; the agent holds the queue
+    agent.wait_log("ocpp-fw-agent running")  # the status is published before this line
     assert json.loads((state / "status.json").read_text())["queued"] == 5
     agent.kill9()
 
