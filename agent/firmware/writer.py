@@ -20,6 +20,7 @@ through the same code, as bmaptool does. The rules:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import enum
@@ -246,11 +247,13 @@ class SlotWriter:
             if exc.errno == errno.EINVAL:
                 raise _DirectUnsupported(exc.strerror or "EINVAL") from None
             raise SlotError(f"cannot open slot {self.path}: {exc.strerror}") from None
-        buffer = mmap.mmap(-1, READ_BUFFER)  # anonymous mappings are page-aligned
+        # Anonymous mappings are page-aligned, as O_DIRECT needs.
+        buffers = (mmap.mmap(-1, READ_BUFFER), mmap.mmap(-1, READ_BUFFER))
         try:
-            return self._hash_reads(fd, size, buffer, progress, direct=True)
+            return self._hash_reads(fd, size, buffers, progress, direct=True)
         finally:
-            buffer.close()
+            for buffer in buffers:
+                buffer.close()
             os.close(fd)
 
     def _read_cached(self, size: int, progress: Progress | None) -> bytes:
@@ -261,8 +264,8 @@ class SlotWriter:
                     fcntl.ioctl(fd, BLKFLSBUF)  # needs CAP_SYS_ADMIN; best effort
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            buffer = bytearray(READ_BUFFER)
-            return self._hash_reads(fd, size, buffer, progress, direct=False)
+            buffers = (bytearray(READ_BUFFER), bytearray(READ_BUFFER))
+            return self._hash_reads(fd, size, buffers, progress, direct=False)
         finally:
             os.close(fd)
 
@@ -270,36 +273,52 @@ class SlotWriter:
         self,
         fd: int,
         size: int,
-        buffer: mmap.mmap | bytearray,
+        buffers: tuple[mmap.mmap, mmap.mmap] | tuple[bytearray, bytearray],
         progress: Progress | None,
         *,
         direct: bool,
     ) -> bytes:
+        """SHA-256 of the first `size` bytes, reading the next block while hashing this one.
+
+        preadv and sha256.update both release the GIL, so with two buffers the read of block
+        n+1 overlaps the hashing of block n: the read-back costs about max(read, hash), not
+        their sum."""
         hasher = hashlib.sha256()
-        view = memoryview(buffer)
-        position = 0
+        views = [memoryview(buffer) for buffer in buffers]
+
+        def read(position: int, view: memoryview) -> int:
+            want = min(READ_BUFFER, size - position)
+            if direct:  # length must be a multiple of the block size too
+                want = min(READ_BUFFER, -(-want // DIRECT_ALIGN) * DIRECT_ALIGN)
+            try:
+                got = os.preadv(fd, [view[:want]], position)
+            except OSError as exc:
+                if direct and exc.errno == errno.EINVAL:
+                    raise _DirectUnsupported("the medium rejects aligned direct reads") from None
+                raise SlotError(f"read-back of {self.path} failed: {exc}") from None
+            if got == 0:
+                raise SlotError(f"slot {self.path} ends at {position}, image has {size} bytes")
+            return min(got, size - position)
+
+        position, turn = 0, 0
         try:
-            while position < size:
-                want = min(READ_BUFFER, size - position)
-                if direct:  # length must be a multiple of the block size too
-                    want = min(READ_BUFFER, -(-want // DIRECT_ALIGN) * DIRECT_ALIGN)
-                try:
-                    got = os.preadv(fd, [view[:want]], position)
-                except OSError as exc:
-                    if direct and exc.errno == errno.EINVAL:
-                        raise _DirectUnsupported(
-                            "the medium rejects aligned direct reads"
-                        ) from None
-                    raise SlotError(f"read-back of {self.path} failed: {exc}") from None
-                if got == 0:
-                    raise SlotError(f"slot {self.path} ends at {position}, image has {size} bytes")
-                useful = min(got, size - position)
-                hasher.update(view[:useful])
-                position += useful
-                if progress is not None:
-                    progress(position, size)
+            with concurrent.futures.ThreadPoolExecutor(1, "read-back") as reader:
+                pending = reader.submit(read, 0, views[0]) if size > 0 else None
+                while pending is not None:
+                    useful = pending.result()
+                    current = views[turn]
+                    following = position + useful
+                    turn ^= 1
+                    pending = (
+                        reader.submit(read, following, views[turn]) if following < size else None
+                    )
+                    hasher.update(current[:useful])
+                    position = following
+                    if progress is not None:
+                        progress(position, size)
         finally:
-            view.release()
+            for view in views:
+                view.release()
         return hasher.digest()
 
     # --- lifetime -----------------------------------------------------------------------------
