@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.config import FirmwareConfig
 from agent.durable import StateFileError, atomic_write_json, read_json
+from agent.ocpp import v16
 
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -63,6 +65,24 @@ CANCELLABLE = frozenset(
 AFTER_REBOOT = frozenset({Phase.REBOOTING, Phase.TRIAL})
 
 
+# The status each phase announces when it is entered; `_reconcile` re-sends a lost one.
+ENTRY_STATUS: dict[Phase, v16.FirmwareStatus | None] = {
+    Phase.DOWNLOAD_SCHEDULED: v16.FirmwareStatus.DOWNLOAD_SCHEDULED,
+    Phase.DOWNLOADING: v16.FirmwareStatus.DOWNLOADING,
+    Phase.VERIFYING: v16.FirmwareStatus.DOWNLOADED,
+    Phase.VERIFIED: v16.FirmwareStatus.SIGNATURE_VERIFIED,
+    Phase.INSTALL_SCHEDULED: v16.FirmwareStatus.INSTALL_SCHEDULED,
+    Phase.INSTALLING: v16.FirmwareStatus.INSTALLING,
+    Phase.REBOOTING: v16.FirmwareStatus.INSTALL_REBOOTING,
+    Phase.TRIAL: None,
+    Phase.FINISHED: None,
+}
+SECURITY_EVENT_FOR: dict[v16.FirmwareStatus, v16.SecurityEvent] = {
+    v16.FirmwareStatus.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,
+    v16.FirmwareStatus.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
+}
+
+
 @dataclasses.dataclass
 class Job:
     request_id: int
@@ -91,6 +111,36 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.phase is Phase.FINISHED
+
+    @classmethod
+    def from_request(
+        cls, request: v16.SignedUpdateFirmwareReq, defaults: FirmwareConfig, now: float
+    ) -> Job:
+        """A job in its first phase: scheduled when retrieveDateTime is ahead of `now`.
+        `retries`/`retryInterval` absent from the request take the configured defaults."""
+        firmware = request.firmware
+        later = firmware.retrieve_date_time.timestamp() > now
+        return cls(
+            phase=Phase.DOWNLOAD_SCHEDULED if later else Phase.DOWNLOADING,
+            attempt=0 if later else 1,
+            request_id=request.request_id,
+            location=firmware.location,
+            retrieve_at=firmware.retrieve_date_time.timestamp(),
+            install_at=firmware.install_date_time.timestamp()
+            if firmware.install_date_time
+            else None,
+            retries=max(
+                0, request.retries if request.retries is not None else defaults.default_retries
+            ),
+            retry_interval=max(
+                0,
+                request.retry_interval
+                if request.retry_interval is not None
+                else defaults.default_retry_interval,
+            ),
+            signing_certificate=firmware.signing_certificate,
+            signature=firmware.signature,
+        )
 
     def to_document(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)

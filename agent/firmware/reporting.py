@@ -13,39 +13,30 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
-from agent.durable import StateFileError, atomic_write_json, read_json
 from agent.ocpp import v16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.validate import to_wire
 from agent.service.systemd import fields
 
 LOG = logging.getLogger(__name__)
-LAST_STATUS_FILE = "last-firmware-status.json"
+LAST_STATUS_NOTE = "last_firmware_status"
 
 
 class Reporter:
     """Queues firmware statuses and security events durably; remembers the last status."""
 
-    def __init__(self, outbox: Outbox, state_dir: Path) -> None:
+    def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
-        self._path = state_dir / LAST_STATUS_FILE
         self._lock = threading.Lock()
         self._last: tuple[v16.FirmwareStatus, int | None] | None = self._load()
 
     def _load(self) -> tuple[v16.FirmwareStatus, int | None] | None:
+        note = self._outbox.note(LAST_STATUS_NOTE)
         try:
-            document = read_json(self._path, version=1)
-        except StateFileError as exc:
-            LOG.error("ignoring unreadable %s: %s", self._path, exc)
-            return None
-        if document is None:
-            return None
-        try:
-            return v16.FirmwareStatus(document["status"]), document.get("request_id")
-        except (KeyError, ValueError):
+            return v16.FirmwareStatus(note["status"]), note.get("request_id")
+        except (KeyError, TypeError, ValueError):
             return None
 
     def status(
@@ -58,18 +49,16 @@ class Reporter:
         """Queue a status for `request_id` (with its security event, in the same write);
         returns the status's outbox id, to await its delivery.
 
-        The outbox is written before the last-status record: a power cut between the two
-        leaves the record behind, so the updater re-sends the status (at least once)."""
+        The status and the record of it as the last one are one write: a power cut leaves
+        both or neither, so a resumed job neither loses nor repeats a status."""
         request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
         calls = [(v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request))]
         if event is not None:
             calls.append(self._event_call(event, tech_info))
+        note = {LAST_STATUS_NOTE: {"status": status.value, "request_id": request_id}}
         with self._lock:
-            unique_id = self._outbox.append_all(calls)[0]
+            unique_id = self._outbox.append_all(calls, notes=note)[0]
             self._last = (status, request_id)
-            atomic_write_json(
-                self._path, {"version": 1, "status": status.value, "request_id": request_id}
-            )
         LOG.info(
             "firmware status %s (request %s)",
             status,

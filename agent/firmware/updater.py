@@ -19,19 +19,25 @@ Order of the install, and why (each step is safe to repeat after a crash):
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from agent.config import Config
 from agent.firmware import certs, signature
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected, DownloadCancelled, FirmwareError
-from agent.firmware.job import AFTER_REBOOT, CANCELLABLE, Job, JobStore, Phase
+from agent.firmware.job import (
+    AFTER_REBOOT,
+    CANCELLABLE,
+    ENTRY_STATUS,
+    SECURITY_EVENT_FOR,
+    Job,
+    JobStore,
+    Phase,
+)
 from agent.firmware.reporting import Reporter
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
@@ -40,23 +46,6 @@ from agent.slots.base import BackendError, BootBackend
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
-
-# The status each phase announces when it is entered; `_reconcile` re-sends a lost one.
-ENTRY_STATUS: dict[Phase, Status | None] = {
-    Phase.DOWNLOAD_SCHEDULED: Status.DOWNLOAD_SCHEDULED,
-    Phase.DOWNLOADING: Status.DOWNLOADING,
-    Phase.VERIFYING: Status.DOWNLOADED,
-    Phase.VERIFIED: Status.SIGNATURE_VERIFIED,
-    Phase.INSTALL_SCHEDULED: Status.INSTALL_SCHEDULED,
-    Phase.INSTALLING: Status.INSTALLING,
-    Phase.REBOOTING: Status.INSTALL_REBOOTING,
-    Phase.TRIAL: None,
-    Phase.FINISHED: None,
-}
-SECURITY_EVENT_FOR: dict[Status, v16.SecurityEvent] = {
-    Status.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,
-    Status.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
-}
 
 
 class Cancelled(Exception):
@@ -92,6 +81,9 @@ class Updater:
         self._job: Job | None = self.store.load()
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
+        # Held while deciding "still cancellable?" and while arming + saving `rebooting`, so a
+        # new request cannot cancel a job whose trial is already armed (L01.FR.26/.27).
+        self._arming = threading.Lock()
 
     # --- loop-thread API --------------------------------------------------------------------
 
@@ -135,12 +127,14 @@ class Updater:
         status = answer.ACCEPTED
         current = self._job
         if current is not None and not current.finished:
-            if current.phase not in CANCELLABLE:  # the reboot is under way (L01.FR.27)
-                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            with self._arming:
+                if current.phase not in CANCELLABLE:  # the reboot is under way (L01.FR.27)
+                    return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+                self._cancel.set()
             LOG.info("request %s cancels update %s", request.request_id, current.request_id)
             self._cancel_worker()
             status = answer.ACCEPTED_CANCELED
-        job = self._new_job(request)
+        job = Job.from_request(request, self.config.firmware, now=self._now())
         self.store.save(job)  # durable before the CSMS hears Accepted
         self._job = job
         return v16.SignedUpdateFirmwareConf(status=status)
@@ -173,33 +167,6 @@ class Updater:
         return out
 
     # --- the worker -------------------------------------------------------------------------
-
-    def _new_job(self, request: v16.SignedUpdateFirmwareReq) -> Job:
-        """A job in its first phase; `_reconcile` announces that phase's status."""
-        firmware = request.firmware
-        defaults = self.config.firmware
-        later = firmware.retrieve_date_time.timestamp() > self._now()
-        return Job(
-            phase=Phase.DOWNLOAD_SCHEDULED if later else Phase.DOWNLOADING,
-            attempt=0 if later else 1,
-            request_id=request.request_id,
-            location=firmware.location,
-            retrieve_at=firmware.retrieve_date_time.timestamp(),
-            install_at=firmware.install_date_time.timestamp()
-            if firmware.install_date_time
-            else None,
-            retries=max(
-                0, request.retries if request.retries is not None else defaults.default_retries
-            ),
-            retry_interval=max(
-                0,
-                request.retry_interval
-                if request.retry_interval is not None
-                else defaults.default_retry_interval,
-            ),
-            signing_certificate=firmware.signing_certificate,
-            signature=firmware.signature,
-        )
 
     def _cancel_worker(self) -> None:
         self._cancel.set()
@@ -386,14 +353,17 @@ class Updater:
                 raise Cancelled()
         if job.phase is not Phase.INSTALLING:
             self._enter(job, Phase.INSTALLING)
-        try:
-            self.backend.arm_trial(job.target)
-        except BackendError as exc:
-            self._finish(job, Status.INSTALLATION_FAILED, f"cannot arm the trial boot: {exc}")
-            return
-        job.boot_id = self._boot_id()
-        job.phase = Phase.REBOOTING
-        self._save(job)
+        with self._arming:
+            if cancel.is_set():
+                raise Cancelled()
+            try:
+                self.backend.arm_trial(job.target)
+            except BackendError as exc:
+                self._finish(job, Status.INSTALLATION_FAILED, f"cannot arm the trial: {exc}")
+                return
+            job.boot_id = self._boot_id()
+            job.phase = Phase.REBOOTING
+            self._save(job)
         unique_id = self._announce(job, Status.INSTALL_REBOOTING)
         # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out). Waited in
         # slices: a SIGTERM meanwhile must not hold the shutdown (the reboot is redone on start).
@@ -470,17 +440,3 @@ class Updater:
 
 class _LoopDetected(Exception):
     """The job was saved too often: something keeps restarting it."""
-
-
-def read_boot_id(path: Path) -> Callable[[], str]:
-    def boot_id() -> str:
-        try:
-            return path.read_text(encoding="ascii").strip()
-        except OSError:
-            return "unknown"
-
-    return boot_id
-
-
-def utc(epoch: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)

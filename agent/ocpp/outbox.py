@@ -39,6 +39,7 @@ class Outbox:
         self._path = path
         self._on_change = on_change
         self._lock = threading.Condition()
+        self._notes: dict[str, Any] = {}
         self._entries: list[Entry] = self._load()
         self._delivered: set[str] = set()
 
@@ -48,6 +49,9 @@ class Outbox:
             if document is None:
                 return []
             entries = [Entry(**entry) for entry in document["entries"]]
+            notes = document.get("notes", {})
+            if not isinstance(notes, dict):
+                raise TypeError("notes is not an object")
             for entry in entries:
                 if not (
                     isinstance(entry.unique_id, str)
@@ -61,26 +65,37 @@ class Outbox:
             self._path.rename(broken)
             LOG.error("outbox unreadable, moved to %s: %s", broken, exc)
             return []
+        self._notes = notes
         return entries
 
     def _save(self) -> None:
         entries = [dataclasses.asdict(entry) for entry in self._entries]
-        atomic_write_json(self._path, {"version": FORMAT_VERSION, "entries": entries})
+        document = {"version": FORMAT_VERSION, "entries": entries, "notes": self._notes}
+        atomic_write_json(self._path, document)
 
     def append(self, action: str, payload: dict[str, Any]) -> str:
         """Persist a CALL for delivery; returns its message id. Durable when this returns."""
         return self.append_all([(action, payload)])[0]
 
-    def append_all(self, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    def append_all(
+        self, calls: list[tuple[str, dict[str, Any]]], notes: dict[str, Any] | None = None
+    ) -> list[str]:
         """Persist several CALLs in one write: after a power cut all of them are queued, or
-        none (a status and its security event belong together)."""
+        none (a status and its security event belong together). `notes` are facts about
+        what was queued (the last firmware status), saved in the same write."""
         now = time.time()
         entries = [Entry(str(uuid.uuid4()), action, payload, now) for action, payload in calls]
         with self._lock:
             self._entries.extend(entries)
+            self._notes.update(notes or {})
             self._save()
         self._on_change()
         return [entry.unique_id for entry in entries]
+
+    def note(self, key: str) -> Any:
+        """A fact saved with `append_all(..., notes=)`; None when never saved."""
+        with self._lock:
+            return self._notes.get(key)
 
     def head(self) -> Entry | None:
         with self._lock:

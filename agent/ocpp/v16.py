@@ -161,7 +161,10 @@ class HeartbeatConf:
 class Firmware:
     location: str = wire("location", max_length=512)
     retrieve_date_time: datetime.datetime = wire("retrieveDateTime")
-    signing_certificate: str = wire("signingCertificate", max_length=5500)
+    # The schema's maxLength 5500 is enforced by the certificate check instead, so an oversize
+    # certificate is answered InvalidCertificate with the security event (L01.FR.24/.02), as
+    # every other unusable certificate is, rather than by a bare CALLERROR.
+    signing_certificate: str = wire("signingCertificate")
     signature: str = wire("signature", max_length=800)
     install_date_time: datetime.datetime | None = wire("installDateTime", default=None)
 

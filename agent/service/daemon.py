@@ -22,7 +22,7 @@ from typing import Any
 from agent.config import Config
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter
-from agent.firmware.updater import Updater, read_boot_id
+from agent.firmware.updater import Updater
 from agent.ocpp import v16
 from agent.ocpp.connection import (
     CertificateRejected,
@@ -65,7 +65,7 @@ class Daemon:
         self._loop_thread: threading.Thread | None = None
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
-        self.reporter = Reporter(self.outbox, config.state_dir)
+        self.reporter = Reporter(self.outbox)
         self.session = Session(
             self.outbox,
             self._boot_request,
@@ -79,7 +79,7 @@ class Daemon:
             backend,
             TrustedClock(lambda: self.session.csms_offset),
             wait_delivered=self.outbox.wait_delivered,
-            boot_id=read_boot_id(config.boot_id_file),
+            boot_id=policy.boot_id_reader(config.boot_id_file),
             run_reboot=policy.run_reboot,
             may_disturb=lambda: policy.may_disturb(config.firmware.install_gate),
             healthy=lambda: policy.healthy(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 120.0
@@ -60,3 +61,15 @@ def run_reboot(argv: Sequence[str]) -> None:
     ok, reason = command_succeeds(argv, "reboot")
     if not ok:
         LOG.error("reboot command failed: %s", reason)
+
+
+def boot_id_reader(path: Path) -> Callable[[], str]:
+    """The kernel's boot id (new at every boot): tells a daemon restart from a reboot."""
+
+    def boot_id() -> str:
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except OSError:
+            return "unknown"
+
+    return boot_id

@@ -16,6 +16,7 @@ is then left to finish, power-cycling whenever the agent asks for a reboot. Afte
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import time
 from pathlib import Path
@@ -167,38 +168,50 @@ def reference_steps(tmp_path: Path, csms: TestCsms, server: FirmwareHttpServer):
     return steps(first), steps(second)
 
 
+def cut_and_finish(
+    tmp_path: Path, csms: TestCsms, server: FirmwareHttpServer, boot: str, k: int, cut: str
+) -> tuple[str, list[str]]:
+    """One charger, cut after step k of its `boot`, then left to finish: (outcome, violations)."""
+    name = f"CP-{boot}-{k}-{cut}"
+    run = Run(tmp_path, csms, server, name)
+    agent = run.start({CRASH_AT_ENV: str(k)} if boot == "first" else None)
+    csms.wait_for(lambda: csms.connected(name), 15, "connection")
+    run.send_update(may_die=boot == "first")
+    if boot == "trial":
+        run.rig.wait_reboot_request(agent)
+        run.power_cycle(agent)
+        agent = run.start({CRASH_AT_ENV: str(k)})
+    run.wait_crash(agent)
+    agent.stop()  # already dead unless the step did not come (see wait_crash)
+    if cut == "power":
+        run.power_cycle(agent)
+    run.finish(run.start())
+    if (boot, cut) != ("trial", "power") and run.terminal() != ["Installed"]:
+        # Only a cut during the trial boot may lose the one-shot trial: the bootloader then
+        # falls back, which is an honest InstallationFailed.
+        run.violations.append(f"ended {run.terminal()}, not Installed")
+    return (run.terminal() or ["none"])[-1], run.violations
+
+
 @pytest.mark.slow
 def test_power_cut_at_every_durable_step(tmp_path, world):
     csms, server = world
     first_boot, trial_boot = reference_steps(tmp_path, csms, server)
     assert len(first_boot) > 10 and len(trial_boot) >= 2
+    cases = [
+        (boot, k, cut)
+        for boot, listed in (("first", first_boot), ("trial", trial_boot))
+        for k in range(1, len(listed) + 1)
+        for cut in ("power", "restart")
+    ]
+    # The chargers are independent (own files, own identity at the CSMS): run a few at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda case: cut_and_finish(tmp_path, csms, server, *case), cases))
     failures: list[str] = []
     outcomes: dict[str, int] = {}
-    for boot, count in (("first", len(first_boot)), ("trial", len(trial_boot))):
-        for k in range(1, count + 1):
-            for cut in ("power", "restart"):
-                name = f"CP-{boot}-{k}-{cut}"
-                run = Run(tmp_path, csms, server, name)
-                agent = run.start({CRASH_AT_ENV: str(k)} if boot == "first" else None)
-                csms.wait_for(lambda n=name: csms.connected(n), 15, "connection")
-                run.send_update(may_die=boot == "first")
-                if boot == "trial":
-                    run.rig.wait_reboot_request(agent)
-                    run.power_cycle(agent)
-                    agent = run.start({CRASH_AT_ENV: str(k)})
-                run.wait_crash(agent)
-                agent.stop()  # already dead unless the step did not come (see wait_crash)
-                if cut == "power":
-                    run.power_cycle(agent)
-                run.finish(run.start())
-                if (boot, cut) != ("trial", "power") and run.terminal() != ["Installed"]:
-                    # Only a cut during the trial boot may lose the one-shot trial: the
-                    # bootloader then falls back, which is an honest InstallationFailed.
-                    run.violations.append(f"ended {run.terminal()}, not Installed")
-                listed = first_boot if boot == "first" else trial_boot
-                label = f"{boot}-boot step {k} ({listed[k - 1]}), {cut}"
-                outcome = run.terminal()[-1] if run.terminal() else "none"
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                failures.extend(f"{label}: {v}" for v in run.violations)
+    for (boot, k, cut), (outcome, violations) in zip(cases, results, strict=True):
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        listed = first_boot if boot == "first" else trial_boot
+        failures.extend(f"{boot}-boot step {k} ({listed[k - 1]}), {cut}: {v}" for v in violations)
     print("outcomes:", outcomes)
     assert not failures, "\n".join(failures)

@@ -104,8 +104,8 @@ def test_a_certificate_longer_than_5500_characters_is_refused(
     charger: Charger, rig: ChargerRig, firmware: Firmware, fileserver
 ):
     """A00.FR.507 / schema maxLength 5500: a certificate fine in every way but its length is
-    refused and nothing starts. The schema's limit equals the rule's, so the wire layer answers
-    first, with CALLERROR PropertyConstraintViolation (OCPP-J, CP-REQ-1), not InvalidCertificate."""
+    answered InvalidCertificate with the security event (L01.FR.24/.02), like any other
+    unusable certificate, and nothing starts."""
     payload = {
         "requestId": 3,
         "firmware": {
@@ -116,9 +116,10 @@ def test_a_certificate_longer_than_5500_characters_is_refused(
         },
     }
     charger.start()
-    answer = charger.update_raw(payload)  # past the library, which will not send it
-    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation", answer
-    assert "signingCertificate" in answer[3]
+    answer = charger.update_raw(payload)  # past the library, whose schema will not send it
+    assert answer[0] == 3 and answer[2] == {"status": "InvalidCertificate"}, answer
+    event = charger.wait_event("InvalidFirmwareSigningCertificate")
+    assert "5500" in event["tech_info"]
     assert_nothing_started(charger)
     assert fileserver.requests == []
 
