@@ -26,6 +26,7 @@ import dataclasses
 import enum
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from agent.ocpp import v16
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 JOB_FILE = "job.json"
+MAX_HISTORY = 64
 
 
 class Phase(enum.StrEnum):
@@ -105,6 +107,8 @@ class Job:
     boot_id: str | None = None  # kernel boot id when the reboot was issued
     transitions: int = 0
     outcome: str | None = None  # the terminal FirmwareStatus, once finished
+    # [phase, boot id, time] at each transition: the evidence for "which boot did what".
+    history: list[list[Any]] = dataclasses.field(default_factory=list)
     error: str | None = None
     created: float = dataclasses.field(default_factory=time.time)
 
@@ -159,25 +163,46 @@ class Job:
 
 
 class JobStore:
-    """Load and save the one current job in the state dir."""
+    """Load and save the one current job in the state dir.
 
-    def __init__(self, state_dir: Path) -> None:
+    Two generations: each transition first keeps the previous document as `job.json.prev`, so
+    even a medium that tears the newest write leaves a usable job to reconcile from."""
+
+    def __init__(self, state_dir: Path, boot_id: Callable[[], str] = lambda: "unknown") -> None:
         self.path = state_dir / JOB_FILE
+        self.previous = state_dir / (JOB_FILE + ".prev")
+        self._boot_id = boot_id
+        self._saved: dict[str, Any] | None = None
 
     def load(self) -> Job | None:
-        """The saved job; None when there is none. An unusable file is moved aside, never lost."""
-        try:
-            document = read_json(self.path, version=FORMAT_VERSION)
-            return None if document is None else Job.from_document(document)
-        except (StateFileError, KeyError, TypeError, ValueError) as exc:
-            broken = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-            self.path.rename(broken)
-            LOG.error("job file unusable, moved to %s: %s", broken, exc)
-            return None
+        """The saved job (or its previous generation); None when there is none. An unusable
+        file is moved aside, never lost."""
+        for path in (self.path, self.previous):
+            try:
+                document = read_json(path, version=FORMAT_VERSION)
+                if document is None:
+                    continue
+                job = Job.from_document(document)
+            except (StateFileError, KeyError, TypeError, ValueError) as exc:
+                broken = path.with_name(f"{path.name}.broken-{int(time.time())}")
+                path.rename(broken)
+                LOG.error("job file unusable, moved to %s: %s", broken, exc)
+                continue
+            self._saved = document
+            return job
+        return None
 
     def save(self, job: Job, *, transition: bool = True) -> None:
-        """Persist `job`. A transition is counted (the crash-loop breaker reads the count);
-        a download checkpoint is not."""
+        """Persist `job`. A transition is counted (the crash-loop breaker reads the count) and
+        recorded with the boot id; a download checkpoint is neither."""
         if transition:
             job.transitions += 1
-        atomic_write_json(self.path, job.to_document())
+            job.history = [
+                *job.history[-(MAX_HISTORY - 1) :],
+                [job.phase.value, self._boot_id(), time.time()],
+            ]
+            if self._saved is not None:
+                atomic_write_json(self.previous, self._saved)
+        document = job.to_document()
+        atomic_write_json(self.path, document)
+        self._saved = document

@@ -70,7 +70,7 @@ class Updater:
         self.reporter = reporter
         self.backend = backend
         self.clock = clock
-        self.store = JobStore(config.state_dir)
+        self.store = JobStore(config.state_dir, boot_id)
         self.stager = Stager(config, backend)
         self._wait_delivered = wait_delivered
         self._boot_id = boot_id
@@ -90,9 +90,31 @@ class Updater:
     def start(self) -> None:
         """Continue a saved job (after a restart or a reboot). A finished one is spawned too:
         its outcome may have been saved but not yet reported when the power went."""
+        problems = self.backend_problems()
+        if problems:  # shown by `status` too; updates are refused until they are fixed
+            LOG.error("boot-slot backend %s: %s", self.backend.name, "; ".join(problems))
         if self._job is not None:
             LOG.info("continuing update %s in phase %s", self._job.request_id, self._job.phase)
             self._spawn(self._job)
+        if not problems and self.backend.capabilities().confirm_each_boot:
+            threading.Thread(target=self._confirm_boot, name="confirm-boot", daemon=True).start()
+
+    def _confirm_boot(self) -> None:
+        """RAUC's U-Boot and GRUB scripts count every boot and fall back from a slot nobody
+        confirms: confirm a healthy boot that is not a trial (a trial is the job's to decide).
+        The CSMS is not waited for: an offline charger must keep its committed slot."""
+        try:
+            observation = self.backend.observe()
+            if observation.trial_active:
+                return
+            ok, reason = self._healthy()
+            if not ok:
+                LOG.error("not confirming slot %s: %s", observation.booted, reason)
+                return
+            self.backend.commit(observation.booted)
+            LOG.info("confirmed the boot of slot %s", observation.booted)
+        except BackendError as exc:
+            LOG.error("cannot confirm the booted slot: %s", exc)
 
     def stop(self) -> None:
         """SIGTERM: stop the worker; the saved job continues at the next start."""

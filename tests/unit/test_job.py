@@ -1,0 +1,80 @@
+"""The persisted update job: generations, history, and building it from a request."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from agent.config import FirmwareConfig
+from agent.firmware.job import Job, JobStore, Phase
+from agent.ocpp import v16
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
+
+
+def request(retrieve: datetime.datetime, **extra) -> v16.SignedUpdateFirmwareReq:
+    firmware = v16.Firmware(
+        location="https://fw.example/2.0.bin",
+        retrieve_date_time=retrieve,
+        signing_certificate="PEM",
+        signature="c2ln",
+    )
+    return v16.SignedUpdateFirmwareReq(request_id=7, firmware=firmware, **extra)
+
+
+def test_a_request_due_now_starts_downloading_with_the_configured_defaults():
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    assert (job.phase, job.attempt) == (Phase.DOWNLOADING, 1)
+    assert (job.retries, job.retry_interval) == (3, 60)  # absent: config defaults
+
+
+def test_a_later_request_is_scheduled_and_keeps_its_own_retry_values():
+    later = NOW + datetime.timedelta(hours=1)
+    job = Job.from_request(
+        request(later, retries=0, retry_interval=5), FirmwareConfig(), now=NOW.timestamp()
+    )
+    assert (job.phase, job.attempt) == (Phase.DOWNLOAD_SCHEDULED, 0)
+    assert (job.retries, job.retry_interval) == (0, 5)
+
+
+def test_transitions_are_counted_and_recorded_with_the_boot_id_checkpoints_are_not(tmp_path):
+    boots = iter(["boot-1", "boot-1", "boot-2"])
+    store = JobStore(tmp_path, lambda: next(boots))
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job)
+    job.offset = 4096
+    store.save(job, transition=False)
+    job.phase = Phase.VERIFYING
+    store.save(job)
+    job.phase = Phase.REBOOTING
+    store.save(job)
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and loaded.transitions == 3 and loaded.offset == 4096
+    assert [(phase, boot) for phase, boot, _ in loaded.history] == [
+        ("downloading", "boot-1"),
+        ("verifying", "boot-1"),
+        ("rebooting", "boot-2"),
+    ]
+
+
+def test_a_torn_newest_generation_falls_back_to_the_previous_one(tmp_path):
+    store = JobStore(tmp_path)
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job)
+    job.phase = Phase.VERIFYING
+    store.save(job)
+    (tmp_path / "job.json").write_bytes(b'{"version": 1, "job": {"request_id": 7, "pha')
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and loaded.phase is Phase.DOWNLOADING  # the previous generation
+    assert len(list(tmp_path.glob("job.json.broken-*"))) == 1  # kept for inspection
+
+
+def test_an_unknown_phase_name_takes_the_safe_path(tmp_path):
+    store = JobStore(tmp_path)
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job)
+    document = json.loads((tmp_path / "job.json").read_text())
+    document["job"]["phase"] = "teleporting"
+    (tmp_path / "job.json").write_text(json.dumps(document))
+    assert JobStore(tmp_path).load() is None
+    assert list(tmp_path.glob("job.json.broken-*"))
