@@ -42,7 +42,7 @@ from agent.firmware.reporting import Reporter
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
 from agent.service.systemd import fields
-from agent.slots.base import BackendError, BootBackend
+from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotHealth
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
@@ -68,7 +68,7 @@ class Updater:
     ) -> None:
         self.config = config
         self.reporter = reporter
-        self.backend = backend
+        self.backend: BootBackend = SerializedBackend(backend)  # called from several threads
         self.clock = clock
         self.store = JobStore(config.state_dir, boot_id)
         self.stager = Stager(config, backend)
@@ -82,7 +82,8 @@ class Updater:
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
         # Held while deciding "still cancellable?" and while arming + saving `rebooting`, so a
-        # new request cannot cancel a job whose trial is already armed (L01.FR.26/.27).
+        # new request cannot cancel a job whose trial is already armed (L01.FR.26/.27), and
+        # while the per-boot confirm decides and commits (it must not undo an armed trial).
         self._arming = threading.Lock()
 
     # --- loop-thread API --------------------------------------------------------------------
@@ -95,7 +96,7 @@ class Updater:
             LOG.error("boot-slot backend %s: %s", self.backend.name, "; ".join(problems))
         if self._job is not None:
             LOG.info("continuing update %s in phase %s", self._job.request_id, self._job.phase)
-            self._spawn(self._job)
+            self._spawn(self._job, resumed=True)
         if not problems and self.backend.capabilities().confirm_each_boot:
             threading.Thread(target=self._confirm_boot, name="confirm-boot", daemon=True).start()
 
@@ -111,7 +112,19 @@ class Updater:
             if not ok:
                 LOG.error("not confirming slot %s: %s", observation.booted, reason)
                 return
-            self.backend.commit(observation.booted)
+            # Under the arming lock: committing the running slot puts it first again, which
+            # would undo a trial armed meanwhile or before a daemon restart in this boot.
+            with self._arming:
+                observation = self.backend.observe()
+                armed = [
+                    slot
+                    for slot, health in observation.health.items()
+                    if health is SlotHealth.TRIAL and slot != observation.booted
+                ]
+                if observation.trial_active or armed:
+                    LOG.info("not confirming slot %s: a trial is armed", observation.booted)
+                    return
+                self.backend.commit(observation.booted)
             LOG.info("confirmed the boot of slot %s", observation.booted)
         except BackendError as exc:
             LOG.error("cannot confirm the booted slot: %s", exc)
@@ -198,17 +211,20 @@ class Updater:
                 LOG.error("the cancelled update did not stop within 5 s")
         self._cancel = threading.Event()
 
-    def _spawn(self, job: Job) -> None:
+    def _spawn(self, job: Job, resumed: bool = False) -> None:
         cancel = self._cancel
         self._worker = threading.Thread(
-            target=self._run, args=(job, cancel), name=f"update-{job.request_id}", daemon=True
+            target=self._run,
+            args=(job, cancel, resumed),
+            name=f"update-{job.request_id}",
+            daemon=True,
         )
         self._worker.start()
 
-    def _run(self, job: Job, cancel: threading.Event) -> None:
+    def _run(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
         try:
             self._reconcile(job)
-            self._drive(job, cancel)
+            self._drive(job, cancel, resumed)
         except Cancelled:
             LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
         except Exception as exc:  # a bug or an unexpected failure: fail the job, keep running
@@ -274,11 +290,17 @@ class Updater:
         except FirmwareError:
             return time.time()
 
-    def _drive(self, job: Job, cancel: threading.Event) -> None:
+    def _drive(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
         """Run the job from its saved phase to the end (or to the reboot)."""
         try:
+            if resumed and not job.finished:
+                self._save(job)  # a resume counts: a daemon that keeps dying hits the breaker
             self._steps(job, cancel)
         except _LoopDetected as exc:
+            LOG.error("update %s: %s", job.request_id, exc)
+            if job.phase in AFTER_REBOOT:
+                self._abandon(job, str(exc), cancel)  # back to the old slot
+                return
             failed = Status.DOWNLOAD_FAILED if job.digest is None else Status.INSTALLATION_FAILED
             self._finish(job, failed, str(exc))
 
