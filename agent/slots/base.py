@@ -28,6 +28,7 @@ import abc
 import dataclasses
 import enum
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -290,6 +291,57 @@ class VerifiedBackend(abc.ABC):
                 raw_before=before.raw,
                 raw_after=after.raw,
             )
+
+
+class SerializedBackend:
+    """One call at a time into `inner`, whichever thread makes it.
+
+    The daemon calls its backend from several threads (the update worker, the per-boot
+    confirm, the loop thread's self_check for a new request). The env tools do not allow
+    that: `grub-editenv` rewrites the block in place, so a read during a write sees "invalid
+    environment block", and two read-modify-write cycles at once lose one write.
+    """
+
+    def __init__(self, inner: BootBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.slots = inner.slots
+        self.lock = threading.RLock()
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def self_check(self) -> list[str]:
+        with self.lock:
+            return self.inner.self_check()
+
+    def observe(self) -> BootObservation:
+        with self.lock:
+            return self.inner.observe()
+
+    def mark_bad(self, slot: str) -> None:
+        with self.lock:
+            self.inner.mark_bad(slot)
+
+    def arm_trial(self, slot: str) -> None:
+        with self.lock:
+            self.inner.arm_trial(slot)
+
+    def disarm_trial(self, slot: str) -> None:
+        with self.lock:
+            self.inner.disarm_trial(slot)
+
+    def commit(self, slot: str) -> None:
+        with self.lock:
+            self.inner.commit(slot)
+
+    def abandon_trial(self, slot: str) -> None:
+        with self.lock:
+            self.inner.abandon_trial(slot)
+
+    def reboot_argument(self) -> str | None:
+        with self.lock:
+            return self.inner.reboot_argument()
 
 
 def run_tool_full(
