@@ -115,6 +115,11 @@ class Session:
         return self._send is not None
 
     @property
+    def outstanding(self) -> bool:
+        """A CALL of ours awaits its answer."""
+        return self._outstanding is not None
+
+    @property
     def accepted(self) -> bool:
         return self.registration is Registration.ACCEPTED
 

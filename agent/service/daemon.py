@@ -42,6 +42,7 @@ from agent.slots.base import BootBackend
 LOG = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.json"
 STATUS_INTERVAL = 1.0
+DRAIN_SECONDS = 2.0  # at SIGTERM, how long an answer to our CALL in flight is awaited
 # Test-only: while the file this names exists, the loop blocks (proves the watchdog works).
 HANG_FILE_ENV = "OCPP_FW_AGENT_TEST_HANG_FILE"
 
@@ -210,6 +211,19 @@ class Daemon:
         else:
             event()
 
+    def _drain(self, seconds: float) -> None:
+        """Give a CALL in flight a moment for its answer: a status whose CALLRESULT arrives
+        after we stopped listening is sent again at the next start (at least once), which a
+        CSMS would see twice."""
+        deadline = time.monotonic() + seconds
+        while self.session.outstanding and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                event = self._events.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
+            if isinstance(event, Received | Disconnected):
+                self._handle(event)
+
     def _hang_if_asked(self) -> None:
         if self._hang_file:
             while Path(self._hang_file).exists():
@@ -228,6 +242,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         self.updater.stop()
+        self._drain(DRAIN_SECONDS)
         self.transport.stop()
         self.session.disconnected()
         self._publish(force=True, stopped=True)
