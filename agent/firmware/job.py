@@ -22,9 +22,11 @@ Where a phase continues after a restart (`RESUME`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -172,7 +174,6 @@ class JobStore:
         self.path = state_dir / JOB_FILE
         self.previous = state_dir / (JOB_FILE + ".prev")
         self._boot_id = boot_id
-        self._saved: dict[str, Any] | None = None
 
     def load(self) -> Job | None:
         """The saved job (or its previous generation); None when there is none. An unusable
@@ -188,7 +189,6 @@ class JobStore:
                 path.rename(broken)
                 LOG.error("job file unusable, moved to %s: %s", broken, exc)
                 continue
-            self._saved = document
             return job
         return None
 
@@ -201,8 +201,9 @@ class JobStore:
                 *job.history[-(MAX_HISTORY - 1) :],
                 [job.phase.value, self._boot_id(), time.time()],
             ]
-            if self._saved is not None:
-                atomic_write_json(self.previous, self._saved)
-        document = job.to_document()
-        atomic_write_json(self.path, document)
-        self._saved = document
+            # The current generation becomes the previous one by a rename, made durable by the
+            # directory fsync of the write below. A cut between the two leaves only
+            # job.json.prev, which `load` falls back to.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path, self.previous)
+        atomic_write_json(self.path, job.to_document())
