@@ -31,7 +31,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from agent import crashpoints
 
@@ -218,13 +218,29 @@ class VerifiedBackend(abc.ABC):
 
     name: str = "?"
     slots: Mapping[str, Path]
+    # The backend's `[slots.options]`: key -> options.Option(checker, default, help).
+    OPTIONS: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(self, devices: Mapping[str, Path]) -> None:
+    def __init__(
+        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
+    ) -> None:
+        """Two slots, and the options checked against `OPTIONS` (defaults filled in) in
+        `self.opts`; raises BackendConfigError naming the backend and the key."""
+        from agent.slots.options import parse_options  # options.py imports this module
+
         if len(devices) != 2:
             raise BackendConfigError(
                 f"{self.name}: expected exactly two slots, got {sorted(devices)}"
             )
         self.slots = {str(name): Path(path) for name, path in devices.items()}
+        self.opts: dict[str, Any] = parse_options(self.name, self.OPTIONS, options)
+        self.state_dir = state_dir
+        self._configure()
+
+    @abc.abstractmethod
+    def _configure(self) -> None:
+        """What a backend derives from its options (slot tables, file paths); may raise
+        BackendConfigError."""
 
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...

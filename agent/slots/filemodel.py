@@ -29,20 +29,19 @@ import argparse
 import copy
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from agent import durable
 from agent.slots.base import (
     BackendError,
-    BackendOptions,
     BootObservation,
     Capabilities,
     SlotHealth,
     VerifiedBackend,
 )
-from agent.slots.options import Option, integer, parse_options, path
+from agent.slots.options import Option, integer, path
 
 FORMAT_VERSION: Final = 1
 OPTIONS: Final = {
@@ -114,13 +113,11 @@ class FileModelBackend(VerifiedBackend):
     """Slots are paths; the bootloader is the JSON environment at `env`."""
 
     name = "file"
+    OPTIONS = OPTIONS
 
-    def __init__(
-        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
-    ) -> None:
-        super().__init__(devices)
-        opts = parse_options(self.name, OPTIONS, options)
-        self.env_path: Path = opts["env"] or state_dir / "bootenv.json"
+    def _configure(self) -> None:
+        opts = self.opts
+        self.env_path: Path = opts["env"] or self.state_dir / "bootenv.json"
         self.trial_attempts: int = opts["trial_attempts"]
         self._write: Callable[[Path, Env], None] = lambda p, doc: durable.atomic_write_json(
             p, doc, mode=0o644

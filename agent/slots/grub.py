@@ -20,12 +20,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from agent.slots import cmdline
 from agent.slots.base import (
     BackendError,
-    BackendOptions,
     BootObservation,
     Capabilities,
     SlotHealth,
@@ -35,7 +34,6 @@ from agent.slots.base import (
 from agent.slots.options import (
     Option,
     check_slot_table,
-    parse_options,
     path,
     slot_table,
     string,
@@ -56,12 +54,9 @@ OPTIONS: Final = {
 
 class GrubBackend(VerifiedBackend):
     name = "grub"
+    OPTIONS = OPTIONS
 
-    def __init__(
-        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
-    ) -> None:
-        super().__init__(devices)
-        self.opts: dict[str, Any] = parse_options(self.name, OPTIONS, options)
+    def _configure(self) -> None:
         check_slot_table(self.name, "slot_values", self.opts["slot_values"], self.slots)
         self.values = {slot: self.opts["slot_values"].get(slot, slot) for slot in self.slots}
         self.by_value = {value: slot for slot, value in self.values.items()}

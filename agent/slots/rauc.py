@@ -29,7 +29,6 @@ from typing import Any, Final
 from agent import durable
 from agent.slots.base import (
     BackendError,
-    BackendOptions,
     BootObservation,
     Capabilities,
     SlotHealth,
@@ -40,7 +39,6 @@ from agent.slots.options import (
     Option,
     check_slot_table,
     integer,
-    parse_options,
     path,
     slot_table,
     string,
@@ -58,14 +56,11 @@ OPTIONS: Final = {
 
 class RaucBackend(VerifiedBackend):
     name = "rauc"
+    OPTIONS = OPTIONS
 
-    def __init__(
-        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
-    ) -> None:
-        super().__init__(devices)
-        self.opts: dict[str, Any] = parse_options(self.name, OPTIONS, options)
+    def _configure(self) -> None:
         check_slot_table(self.name, "slot_names", self.opts["slot_names"], self.slots)
-        self.state_file: Path = self.opts["state_file"] or state_dir / "rauc.json"
+        self.state_file: Path = self.opts["state_file"] or self.state_dir / "rauc.json"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

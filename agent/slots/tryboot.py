@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from agent import durable
 from agent.slots.base import (
     BackendError,
-    BackendOptions,
     BootObservation,
     Capabilities,
     SlotHealth,
@@ -51,7 +49,6 @@ from agent.slots.base import (
 from agent.slots.options import (
     Option,
     check_slot_table,
-    parse_options,
     partition_number,
     path,
     slot_table,
@@ -114,12 +111,9 @@ def put(sections: Sections, section: str, key: str, value: str) -> None:
 
 class TrybootBackend(VerifiedBackend):
     name = "rpi-tryboot"
+    OPTIONS = OPTIONS
 
-    def __init__(
-        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
-    ) -> None:
-        super().__init__(devices)
-        self.opts: dict[str, Any] = parse_options(self.name, OPTIONS, options)
+    def _configure(self) -> None:
         check_slot_table(self.name, "partitions", self.opts["partitions"], self.slots)
         self.partitions: dict[str, str] = {}
         for slot, device in self.slots.items():
@@ -131,7 +125,7 @@ class TrybootBackend(VerifiedBackend):
                 )
             self.partitions[slot] = str(int(number))
         self.by_partition = {number: slot for slot, number in self.partitions.items()}
-        self.state_file: Path = self.opts["state_file"] or state_dir / "tryboot.json"
+        self.state_file: Path = self.opts["state_file"] or self.state_dir / "tryboot.json"
         self.dt = self.opts["root"] / BOOTLOADER_DT
 
     def capabilities(self) -> Capabilities:

@@ -32,12 +32,11 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from agent.slots import cmdline
 from agent.slots.base import (
     BackendError,
-    BackendOptions,
     BootObservation,
     Capabilities,
     SlotHealth,
@@ -50,7 +49,6 @@ from agent.slots.options import (
     check_slot_table,
     choice,
     integer,
-    parse_options,
     partition_number,
     path,
     slot_table,
@@ -80,12 +78,9 @@ OPTIONS: Final = {
 
 class UBootBackend(VerifiedBackend):
     name = "uboot"
+    OPTIONS = OPTIONS
 
-    def __init__(
-        self, devices: Mapping[str, Path], options: BackendOptions, state_dir: Path
-    ) -> None:
-        super().__init__(devices)
-        self.opts: dict[str, Any] = parse_options(self.name, OPTIONS, options)
+    def _configure(self) -> None:
         check_slot_table(self.name, "slot_values", self.opts["slot_values"], self.slots)
         self.scheme: str = self.opts["scheme"]
         self.values: dict[str, str] = {
