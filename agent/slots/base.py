@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 
 from agent import crashpoints
+from agent.slots import cmdline
 
 
 class SlotHealth(enum.StrEnum):
@@ -236,6 +237,17 @@ class VerifiedBackend(abc.ABC):
         self.opts: dict[str, Any] = parse_options(self.name, self.OPTIONS, options)
         self.state_dir = state_dir
         self._configure()
+
+    def _booted_from_cmdline(self, by_value: Mapping[str, str]) -> cmdline.CmdlineEvidence:
+        """The booted slot named on the kernel command line (options `cmdline`,
+        `cmdline_parameter`), by slot name or by the bootloader's value for it."""
+        aliases = {**{slot: slot for slot in self.slots}, **by_value}
+        try:
+            return cmdline.booted_from_cmdline(
+                self.opts["cmdline"], self.opts["cmdline_parameter"], self.slots, aliases
+            )
+        except OSError as exc:
+            raise BackendError(f"{self.name}: cannot read {self.opts['cmdline']}: {exc}") from exc
 
     @abc.abstractmethod
     def _configure(self) -> None:

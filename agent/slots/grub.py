@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from agent.slots import cmdline
 from agent.slots.base import (
     BackendError,
     BootObservation,
@@ -79,15 +78,6 @@ class GrubBackend(VerifiedBackend):
                 env[key] = value
         return env
 
-    def _booted(self) -> cmdline.CmdlineEvidence:
-        aliases = {**{slot: slot for slot in self.slots}, **self.by_value}
-        try:
-            return cmdline.booted_from_cmdline(
-                self.opts["cmdline"], self.opts["cmdline_parameter"], self.slots, aliases
-            )
-        except OSError as exc:
-            raise BackendError(f"grub: cannot read {self.opts['cmdline']}: {exc}") from exc
-
     def _flag(self, env: Mapping[str, str], slot: str, suffix: str) -> bool:
         # grub.cfg's defaults before load_env: ORDER="A B", every _OK and _TRY 0
         try:
@@ -100,7 +90,7 @@ class GrubBackend(VerifiedBackend):
 
     def observe(self) -> BootObservation:
         env = self.read_env()
-        evidence = self._booted()
+        evidence = self._booted_from_cmdline(self.by_value)
         booted = evidence.booted
         order = self._order(env)
         trial = env.get(TRIAL_VAR, "")
@@ -197,7 +187,7 @@ class GrubBackend(VerifiedBackend):
         for name in ["ORDER"] + [f"{v}_OK" for v in self.values.values()]:
             if name not in env:
                 problems.append(f"grub: {name} not set (grub.cfg's default makes it unbootable)")
-        evidence = self._booted()
+        evidence = self._booted_from_cmdline(self.by_value)
         if evidence.problem:
             problems.append(f"grub: {evidence.problem}")
         elif not evidence.booted:

@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from agent.slots import cmdline
 from agent.slots.base import (
     BackendError,
     BootObservation,
@@ -127,18 +126,9 @@ class UBootBackend(VerifiedBackend):
                 env[key] = value
         return env, DEFAULT_MARK in done.stderr
 
-    def _booted(self) -> cmdline.CmdlineEvidence:
-        aliases = {**{slot: slot for slot in self.slots}, **self.by_value}
-        try:
-            return cmdline.booted_from_cmdline(
-                self.opts["cmdline"], self.opts["cmdline_parameter"], self.slots, aliases
-            )
-        except OSError as exc:
-            raise BackendError(f"uboot: cannot read {self.opts['cmdline']}: {exc}") from exc
-
     def observe(self) -> BootObservation:
         env, default = self.read_env()
-        evidence = self._booted()
+        evidence = self._booted_from_cmdline(self.by_value)
         raw = {**env, **evidence.raw}
         if default:
             raw["_default_env"] = "1"
@@ -355,7 +345,7 @@ class UBootBackend(VerifiedBackend):
         canary = self.opts["canary"]
         if canary and env.get(canary) != "1":
             problems.append(f"uboot: canary {canary}={env.get(canary, '')!r}, expected 1")
-        evidence = self._booted()
+        evidence = self._booted_from_cmdline(self.by_value)
         if evidence.problem:
             problems.append(f"uboot: {evidence.problem}")
         elif not evidence.booted:
