@@ -67,6 +67,7 @@ class Updater:
         )
         self._runner = JobRunner(self.ctx)
         self._job: Job | None = self.store.load()
+        self.problems: list[str] = []  # the last self_check, shown by `status`
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
 
@@ -168,10 +169,14 @@ class Updater:
             self._spawn(job)
 
     def backend_problems(self) -> list[str]:
+        """Run the backend's self-check now (at start and for each request: it may run the
+        bootloader tools); `problems` keeps the last result for the published status."""
         try:
-            return self.backend.self_check()
+            problems = self.backend.self_check()
         except BackendError as exc:
-            return [str(exc)]
+            problems = [str(exc)]
+        self.problems = problems
+        return problems
 
     def snapshot(self) -> dict[str, Any] | None:
         job = self._job

@@ -161,7 +161,7 @@ class Daemon:
         self.updater.start()
         self._running = True
         self._publish(force=True)
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self._status_line(self.snapshot()))
         LOG.info("ocpp-fw-agent running; state in %s", self.config.state_dir)
         next_watchdog = time.monotonic()
         next_ping = time.monotonic() + self.config.csms.ping_interval
@@ -256,11 +256,11 @@ class Daemon:
             "registration": self.session.registration.value,
             "queued": len(self.outbox),
             "job": self.updater.snapshot(),
-            "problems": self.updater.backend_problems(),
+            "problems": self.updater.problems,
         }
 
-    def _status_line(self) -> str:
-        snap = self.snapshot()
+    @staticmethod
+    def _status_line(snap: dict[str, Any]) -> str:
         line = f"{snap['connection']}, {snap['registration']}, {snap['queued']} queued"
         job = snap.get("job")
         if job:
@@ -278,7 +278,7 @@ class Daemon:
         if force or snap != self._last_snapshot:  # unchanged: spare the flash a write
             self._last_snapshot = snap
             status_file.publish(self.config.state_dir, snap)
-        line = self._status_line()
+        line = self._status_line(snap)
         if line != self._last_status_line:
             self._last_status_line = line
             self.notifier.status(line)
