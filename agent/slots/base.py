@@ -249,6 +249,15 @@ class VerifiedBackend(abc.ABC):
         except OSError as exc:
             raise BackendError(f"{self.name}: cannot read {self.opts['cmdline']}: {exc}") from exc
 
+    def _cmdline_problems(self, by_value: Mapping[str, str]) -> list[str]:
+        """self_check's part for the command line: the booted slot must be readable there."""
+        evidence = self._booted_from_cmdline(by_value)
+        if evidence.problem:
+            return [f"{self.name}: {evidence.problem}"]
+        if not evidence.booted:
+            return [f"{self.name}: booted slot unknown ({evidence.raw})"]
+        return []
+
     @abc.abstractmethod
     def _configure(self) -> None:
         """What a backend derives from its options (slot tables, file paths); may raise

@@ -187,9 +187,4 @@ class GrubBackend(VerifiedBackend):
         for name in ["ORDER"] + [f"{v}_OK" for v in self.values.values()]:
             if name not in env:
                 problems.append(f"grub: {name} not set (grub.cfg's default makes it unbootable)")
-        evidence = self._booted_from_cmdline(self.by_value)
-        if evidence.problem:
-            problems.append(f"grub: {evidence.problem}")
-        elif not evidence.booted:
-            problems.append(f"grub: booted slot unknown ({evidence.raw})")
-        return problems
+        return problems + self._cmdline_problems(self.by_value)

@@ -345,12 +345,7 @@ class UBootBackend(VerifiedBackend):
         canary = self.opts["canary"]
         if canary and env.get(canary) != "1":
             problems.append(f"uboot: canary {canary}={env.get(canary, '')!r}, expected 1")
-        evidence = self._booted_from_cmdline(self.by_value)
-        if evidence.problem:
-            problems.append(f"uboot: {evidence.problem}")
-        elif not evidence.booted:
-            problems.append(f"uboot: booted slot unknown ({evidence.raw})")
-        return problems
+        return problems + self._cmdline_problems(self.by_value)
 
     def _rauc_required(self, env: Mapping[str, str]) -> list[str]:
         missing = ["BOOT_ORDER"] if "BOOT_ORDER" not in env else []
