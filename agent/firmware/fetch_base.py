@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.config import DOWNLOAD_SCHEMES, FirmwareConfig
+from agent.firmware.errors import TlsFailed
 
 CHUNK_SIZE = 256 * 1024  # one queue item; a few of them in flight bound the memory used
 
@@ -89,7 +90,10 @@ def tls_context(ca_file: Path | None, *, check_hostname: bool = True) -> ssl.SSL
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.check_hostname = check_hostname
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsFailed(f"cannot load the CA file {ca_file}: {exc}") from None
     return context
 
 

@@ -35,7 +35,7 @@ _T = TypeVar("_T")
 
 
 class FtpSource:
-    def __init__(self, url: str, context: ssl.SSLContext, settings: FetchSettings) -> None:
+    def __init__(self, url: str, context: ssl.SSLContext | None, settings: FetchSettings) -> None:
         parts = urllib.parse.urlsplit(url)
         self._secure = parts.scheme == "ftps"
         self._host = parts.hostname or ""
@@ -48,6 +48,8 @@ class FtpSource:
         self._path = urllib.parse.unquote(parts.path.lstrip("/"))
         if not self._host or not self._path:
             raise UnsupportedScheme(f"FTP URL needs a host and a file path: {redact_url(url)}")
+        if self._secure and context is None:  # FTP_TLS would fall back to no verification
+            raise TlsFailed(f"no TLS context for {redact_url(url)}")
         self._context = context
         self._settings = settings
         self._shown = redact_url(url)

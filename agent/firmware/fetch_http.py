@@ -17,11 +17,12 @@ import re
 import socket
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 from agent.firmware.errors import (
     BrokenConnection,
@@ -51,14 +52,33 @@ class _ContextAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def make_session(context: ssl.SSLContext) -> requests.Session:
+class _Session(requests.Session):
+    """A session that builds its https adapter when an https URL is first asked for.
+
+    Loading the system CA store costs ~20 ms of CPU; a plain-http download (or one that is
+    never redirected to https) need not pay it. Every https request, redirects included, goes
+    through `get_adapter`, so none can reach requests' default adapter and its own trust store.
+    """
+
+    def __init__(self, context: Callable[[], ssl.SSLContext]) -> None:
+        super().__init__()
+        self.trust_env = False
+        self._make_context = context
+        self._https_mounted = False
+        self.mount("http://", HTTPAdapter(max_retries=0))
+
+    def get_adapter(self, url: str) -> BaseAdapter:
+        if not self._https_mounted and url[:8].lower() == "https://":
+            self.mount("https://", _ContextAdapter(self._make_context()))
+            self._https_mounted = True
+        return super().get_adapter(url)
+
+
+def make_session(context: Callable[[], ssl.SSLContext]) -> requests.Session:
     """One session for all attempts. Environment proxies/netrc/CA variables are not consulted:
-    the daemon's behaviour must follow its configuration only."""
-    session = requests.Session()
-    session.trust_env = False
-    session.mount("https://", _ContextAdapter(context))
-    session.mount("http://", HTTPAdapter(max_retries=0))
-    return session
+    the daemon's behaviour must follow its configuration only. `context` is called once, on
+    the first https request."""
+    return _Session(context)
 
 
 def validator_of(response: requests.Response) -> str | None:

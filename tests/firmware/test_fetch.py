@@ -266,6 +266,47 @@ def test_redirect_to_disallowed_scheme(http_server, https_server, tls_pki, image
         fetcher.open(https_server.url("/fw.bin", host="localhost"))
 
 
+def test_redirect_from_http_to_https_trusts_the_configured_ca(
+    http_server, https_server, tls_pki, image
+):
+    """The https adapter is built lazily; a redirect must still land on it, not on requests'
+    default adapter (which would not know the extra CA and fail verification)."""
+    https_server.put("/fw.bin", image)
+    http_server.redirect("/fw.bin", https_server.url("/fw.bin", host="localhost"))
+    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+        data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
+    assert data == image
+    with Fetcher(FetchSettings()) as fetcher, pytest.raises(TlsFailed):
+        fetcher.open(http_server.url("/fw.bin"))  # and verification stays on
+
+
+def test_plain_http_does_not_load_a_trust_store(http_server, image, monkeypatch):
+    """Loading the system CA store costs ~20 ms of CPU per context; http needs none."""
+    import agent.firmware.fetch as fetch_module
+
+    built: list[bool] = []
+    real = fetch_module.tls_context
+
+    def counting(*args, **kwargs):
+        built.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "tls_context", counting)
+    http_server.put("/fw.bin", image)
+    with Fetcher(FetchSettings()) as fetcher:
+        data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
+        assert (data == image, built) == (True, [])
+
+
+def test_an_unreadable_ca_file_is_a_tls_failure(https_server, tmp_path, image):
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    https_server.put("/fw.bin", image)
+    with Fetcher(FetchSettings(ca_file=bogus)) as fetcher, pytest.raises(TlsFailed) as caught:
+        fetcher.open(https_server.url("/fw.bin", host="localhost"))
+    assert "cannot load the CA file" in caught.value.message
+
+
 # --- cancel -----------------------------------------------------------------------------------
 
 
