@@ -56,13 +56,28 @@ def test_image_too_large_fails_before_writing(tmp_path: Path):
 def test_gap_is_refused_and_rewind_lowers_durable_offset(tmp_path: Path):
     seen: list[int] = []
     with SlotWriter(tmp_path / "slot", checkpoint_bytes=50_000, on_checkpoint=seen.append) as w:
-        w.write_at(0, DATA[:80_000])
-        assert w.durable_offset == 80_000
+        w.write_at(0, DATA[:80_000])  # an fsync of 80 000 bytes starts in the background
         with pytest.raises(ValueError):
             w.write_at(90_000, b"x")
-        w.write_at(0, b"new start")  # the download restarted from byte 0
+        w.write_at(0, b"new start")  # the download restarted: the fsync is collected first
         assert w.durable_offset == 0
     assert seen == [80_000, 0]
+
+
+def test_a_background_fsync_counts_only_once_collected(tmp_path: Path):
+    """The durable offset is what an fsync has finished for, never what is merely written:
+    a checkpoint's fsync runs while the next bytes are written and is reported when the next
+    checkpoint (or `sync`) collects it."""
+    seen: list[int] = []
+    with SlotWriter(tmp_path / "slot", checkpoint_bytes=50_000, on_checkpoint=seen.append) as w:
+        w.write_at(0, DATA[:60_000])
+        assert (w.durable_offset, seen) == (0, [])
+        w.write_at(60_000, DATA[60_000:70_000])
+        assert seen == []  # 10 000 bytes since the fsync began: no new checkpoint yet
+        w.write_at(70_000, DATA[70_000:115_000])
+        assert seen == [60_000]  # collected as the next one starts
+        assert w.sync() == 115_000
+    assert seen == [60_000, 115_000]
 
 
 def test_rehash_prefix_matches_hashlib(tmp_path: Path):
