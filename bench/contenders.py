@@ -4,6 +4,10 @@
   server; the time runs from the CALLRESULT `Accepted` to the CSMS receiving `InstallRebooting`,
   so it covers download + hash + write + fsyncs, signature check and the O_DIRECT read-back.
 * `floor`: `dd if=/dev/zero of=<slot> bs=1M count=N conv=fsync`, what the disk alone costs.
+* `floor_rw`: the same `dd`, then `dd if=<slot> of=/dev/null bs=1M iflag=direct`: what the disk
+  alone costs for the two things the agent must do to it, write the image and read it back
+  past the page cache. Not a target of the issue: it shows how much of the `floor` budget the
+  read-back itself takes on this disk.
 * `peers`: what EVerest and most peers do: `curl -o file`, `openssl dgst -sha256 -verify`,
   `dd if=file of=<slot> conv=fsync`, timed as one pipeline from the same server.
 * `resume`: the agent again, with the server cutting the connection at 90 %: bytes served in
@@ -33,7 +37,7 @@ from agent.firmware.signature import sign_digest
 from bench.procwatch import ProcWatch, allocated
 
 MiB = 1 << 20
-CONTENDERS = ("agent", "floor", "peers", "resume")
+CONTENDERS = ("agent", "floor", "floor_rw", "peers", "resume")
 CUT_AT = 0.9
 SETTLE = 1.0  # seconds of quiet before each measurement
 PHASES = ("Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting")
@@ -79,6 +83,8 @@ class Bench:
             return self.agent(image)
         if kind == "floor":
             return self.floor(image)
+        if kind == "floor_rw":
+            return self.floor(image, read_back=True)
         if kind == "peers":
             return self.peers(image)
         if kind == "resume":
@@ -185,15 +191,21 @@ class Bench:
 
     # --- the floor and the peers --------------------------------------------------------------
 
-    def floor(self, image: Image) -> dict[str, Any]:
-        base = self._fresh_dir("floor")
+    def floor(self, image: Image, read_back: bool = False) -> dict[str, Any]:
+        base = self._fresh_dir("floor_rw" if read_back else "floor")
         slot = base / "B.img"
         count = -(-image.size // MiB)
         started = time.monotonic()
         _run("dd", "if=/dev/zero", f"of={slot}", "bs=1M", f"count={count}", "conv=fsync")
-        seconds = time.monotonic() - started
+        written = time.monotonic()
+        result: dict[str, Any] = {"seconds": round(written - started, 3)}
+        if read_back:
+            _run("dd", f"if={slot}", "of=/dev/null", "bs=1M", "iflag=direct")
+            done = time.monotonic()
+            phases = {"write": round(written - started, 3), "read": round(done - written, 3)}
+            result = {"seconds": round(done - started, 3), "phases_s": phases}
         shutil.rmtree(base)
-        return {"seconds": round(seconds, 3)}
+        return result
 
     def peers(self, image: Image) -> dict[str, Any]:
         base = self._fresh_dir("peers")

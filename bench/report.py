@@ -86,6 +86,22 @@ def _targets(size: int, contenders: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+def context(contenders: dict[str, Any]) -> list[str]:
+    """Ratios that are not targets but explain them: what the read-back costs the disk."""
+    medians = {kind: c["seconds"]["median"] for kind, c in contenders.items()}
+    lines = []
+    if "floor_rw" in medians and "floor" in medians and medians["floor"]:
+        lines.append(
+            f"disk write + O_DIRECT read-back / write alone: "
+            f"{medians['floor_rw'] / medians['floor']:.2f}x"
+        )
+    if "floor_rw" in medians and "agent" in medians and medians["floor_rw"]:
+        lines.append(
+            f"agent / disk write + read-back: {medians['agent'] / medians['floor_rw']:.2f}x"
+        )
+    return lines
+
+
 def rss_growth(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Peak RSS of the largest image minus that of the smallest."""
     with_agent = [s for s in sizes if "agent" in s["contenders"]]
@@ -129,6 +145,14 @@ def table(document: dict[str, Any]) -> str:
             lines.append(f"  {label:>5}  {_check_line(check)}")
     if document.get("rss_growth"):
         lines.append(f"  {'all':>5}  {_check_line(document['rss_growth'])}")
+    explained = [
+        f"  {size_label(entry['size_bytes']):>5}  {line}"
+        for entry in document["sizes"]
+        for line in context(entry["contenders"])
+    ]
+    if explained:
+        lines.append("context (not targets):")
+        lines.extend(explained)
     return "\n".join(lines)
 
 
@@ -141,6 +165,9 @@ def _notes(kind: str, c: dict[str, Any]) -> str:
         )
     if kind == "resume":
         return f"refetched {c['refetched_bytes_max']} B after a cut at {first['cut_after']} B"
+    if kind == "floor_rw":
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in first["phases_s"].items())
+        return f"first run: {phases}"
     if kind == "peers":
         phases = ", ".join(f"{k} {v:.2f}" for k, v in first["phases_s"].items())
         return f"first run: {phases}; extra disk {first['extra_disk_bytes']} B"

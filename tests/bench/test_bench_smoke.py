@@ -53,6 +53,10 @@ def test_one_tiny_run_writes_every_field(tmp_path: Path):
     resume = entry["contenders"]["resume"]["runs"][0]
     assert {"cut_after", "refetched_bytes"} <= set(resume)
     assert resume["refetched_bytes"] == resume["served_bytes"] - (1 << 20) >= 0
+    floor_rw = entry["contenders"]["floor_rw"]["runs"][0]
+    assert set(floor_rw["phases_s"]) == {"write", "read"}
+    assert floor_rw["seconds"] >= floor_rw["phases_s"]["read"]
+    assert "agent / disk write + read-back" in report.table(loaded)
     targets = {t["target"] for t in entry["targets"]}
     assert {"peak RSS", "extra disk", "staging copies", "refetched after a cut at 90%"} <= targets
     assert "agent / floor (incl. read-back)" in targets
