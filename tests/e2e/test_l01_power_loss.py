@@ -56,6 +56,36 @@ def test_the_install_gate_holds_the_install_and_the_reboot(
     finish_after_reboot(charger, rig, 31, HAPPY)
 
 
+def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.06 holds for the reboot back to the old slot as well: the trial's health check
+    fails, InstallationFailed is reported at once, and the reboot waits until the gate opens."""
+    (rig.base / "gate-open").touch()
+    healthy = ["test", "-e", str(rig.base / "healthy")]  # never created: the health check fails
+    agent = charger.start(firmware=gate(rig), health={"commands": [healthy]})
+    assert charger.update(firmware, 33) == "Accepted"
+    rig.wait_reboot_request(agent)
+    (rig.base / "gate-open").unlink()  # a session started while the charger rebooted
+    assert rig.power_cycle(agent) == "B"
+    closed_before = agent.log.count("install gate closed")  # one log file for every run
+    agent = charger.restart()
+    charger.wait_status("InstallationFailed")
+    wait_until(
+        lambda: agent.log.count("install gate closed") >= closed_before + 3,
+        10,
+        "three closed-gate polls after InstallationFailed",
+    )
+    assert not rig.reboot_marker.exists()  # no reboot while the gate is closed
+    assert "B" in filemodel.load_env(rig.env)["bad"]  # the trial is abandoned already
+    (rig.base / "gate-open").touch()
+    rig.wait_reboot_request(agent)
+    assert rig.power_cycle(agent) == "A"
+    charger.restart()
+    charger.wait_acknowledged()
+    charger.assert_coherent(33, [*HAPPY, "InstallationFailed"])
+
+
 def test_a_shutdown_while_install_rebooting_is_unconfirmed_is_prompt(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
