@@ -19,7 +19,7 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import websocket
@@ -72,6 +72,23 @@ def tls_context(csms: CsmsConfig) -> ssl.SSLContext:
     if csms.security_profile == 3 and csms.client_cert is not None:
         context.load_cert_chain(str(csms.client_cert), str(csms.client_key))
     return context
+
+
+def reconnect_waits(low: float, high: float, jitter: Callable[[], float]) -> Iterator[float]:
+    """Seconds to wait before each reconnection attempt after a failure or a loss.
+
+    The base wait starts at `low` and doubles up to `high`; each wait lies between the base and
+    twice the base (`jitter()` in [0, 1) picks where), never above `high` nor below `low`. Once
+    the base nears `high` the range becomes [high / 2, high] rather than collapsing onto `high`:
+    chargers that lost the CSMS together would otherwise all come back in the same second,
+    every time.
+    """
+    base = low
+    while True:
+        floor = min(base, max(high / 2, low))
+        ceiling = min(2 * base, high)
+        yield floor + jitter() * (ceiling - floor)
+        base = min(2 * base, high)
 
 
 class Transport:
@@ -156,7 +173,7 @@ class Transport:
         return ws
 
     def _run(self) -> None:
-        delay = self._csms.reconnect_min
+        waits = reconnect_waits(self._csms.reconnect_min, self._csms.reconnect_max, self._jitter)
         rejected_reported = False
         while not self._stop.is_set():
             try:
@@ -170,13 +187,13 @@ class Transport:
                 LOG.warning("cannot connect to %s: %s", self._csms.endpoint, _describe(exc))
             else:
                 rejected_reported = False
-                delay = self._csms.reconnect_min
+                waits = reconnect_waits(
+                    self._csms.reconnect_min, self._csms.reconnect_max, self._jitter
+                )
                 self._serve(ws)
                 if self._stop.is_set():
                     break
-            wait = min(delay, self._csms.reconnect_max) * (1.0 + self._jitter())
-            delay = min(delay * 2, self._csms.reconnect_max)
-            self._stop.wait(min(wait, self._csms.reconnect_max))
+            self._stop.wait(next(waits))
 
     def _serve(self, ws: Any) -> None:
         with self._lock:
