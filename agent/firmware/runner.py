@@ -8,7 +8,9 @@ why (each step is safe to repeat after a crash):
 2. stream it, hashing as it arrives; checkpoint the durable offset for resume;
 3. verify the signature over the streamed digest (no second pass), then read the slot back
    bypassing the page cache and compare;
-4. wait for the install gate (never interrupt a charging session, L01.FR.06);
+4. wait for the install gate (never interrupt a charging session, L01.FR.06), reporting
+   InstallScheduled while it is closed (L01.FR.34); a job resumed while waiting to install
+   reads the slot back again first;
 5. arm a one-shot trial of the target (the primary slot is unchanged), report InstallRebooting
    and wait for its CALLRESULT (L01.FR.15), then reboot;
 6. after the reboot: running from the target → health checks → commit → Installed +
@@ -169,6 +171,8 @@ class JobRunner:
                 return
             if job.install_at is not None and job.install_at > self.ctx.now():
                 self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.16
+        elif job.phase is Phase.INSTALL_SCHEDULED and not self._read_back(job):
+            return  # resumed while waiting: the slot is proven on the medium again first
         if job.phase is Phase.INSTALL_SCHEDULED:
             self._wait_until(job.install_at or 0.0, cancel)
         if job.phase in (Phase.VERIFIED, Phase.INSTALL_SCHEDULED, Phase.INSTALLING):
@@ -244,6 +248,8 @@ class JobRunner:
             self._after_reboot(job, cancel)
             return
         while not self.ctx.may_disturb():  # L01.FR.06: never interrupt a charging session
+            if job.phase is Phase.VERIFIED:
+                self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.34: why nothing happens
             if cancel.wait(self.ctx.config.firmware.gate_poll_interval):
                 raise Cancelled()
         if job.phase is not Phase.INSTALLING:

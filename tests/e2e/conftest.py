@@ -18,6 +18,8 @@ from agent.demo.rig import AgentProcess, ChargerRig, Firmware
 
 IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several chunks and checkpoints
 HAPPY = ["Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting"]
+# The same with the install gate closed for a while: InstallScheduled says why (L01.FR.34).
+GATED = [*HAPPY[:3], "InstallScheduled", *HAPPY[3:]]
 TERMINAL = {
     "Installed",
     "DownloadFailed",

@@ -17,9 +17,10 @@ def test_a_slot_that_reads_back_wrong_is_install_verification_failed(
     """The slot is read back past the page cache and compared with the streamed digest: a
     medium that changed under us is InstallVerificationFailed, and nothing is armed. Here the
     daemon is killed while waiting at the install gate, the slot is corrupted, and the restarted
-    daemon redoes the read-back (its phase says the image was not yet proven on the medium)."""
+    daemon redoes the read-back (a job resumed while waiting to install proves the slot again)."""
     agent = charger.start(firmware=gate(rig))
     assert charger.update(firmware, 61) == "Accepted"
+    charger.wait_status("InstallScheduled")
     agent.wait_log("install gate closed")
     agent.kill9()
     with rig.slots["B"].open("r+b") as slot:
@@ -42,6 +43,7 @@ def test_a_daemon_that_keeps_dying_gives_the_update_up(
     agent = charger.start(health={"max_transitions": 4})
     assert charger.update(firmware, 62) == "Accepted"
     assert fileserver.stalled.wait(10)
+    charger.wait_acknowledged()  # else Downloading, unanswered when killed, is sent again
     for _ in range(4):
         agent.kill9()
         agent = charger.restart()

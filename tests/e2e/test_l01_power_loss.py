@@ -13,7 +13,7 @@ import time
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import HAPPY, IMAGE, Charger, iso, wait_until, wall
+from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, wait_until, wall
 
 GATE_POLL = 0.2
 
@@ -42,18 +42,19 @@ def test_the_install_gate_holds_the_install_and_the_reboot(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
     """L01.FR.06 (CP-SCH-4): while the gate command fails, no Installing, no InstallRebooting,
-    no trial armed and no reboot request; once it succeeds the install goes on."""
+    no trial armed and no reboot request, but InstallScheduled says why (L01.FR.34); once the
+    gate opens the install goes on."""
     agent = charger.start(firmware=gate(rig))
     assert charger.update(firmware, 31) == "Accepted"
-    charger.wait_status("SignatureVerified")
+    charger.wait_status("InstallScheduled")
     agent.wait_log("install gate closed")
     time.sleep(5 * GATE_POLL)  # several closed polls: proving that nothing happens
     assert agent.log.count("install gate closed") >= 3
-    assert charger.statuses() == ["Downloading", "Downloaded", "SignatureVerified"]
+    assert charger.statuses() == GATED[:4]  # and InstallScheduled only once
     assert filemodel.load_env(rig.env)["trial"] is None and not rig.reboot_marker.exists()
-    charger.assert_triggers("SignatureVerified", 31)  # L01.FR.29 while waiting at the gate
+    charger.assert_triggers("InstallScheduled", 31)  # L01.FR.29 while waiting at the gate
     (rig.base / "gate-open").touch()
-    finish_after_reboot(charger, rig, 31, HAPPY)
+    finish_after_reboot(charger, rig, 31, GATED)
 
 
 def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
@@ -186,18 +187,23 @@ def test_kill9_while_the_install_is_scheduled_keeps_the_schedule(
 def test_kill9_while_waiting_at_the_install_gate(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
-    """L01.FR.06: after the restart the update waits at the gate again, then installs."""
+    """L01.FR.06: after the restart the update reads the slot back again, waits at the gate
+    again without repeating InstallScheduled, then installs."""
     agent = charger.start(firmware=gate(rig))
     assert charger.update(firmware, 36) == "Accepted"
-    charger.wait_status("SignatureVerified")
+    charger.wait_status("InstallScheduled")
     agent.wait_log("install gate closed")
     charger.wait_acknowledged()
     agent.kill9()
+    closed_before = agent.log.count("install gate closed")  # one log file for every run
     agent = charger.restart()
-    agent.wait_log("install gate closed")
-    assert charger.statuses() == HAPPY[:3] and not rig.reboot_marker.exists()
+    wait_until(
+        lambda: agent.log.count("install gate closed") > closed_before, 10, "the gate polled"
+    )
+    assert charger.statuses() == GATED[:4] and not rig.reboot_marker.exists()
+    assert agent.log.count(" read back ") == 2  # before the first wait, and after the restart
     (rig.base / "gate-open").touch()
-    finish_after_reboot(charger, rig, 36, HAPPY)
+    finish_after_reboot(charger, rig, 36, GATED)
 
 
 def test_kill9_after_install_rebooting_before_the_power_cycle(

@@ -16,7 +16,7 @@ import time
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import HAPPY, IMAGE, Charger, iso, publish, wall
+from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, publish, wall
 from tests.e2e.test_l01_certificates import CASES
 from tests.e2e.test_l01_power_loss import gate
 
@@ -144,14 +144,15 @@ def test_cancel_an_update_waiting_at_the_install_gate(
     old = old_firmware(rig, fileserver)
     agent = charger.start(firmware=gate(rig))
     assert charger.update(old, 57) == "Accepted"
-    charger.wait_status("SignatureVerified")
+    charger.wait_status("InstallScheduled")
     agent.wait_log("install gate closed")
     assert charger.update(firmware, 58) == "AcceptedCanceled"
-    agent.wait_log("update 57 stopped in phase verified")
-    charger.csms.wait_for(lambda: ("SignatureVerified", 58) in charger.sequence(), what="58")
+    agent.wait_log("update 57 stopped in phase install-scheduled")
+    charger.csms.wait_for(lambda: ("InstallScheduled", 58) in charger.sequence(), what="58")
     (rig.base / "gate-open").touch()
     rig.wait_reboot_request(agent)
-    assert charger.sequence() == [(s, 57) for s in VERIFIED] + [(s, 58) for s in HAPPY]
+    held = [*VERIFIED, "InstallScheduled"]
+    assert charger.sequence() == [(s, 57) for s in held] + [(s, 58) for s in GATED]
     assert rig.slots["B"].read_bytes()[: len(IMAGE)] == IMAGE
 
 
@@ -163,12 +164,12 @@ def test_a_bad_certificate_does_not_cancel_the_running_update(
     expired, _ = CASES["expired"]
     agent = charger.start(firmware=gate(rig))
     assert charger.update(firmware, 59) == "Accepted"
-    charger.wait_status("SignatureVerified")
+    charger.wait_status("InstallScheduled")
     assert charger.update(firmware, 60, certificate=expired(rig)) == "InvalidCertificate"
     charger.wait_event("InvalidFirmwareSigningCertificate")
     (rig.base / "gate-open").touch()
     rig.wait_reboot_request(agent)
-    charger.assert_coherent(59, HAPPY)
+    charger.assert_coherent(59, GATED)
     assert "stopped in phase" not in agent.log
 
 
