@@ -8,6 +8,8 @@ AuthorizationKey) are kept out of `repr()` and masked by `effective()`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -82,6 +84,8 @@ class FirmwareConfig:
     stall_timeout: float = 60.0
     ca_file: Path | None = None
     allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
+    allowed_hosts: tuple[str, ...] = ()
+    signing_key_pins: tuple[str, ...] = ()
     install_gate: tuple[str, ...] = ()
     gate_poll_interval: float = 30.0
     reboot_command: tuple[str, ...] = ("systemctl", "reboot")
@@ -221,6 +225,41 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
+_HOST_PATTERN = re.compile(
+    r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$"
+)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    """Host names, IP addresses or `*.domain` patterns; an empty list allows every host."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError('expected a list of host names, e.g. ["fw.example.com", "*.cdn.example"]')
+    hosts = tuple(v.strip().lower() for v in value)
+    for host in hosts:
+        if not (_HOST_PATTERN.match(host) or _is_ip(host)):
+            raise ValueError(f"{host!r} is not a host name, an IP address or *.domain")
+    return hosts
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _key_pins(value: Any) -> tuple[str, ...]:
+    """SHA-256 digests (hex, colons allowed) of SubjectPublicKeyInfo structures."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of SHA-256 key digests in hex")
+    pins = tuple(v.replace(":", "").strip().lower() for v in value)
+    for pin in pins:
+        if not re.fullmatch(r"[0-9a-f]{64}", pin):
+            raise ValueError(f"{pin[:70]!r} is not a SHA-256 digest (64 hex digits)")
+    return pins
+
+
 def _hex_key(value: Any) -> bytes:
     text = _string()(value).strip()
     try:
@@ -285,6 +324,8 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "stall_timeout": _seconds(1),
         "ca_file": _readable_file,
         "allowed_schemes": _choices(DOWNLOAD_SCHEMES),
+        "allowed_hosts": _hosts,
+        "signing_key_pins": _key_pins,
         "install_gate": _argv,
         "gate_poll_interval": _seconds(0.1),
         "reboot_command": _argv,

@@ -50,6 +50,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             Path(args.cert).read_text(encoding="ascii"),
             roots,
             crls=crls,
+            pins=[pin.replace(":", "").lower() for pin in args.pin],
         )
     except FirmwareError as exc:
         print(f"REJECTED ({exc.status}): {exc.message}")
@@ -59,6 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {verdict.algorithm} signature over sha256 {verdict.digest.hex()}")
     print(f"    signed by {verdict.certificate.summary}")
+    print(f"    signing key pin: {certs.key_pin(verdict.certificate.certificate)}")
     return 0
 
 
@@ -101,6 +103,13 @@ def add_commands(sub: Any, add: Any) -> None:
     verify.add_argument("--signature", required=True, help="Base64 signature, or a file with it")
     verify.add_argument("--roots", required=True, help="manufacturer root directory or bundle")
     verify.add_argument("--crls", help="CRL directory or file")
+    verify.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        help="require the signing key to have this SHA-256 pin (repeatable; "
+        "[firmware] signing_key_pins)",
+    )
     verify.add_argument("image")
 
     request = add("request", cmd_request, "print a ready SignedUpdateFirmware payload")

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -261,16 +262,29 @@ def describe_key(cert: x509.Certificate) -> tuple[str, str | None]:
 # --- the check --------------------------------------------------------------------------------
 
 
+def key_pin(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's SubjectPublicKeyInfo (DER), in hex: what a pin names.
+    The same as `openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum`."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
 def check_signing_certificate(
     pem_text: str,
     roots: RootStore,
     crls: CrlSet,
     clock: TrustedClock,
+    *,
+    pins: Collection[str] = (),
 ) -> CertVerdict:
     """Accept the firmware signing certificate or raise `CertificateRejected` saying why.
 
     Order: form (PEM, size, one certificate) -> a root installed -> issued directly by a root
-    (or identical to one) -> revocation -> validity period -> key type and size.
+    (or identical to one) -> revocation -> validity period -> key type and size -> when `pins`
+    are configured, its key among them (a second, independent anchor: a root that signs too
+    much, or a certificate it should not have issued, is still refused).
     """
 
     def invalid(reason: str) -> CertificateRejected:
@@ -318,6 +332,8 @@ def check_signing_certificate(
         serialization.Encoding.DER
     ):
         _check_key_usage(cert)
+    if pins and key_pin(cert) not in pins:
+        raise invalid(f"signing key {key_pin(cert)[:16]}… is not one of the pinned keys")
     verdict = CertVerdict(cert, root, reading.source, description)
     log.info("signing certificate accepted: %s", verdict.summary)
     return verdict

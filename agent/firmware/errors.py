@@ -66,6 +66,12 @@ class UnsupportedScheme(DownloadError):
     retryable = False
 
 
+class HostNotAllowed(DownloadError):
+    """The URL (or a redirect) points at a host outside `[firmware] allowed_hosts`."""
+
+    retryable = False
+
+
 class ConnectFailed(DownloadError):
     """No connection to the server (DNS, refused, connect timeout)."""
 

@@ -23,7 +23,6 @@ import logging
 import queue
 import ssl
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -207,22 +206,16 @@ class Fetcher:
         self.settings = settings = settings or FetchSettings()
         # TLS contexts are built on first use: loading the system CA store costs ~20 ms each,
         # which an http download would otherwise pay twice before its first byte.
-        self._session = make_session(lambda: tls_context(settings.ca_file, check_hostname=False))
+        self._session = make_session(
+            lambda: tls_context(settings.ca_file, check_hostname=False), settings.check_url
+        )
 
     @functools.cached_property
     def _ftps_context(self) -> ssl.SSLContext:
         return tls_context(self.settings.ca_file)
 
     def _source(self, url: str) -> Source:
-        try:
-            scheme = urllib.parse.urlsplit(url).scheme.lower()
-        except ValueError:
-            raise UnsupportedScheme(f"not a URL: {redact_url(url)}") from None
-        if scheme not in self.settings.allowed_schemes:
-            allowed = ", ".join(self.settings.allowed_schemes)
-            raise UnsupportedScheme(
-                f"download scheme {scheme or '(none)'!r} is not supported (allowed: {allowed})"
-            )
+        scheme = self.settings.check_url(url)
         if scheme in ("http", "https"):
             return HttpSource(url, self._session, self.settings)
         if scheme in ("ftp", "ftps"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.config import DOWNLOAD_SCHEMES, FirmwareConfig
-from agent.firmware.errors import TlsFailed
+from agent.firmware.errors import HostNotAllowed, TlsFailed, UnsupportedScheme
 
 CHUNK_SIZE = 256 * 1024  # one queue item; a few of them in flight bound the memory used
 
@@ -26,6 +26,7 @@ class FetchSettings:
     stall_timeout: float = 60.0  # no byte for this long -> Stalled
     ca_file: Path | None = None  # added to the system CA store, never replacing it
     allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
+    allowed_hosts: tuple[str, ...] = ()  # empty: any host; "*.example.com": its subdomains
     chunk_size: int = CHUNK_SIZE
 
     @classmethod
@@ -35,7 +36,37 @@ class FetchSettings:
             stall_timeout=firmware.stall_timeout,
             ca_file=firmware.ca_file,
             allowed_schemes=firmware.allowed_schemes,
+            allowed_hosts=firmware.allowed_hosts,
         )
+
+    def check_url(self, url: str) -> str:
+        """The URL's scheme, once its scheme and host are allowed; raises UnsupportedScheme or
+        HostNotAllowed. Applied to the request's URL and to every redirect before it is sent."""
+        try:
+            parts = urllib.parse.urlsplit(url)
+            scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        except ValueError:
+            raise UnsupportedScheme(f"not a URL: {redact_url(url)}") from None
+        if scheme not in self.allowed_schemes:
+            shown = f"download scheme {scheme or '(none)'!r} of {redact_url(url)}"
+            if scheme not in DOWNLOAD_SCHEMES:
+                raise UnsupportedScheme(f"{shown} is not supported ({', '.join(DOWNLOAD_SCHEMES)})")
+            allowed = ", ".join(self.allowed_schemes)
+            raise UnsupportedScheme(f"{shown} is not allowed (allowed: {allowed})")
+        if self.allowed_hosts and not any(host_matches(host, p) for p in self.allowed_hosts):
+            raise HostNotAllowed(
+                f"download host {host or '(none)'!r} of {redact_url(url)} is not in "
+                f"allowed_hosts ({', '.join(self.allowed_hosts)})"
+            )
+        return scheme
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """`pattern` is a host name or address, or `*.domain` for any name below that domain."""
+    host, pattern = host.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
 
 
 @dataclasses.dataclass(frozen=True)

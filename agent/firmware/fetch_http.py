@@ -16,7 +16,6 @@ import contextlib
 import re
 import socket
 import ssl
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -53,32 +52,38 @@ class _ContextAdapter(HTTPAdapter):
 
 
 class _Session(requests.Session):
-    """A session that builds its https adapter when an https URL is first asked for.
+    """A session that checks every URL it is about to send to and builds its https adapter
+    when an https URL is first asked for.
 
-    Loading the system CA store costs ~20 ms of CPU; a plain-http download (or one that is
-    never redirected to https) need not pay it. Every https request, redirects included, goes
-    through `get_adapter`, so none can reach requests' default adapter and its own trust store.
+    Every request, redirects included, goes through `get_adapter` before anything is sent: a
+    redirect to a scheme or host the configuration does not allow is refused there, and no
+    https request can reach requests' default adapter and its own trust store. Loading the
+    system CA store costs ~20 ms of CPU; a plain-http download need not pay it.
     """
 
-    def __init__(self, context: Callable[[], ssl.SSLContext]) -> None:
+    def __init__(self, context: Callable[[], ssl.SSLContext], check: Callable[[str], str]) -> None:
         super().__init__()
         self.trust_env = False
         self._make_context = context
+        self._check = check
         self._https_mounted = False
         self.mount("http://", HTTPAdapter(max_retries=0))
 
     def get_adapter(self, url: str) -> BaseAdapter:
+        self._check(url)
         if not self._https_mounted and url[:8].lower() == "https://":
             self.mount("https://", _ContextAdapter(self._make_context()))
             self._https_mounted = True
         return super().get_adapter(url)
 
 
-def make_session(context: Callable[[], ssl.SSLContext]) -> requests.Session:
+def make_session(
+    context: Callable[[], ssl.SSLContext], check: Callable[[str], str]
+) -> requests.Session:
     """One session for all attempts. Environment proxies/netrc/CA variables are not consulted:
     the daemon's behaviour must follow its configuration only. `context` is called once, on
-    the first https request."""
-    return _Session(context)
+    the first https request; `check` on every URL before it is requested (it raises)."""
+    return _Session(context, check)
 
 
 def validator_of(response: requests.Response) -> str | None:
@@ -120,9 +125,6 @@ class HttpSource:
         except requests.exceptions.RequestException as exc:
             raise ConnectFailed(f"cannot reach {self._shown}: {_reason(exc)}") from None
         self._response = response
-        final_scheme = urllib.parse.urlsplit(response.url).scheme
-        if final_scheme not in self._settings.allowed_schemes:
-            raise UnsupportedScheme(f"{self._shown} redirected to a {final_scheme}:// URL")
         return self._announced(response, resume if asked else None, resume)
 
     def _announced(

@@ -152,13 +152,14 @@ def verify_image(
     crls: certs.CrlSet | None = None,
     clock: TrustedClock | None = None,
     allowed: Sequence[str] = SIGNATURE_ALGORITHMS,
+    pins: Sequence[str] = (),
 ) -> OfflineVerdict:
     """The whole check a charger does, offline (for `ocpp-fw-agent verify`).
 
     Raises `CertificateRejected` or `SignatureInvalid`.
     """
     verdict = certs.check_signing_certificate(
-        certificate_pem, roots, crls or certs.CrlSet(()), clock or TrustedClock()
+        certificate_pem, roots, crls or certs.CrlSet(()), clock or TrustedClock(), pins=pins
     )
     digest = file_digest(image)
     algorithm = verify_digest(digest, signature_b64, verdict.certificate, allowed)

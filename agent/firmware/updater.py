@@ -130,7 +130,11 @@ class Updater:
             roots = certs.load_roots(self.config.firmware.manufacturer_roots)
             crls = certs.load_crls(self.config.firmware.crl_dir)
             certs.check_signing_certificate(
-                request.firmware.signing_certificate, roots, crls, self.clock
+                request.firmware.signing_certificate,
+                roots,
+                crls,
+                self.clock,
+                pins=self.config.firmware.signing_key_pins,
             )
         except CertificateRejected as exc:
             # L01.FR.02: sent although the event table calls it non-critical.

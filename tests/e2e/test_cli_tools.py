@@ -14,6 +14,7 @@ from ocpp.messages import Call, validate_payload
 import agent
 from agent.demo import pki
 from agent.demo.rig import SOURCE_ROOT, ChargerRig
+from agent.firmware import certs
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +58,23 @@ def test_sign_then_verify_offline(tmp_path):
               str(paths["image"]))  # fmt: skip
     assert bad.returncode == 1
     assert bad.stdout.startswith("REJECTED (InvalidSignature)")
+
+
+def test_verify_prints_the_key_pin_and_checks_pins(tmp_path):
+    rig = ChargerRig(tmp_path / "charger", "ws://127.0.0.1:9/ocpp")
+    paths = files(rig, tmp_path)
+    signature = cli("sign", "--key", str(paths["key"]), str(paths["image"])).stdout.strip()
+    base = ["verify", "--cert", str(paths["cert"]), "--signature", signature,
+            "--roots", str(rig.base / "roots")]  # fmt: skip
+    ok = cli(*base, str(paths["image"]))
+    pin = ok.stdout.split("signing key pin: ")[1].strip()
+    assert pin == certs.key_pin(rig.signer.cert)
+    colons = ":".join(pin[i : i + 2] for i in range(0, 64, 2)).upper()
+    assert cli(*base, "--pin", colons, str(paths["image"])).returncode == 0
+    refused = cli(*base, "--pin", "00" * 32, str(paths["image"]))
+    assert refused.returncode == 1
+    assert refused.stdout.startswith("REJECTED (InvalidCertificate)")
+    assert "pinned" in refused.stdout
 
 
 def test_verify_refuses_a_certificate_from_another_root(tmp_path):

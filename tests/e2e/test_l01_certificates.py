@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.demo import pki
 from agent.demo.rig import ChargerRig, Firmware
+from agent.firmware import certs
 from agent.slots import filemodel
 from tests.e2e.conftest import HAPPY, Charger
 
@@ -98,6 +99,23 @@ def test_a_bad_signing_certificate_is_refused_before_anything_starts(
     assert reason in event["tech_info"]
     assert_nothing_started(charger)
     assert fileserver.requests == []
+
+
+def test_a_signing_key_that_is_not_pinned_is_refused(
+    charger: Charger, rig: ChargerRig, firmware: Firmware, fileserver
+):
+    """`[firmware] signing_key_pins`: a certificate the manufacturer root did issue, but for
+    another key than the pinned one, is InvalidCertificate with the event; the pinned one is
+    accepted by the same daemon."""
+    pinned = certs.key_pin(rig.signer.cert)
+    other = pki.issue("Issued, not pinned", pki.rsa_key(2048, 78), rig.root)
+    charger.start(firmware={"signing_key_pins": [pinned]})
+    assert charger.update(firmware, 3, certificate=other.pem) == "InvalidCertificate"
+    event = charger.wait_event("InvalidFirmwareSigningCertificate")
+    assert "not one of the pinned keys" in event["tech_info"]
+    assert fileserver.requests == []
+    assert charger.update(firmware, 4) == "Accepted"
+    charger.wait_status("Downloaded")
 
 
 def test_a_certificate_longer_than_5500_characters_is_refused(

@@ -149,3 +149,17 @@ def test_a_transfer_failure_is_download_failed_never_invalid_signature(
     assert reason in charger.job()["error"]
     assert len(fileserver.requests) == 1
     assert_failed_cleanly(charger, rig)
+
+
+def test_a_url_outside_allowed_hosts_fails_at_once_and_fetches_nothing(
+    charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
+):
+    """`[firmware] allowed_hosts`: a CSMS cannot make the charger fetch from another host. One
+    DownloadFailed, no retries (retrying cannot change the host), nothing sent to the server."""
+    charger.start(firmware={"allowed_hosts": ["firmware.example.com"]})
+    assert charger.update(firmware, 27, retries=3, retry_interval=1) == "Accepted"
+    charger.wait_status("DownloadFailed")
+    charger.assert_coherent(27, ["Downloading", "DownloadFailed"])
+    assert "allowed_hosts" in charger.job()["error"]
+    assert fileserver.requests == []
+    assert_failed_cleanly(charger, rig)

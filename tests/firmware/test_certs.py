@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,44 @@ def test_tech_info_is_capped():
     assert len(error.tech_info) == 255
     with pytest.raises(ValueError):
         CertificateRejected("Accepted", "nope")
+
+
+# --- pinned signing keys ([firmware] signing_key_pins) ----------------------------------------
+
+
+def test_key_pin_is_what_openssl_computes(rsa_signer, tmp_path: Path):
+    """The pin an operator derives with openssl is the one the agent compares."""
+    (tmp_path / "cert.pem").write_text(rsa_signer.pem)
+    public = subprocess.run(
+        ["openssl", "x509", "-pubkey", "-noout", "-in", str(tmp_path / "cert.pem")],
+        capture_output=True,
+        check=True,
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"], input=public, capture_output=True,
+        check=True,
+    ).stdout  # fmt: skip
+    assert certs.key_pin(rsa_signer.cert) == hashlib.sha256(der).hexdigest()
+
+
+def test_a_pinned_key_is_accepted_and_an_unpinned_one_refused(rsa_root, rsa_signer):
+    """Issue #3 peers §7 item 14: pinned as well as chained. A certificate the root did issue
+    is still refused when its key is not pinned."""
+    pinned = certs.key_pin(rsa_signer.cert)
+    verdict = certs.check_signing_certificate(
+        rsa_signer.pem, store(rsa_root), NO_CRLS, CLOCK, pins=(pinned,)
+    )
+    assert verdict.certificate == rsa_signer.cert
+    other = fwpki.issue("Also issued by the root", fwpki.rsa_key(2048, 77), rsa_root)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(other.pem, store(rsa_root), NO_CRLS, CLOCK, pins=(pinned,))
+    assert caught.value.status == "InvalidCertificate"
+    assert "not one of the pinned keys" in caught.value.tech_info
+    assert certs.key_pin(other.cert)[:16] in caught.value.tech_info
+
+
+def test_a_pin_does_not_replace_the_chain(rsa_root, ec_root, ec_signer):
+    """Pinning the key of a certificate no installed root issued accepts nothing."""
+    pins = (certs.key_pin(ec_signer.cert),)
+    with pytest.raises(CertificateRejected):
+        certs.check_signing_certificate(ec_signer.pem, store(rsa_root), NO_CRLS, CLOCK, pins=pins)

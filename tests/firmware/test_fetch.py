@@ -14,6 +14,7 @@ from agent.firmware.errors import (
     ConnectFailed,
     DownloadCancelled,
     DownloadError,
+    HostNotAllowed,
     LengthMismatch,
     RestartRequired,
     ServerRefused,
@@ -23,7 +24,7 @@ from agent.firmware.errors import (
     UnsupportedScheme,
 )
 from agent.firmware.fetch import Fetcher, FetchSettings, ResumeFrom, attempts, redact_url
-from agent.firmware.fetch_base import tls_context
+from agent.firmware.fetch_base import host_matches, tls_context
 from tests.firmware.conftest import FTP_PASSWORD, FTP_USER
 from tests.firmware.fwservers import FirmwareFtpServer, FirmwareHttpServer
 
@@ -258,12 +259,60 @@ def test_https_to_an_ip_address_with_ip_san(tls_pki, image):
                 fetcher.open(server.url("/fw.bin", host="localhost"))
 
 
-def test_redirect_to_disallowed_scheme(http_server, https_server, tls_pki, image):
+def test_redirect_to_disallowed_scheme_is_refused_before_it_is_sent(
+    http_server, https_server, tls_pki, image
+):
     https_server.redirect("/fw.bin", http_server.url("/fw.bin"))
     http_server.put("/fw.bin", image)
     settings = FetchSettings(ca_file=tls_pki["ca"], allowed_schemes=("https",))
-    with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme, match="redirected"):
+    with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme) as caught:
         fetcher.open(https_server.url("/fw.bin", host="localhost"))
+    assert f"'http' of {http_server.url('/fw.bin')} is not allowed" in caught.value.message
+    assert http_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "pattern", "allowed"),
+    [
+        ("fw.example.com", "fw.example.com", True),
+        ("FW.Example.COM", "fw.example.com", True),
+        ("fw.example.com.", "fw.example.com", True),
+        ("eu.cdn.example.com", "*.cdn.example.com", True),
+        ("a.b.cdn.example.com", "*.cdn.example.com", True),
+        ("cdn.example.com", "*.cdn.example.com", False),  # the domain itself is not below it
+        ("evilcdn.example.com", "*.cdn.example.com", False),
+        ("fw.example.com.evil.net", "fw.example.com", False),
+        ("127.0.0.1", "127.0.0.1", True),
+        ("::1", "::1", True),
+    ],
+)
+def test_host_patterns(host: str, pattern: str, allowed: bool):
+    assert host_matches(host, pattern) is allowed
+
+
+def test_a_host_outside_allowed_hosts_is_never_contacted(http_server, image):
+    http_server.put("/fw.bin", image)
+    settings = FetchSettings(allowed_hosts=("fw.example.com",))
+    with Fetcher(settings) as fetcher, pytest.raises(HostNotAllowed) as caught:
+        fetcher.open(http_server.url("/fw.bin"))
+    assert "'127.0.0.1'" in caught.value.message and "allowed_hosts" in caught.value.message
+    assert (caught.value.status, caught.value.retryable) == ("DownloadFailed", False)
+    assert http_server.requests == []
+
+
+def test_a_redirect_to_a_host_outside_allowed_hosts_is_refused_before_it_is_sent(image):
+    with FirmwareHttpServer() as origin, FirmwareHttpServer() as elsewhere:
+        elsewhere.put("/fw.bin", image)
+        origin.redirect("/fw.bin", elsewhere.url("/fw.bin", host="localhost"))
+        settings = FetchSettings(allowed_hosts=("127.0.0.1",))
+        with Fetcher(settings) as fetcher:
+            with pytest.raises(HostNotAllowed, match="'localhost'"):
+                fetcher.open(origin.url("/fw.bin"))
+            assert [r.status for r in origin.requests] == [302]
+            assert elsewhere.requests == []  # nothing was sent to the redirect target
+            origin.redirect("/fw.bin", elsewhere.url("/fw.bin"))  # an allowed host: followed
+            data, _ = fetch_all(fetcher, origin.url("/fw.bin"))
+    assert data == image
 
 
 def test_redirect_from_http_to_https_trusts_the_configured_ca(

@@ -92,6 +92,13 @@ def test_unknown_key(write_config: ConfigWriter) -> None:
         ("state", "dir", ["/var/lib"], "expected a non-empty string"),
         ("health", "require_system_running", "yes", "expected true or false"),
         ("firmware", "reboot_command", "systemctl reboot", "list of strings"),
+        ("firmware", "allowed_hosts", "fw.example.com", "expected a list of host names"),
+        ("firmware", "allowed_hosts", ["https://fw.example.com"], "is not a host name"),
+        ("firmware", "allowed_hosts", ["*"], "is not a host name"),
+        ("firmware", "allowed_hosts", ["fw.example.com:443"], "is not a host name"),
+        ("firmware", "signing_key_pins", "ab" * 32, "expected a list of SHA-256 key digests"),
+        ("firmware", "signing_key_pins", ["ab" * 31], "is not a SHA-256 digest"),
+        ("firmware", "signing_key_pins", ["zz" * 32], "is not a SHA-256 digest"),
     ],
 )
 def test_wrong_type_or_value(
