@@ -2,7 +2,8 @@
 
 The boot script names the slot it chose in a parameter (`rauc.slot=A` in RAUC's scripts, or a
 configured one). Independently, `root=` names the device the kernel mounted: a /dev path or
-`PARTUUID=`/`UUID=` resolved through /dev/disk/by-*. When both resolve to slots and disagree,
+`PARTUUID=`/`UUID=`/`PARTLABEL=` resolved through /dev/disk/by-*, matched to a slot by the
+device's major:minor. When both resolve to slots and disagree,
 the env and the boot script do not match (Mender's "No match between boot and root
 partitions"); `booted_from_cmdline` reports that as a problem instead of guessing.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,10 +41,16 @@ def parse(text: str) -> dict[str, str]:
 
 
 def _same_device(a: Path, b: Path) -> bool:
+    """Two paths name the same device: for block devices the same major:minor (the kernel's
+    identity of a device, whichever node or symlink names it, as Mender compares them); for
+    anything else (file slots in tests) the same file after following links."""
     try:
-        return os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b)
+        first, second = os.stat(a), os.stat(b)
     except OSError:
         return False
+    if stat.S_ISBLK(first.st_mode) and stat.S_ISBLK(second.st_mode):
+        return first.st_rdev == second.st_rdev
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def root_slot(root: str, slots: Mapping[str, Path], disk_dir: Path) -> str | None:
