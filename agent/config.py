@@ -86,6 +86,7 @@ class FirmwareConfig:
     allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
     allowed_hosts: tuple[str, ...] = ()
     signing_key_pins: tuple[str, ...] = ()
+    image_check: tuple[str, ...] = ()
     install_gate: tuple[str, ...] = ()
     gate_poll_interval: float = 30.0
     reboot_command: tuple[str, ...] = ("systemctl", "reboot")
@@ -326,6 +327,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "allowed_schemes": _choices(DOWNLOAD_SCHEMES),
         "allowed_hosts": _hosts,
         "signing_key_pins": _key_pins,
+        "image_check": _argv,
         "install_gate": _argv,
         "gate_poll_interval": _seconds(0.1),
         "reboot_command": _argv,

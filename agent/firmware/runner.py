@@ -7,7 +7,8 @@ why (each step is safe to repeat after a crash):
 1. mark the target slot bad before its first byte is written (a half-written slot never boots);
 2. stream it, hashing as it arrives; checkpoint the durable offset for resume;
 3. verify the signature over the streamed digest (no second pass), then read the slot back
-   bypassing the page cache and compare;
+   bypassing the page cache and compare, and run the integrator's image check (version,
+   hardware) on the slot;
 4. wait for the install gate (never interrupt a charging session, L01.FR.06), reporting
    InstallScheduled while it is closed (L01.FR.34); a job resumed while waiting to install
    reads the slot back again first;
@@ -23,7 +24,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.config import Config
 from agent.firmware import certs, signature
@@ -58,6 +59,7 @@ class Context:
     boot_id: Callable[[], str]
     run_reboot: Callable[[Sequence[str]], None]
     may_disturb: Callable[[], bool]
+    check_image: Callable[[Mapping[str, str]], tuple[bool, str]]
     healthy: Callable[[], tuple[bool, str]]
     accepted: threading.Event = dataclasses.field(default_factory=threading.Event)
     # Held while deciding "still cancellable?" and while arming + saving `rebooting`, so a
@@ -167,11 +169,11 @@ class JobRunner:
         if job.phase is Phase.VERIFYING and not self._verify_signature(job):
             return
         if job.phase is Phase.VERIFIED:
-            if not self._read_back(job):
+            if not self._prove_slot(job):
                 return
             if job.install_at is not None and job.install_at > self.ctx.now():
                 self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.16
-        elif job.phase is Phase.INSTALL_SCHEDULED and not self._read_back(job):
+        elif job.phase is Phase.INSTALL_SCHEDULED and not self._prove_slot(job):
             return  # resumed while waiting: the slot is proven on the medium again first
         if job.phase is Phase.INSTALL_SCHEDULED:
             self._wait_until(job.install_at or 0.0, cancel)
@@ -230,13 +232,33 @@ class JobRunner:
         self._enter(job, Phase.VERIFIED)
         return True
 
-    def _read_back(self, job: Job) -> bool:
+    def _prove_slot(self, job: Job) -> bool:
+        """The slot holds the image as streamed (read back past the page cache) and the
+        integrator's image check (version, hardware) accepts it; otherwise
+        InstallVerificationFailed and nothing is armed."""
         try:
             self.ctx.stager.read_back(job)
         except FirmwareError as exc:
             self._finish(job, Status.INSTALL_VERIFICATION_FAILED, exc.message)
             return False
+        ok, reason = self.ctx.check_image(self._image_facts(job))
+        if not ok:
+            self._finish(job, Status.INSTALL_VERIFICATION_FAILED, reason)
+            return False
         return True
+
+    def _image_facts(self, job: Job) -> dict[str, str]:
+        """What the image check is told, as OCPP_FW_* environment variables (no URL: it may
+        carry credentials)."""
+        assert job.target is not None
+        return {
+            "OCPP_FW_SLOT": str(self.ctx.backend.slots[job.target]),
+            "OCPP_FW_SLOT_NAME": job.target,
+            "OCPP_FW_IMAGE_SIZE": str(job.size),
+            "OCPP_FW_IMAGE_SHA256": job.digest or "",
+            "OCPP_FW_RUNNING_VERSION": self.ctx.config.identity.current_firmware_version() or "",
+            "OCPP_FW_REQUEST_ID": str(job.request_id),
+        }
 
     def _install(self, job: Job, cancel: threading.Event) -> None:
         """Gate, arm the trial, InstallRebooting confirmed, reboot."""

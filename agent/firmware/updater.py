@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.config import Config
@@ -44,6 +44,7 @@ class Updater:
         boot_id: Callable[[], str],
         run_reboot: Callable[[Sequence[str]], None],
         may_disturb: Callable[[], bool],
+        check_image: Callable[[Mapping[str, str]], tuple[bool, str]],
         healthy: Callable[[], tuple[bool, str]],
     ) -> None:
         self.config = config
@@ -63,6 +64,7 @@ class Updater:
             boot_id=boot_id,
             run_reboot=run_reboot,
             may_disturb=may_disturb,
+            check_image=check_image,
             healthy=healthy,
         )
         self._runner = JobRunner(self.ctx)

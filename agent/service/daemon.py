@@ -83,6 +83,7 @@ class Daemon:
             boot_id=policy.boot_id_reader(config.boot_id_file),
             run_reboot=policy.run_reboot,
             may_disturb=lambda: policy.may_disturb(config.firmware.install_gate),
+            check_image=lambda facts: policy.image_acceptable(config.firmware.image_check, facts),
             healthy=lambda: policy.healthy(
                 config.health.commands, config.health.require_system_running
             ),

@@ -1,26 +1,37 @@
-"""The two questions the updater asks the charger: may I disturb it now? is this boot healthy?
+"""The questions the updater asks the charger: may I disturb it now? is this image meant for
+it? is this boot healthy?
 
-Both are answered by the integrator's commands (config `firmware.install_gate`, `health.commands`):
-exit status 0 means yes. The agent itself never decides that a charging session may be cut
-(L01.FR.06): without a gate command configured, it assumes the charger has no session to protect.
+All are answered by the integrator's commands (config `firmware.install_gate`,
+`firmware.image_check`, `health.commands`): exit status 0 means yes. The agent itself never
+decides that a charging session may be cut (L01.FR.06): without a gate command configured, it
+assumes the charger has no session to protect.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 120.0
 
 
-def command_succeeds(argv: Sequence[str], what: str) -> tuple[bool, str]:
-    """Run `argv`; (True, "") on exit 0, else (False, a one-line reason)."""
+def command_succeeds(
+    argv: Sequence[str], what: str, env: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """Run `argv` (with `env` added to the environment); (True, "") on exit 0, else (False, a
+    one-line reason)."""
     try:
         done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
     except FileNotFoundError:
         return False, f"{what}: {argv[0]} not found"
@@ -42,6 +53,14 @@ def may_disturb(gate: Sequence[str]) -> bool:
     if not ok:
         LOG.info("install gate closed: %s", reason)
     return ok
+
+
+def image_acceptable(argv: Sequence[str], facts: Mapping[str, str]) -> tuple[bool, str]:
+    """The image check: True when none is configured or it exits 0 given `facts` (the
+    OCPP_FW_* variables: slot, size, digest, running version) in its environment."""
+    if not argv:
+        return True, ""
+    return command_succeeds(argv, "image check", facts)
 
 
 def healthy(commands: Sequence[Sequence[str]], require_system_running: bool) -> tuple[bool, str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import Charger
+from tests.e2e.conftest import HAPPY, IMAGE, Charger
 from tests.e2e.test_l01_power_loss import gate
 
 
@@ -32,6 +33,62 @@ def test_a_slot_that_reads_back_wrong_is_install_verification_failed(
     env = filemodel.load_env(rig.env)
     assert env["trial"] is None and env["primary"] == "A" and "B" in env["bad"]
     assert not rig.reboot_marker.exists()
+
+
+def image_check(rig: ChargerRig, body: str) -> list[str]:
+    """An `[firmware] image_check` script that records its OCPP_FW_* environment first."""
+    script = rig.base / "image-check"
+    script.write_text(
+        f"#!/bin/sh\nenv | grep '^OCPP_FW_' | sort > {rig.base / 'image-check.env'}\n{body}\n"
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_the_image_check_refuses_an_image_not_meant_for_this_charger(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """`[firmware] image_check` (peers §7 item 10: compatibility, anti-downgrade): run on the
+    written slot after the read-back; its refusal is InstallVerificationFailed with its reason,
+    and nothing is armed. It is told the slot, the image's size and digest, the running version
+    and the requestId, and never the URL."""
+    check = image_check(rig, 'echo "image is for AB-Charger-2, this is AB-Charger" >&2; exit 3')
+    agent = charger.start(firmware={"image_check": check})
+    assert charger.update(firmware, 63) == "Accepted"
+    charger.wait_status("InstallVerificationFailed")
+    charger.assert_coherent(63, [*HAPPY[:3], "InstallVerificationFailed"])
+    error = charger.job()["error"]
+    assert "image check" in error and "exited 3" in error and "AB-Charger-2" in error, error
+    told = dict(
+        line.split("=", 1) for line in (rig.base / "image-check.env").read_text().splitlines()
+    )
+    assert told == {
+        "OCPP_FW_SLOT": str(rig.slots["B"]),
+        "OCPP_FW_SLOT_NAME": "B",
+        "OCPP_FW_IMAGE_SIZE": str(len(IMAGE)),
+        "OCPP_FW_IMAGE_SHA256": hashlib.sha256(IMAGE).hexdigest(),
+        "OCPP_FW_RUNNING_VERSION": "1.0",
+        "OCPP_FW_REQUEST_ID": "63",
+    }
+    env = filemodel.load_env(rig.env)
+    assert env["trial"] is None and env["primary"] == "A"
+    assert not rig.reboot_marker.exists() and "update 63 finished" in agent.log
+
+
+def test_an_image_check_that_accepts_lets_the_install_go_on(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """The check reads the slot itself (here: its digest) and exits 0: the install continues."""
+    check = image_check(
+        rig,
+        'head -c "$OCPP_FW_IMAGE_SIZE" "$OCPP_FW_SLOT" | sha256sum '
+        '| grep -q "^$OCPP_FW_IMAGE_SHA256 "',
+    )
+    agent = charger.start(firmware={"image_check": check})
+    assert charger.update(firmware, 64) == "Accepted"
+    rig.wait_reboot_request(agent)
+    charger.assert_coherent(64, HAPPY)
+    assert (rig.base / "image-check.env").exists()
 
 
 def test_a_daemon_that_keeps_dying_gives_the_update_up(
