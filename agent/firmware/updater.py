@@ -8,6 +8,7 @@ job where its phase says. On backends that count every boot it confirms healthy 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -17,15 +18,12 @@ from agent.config import Config
 from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
-from agent.firmware.job import (
-    CANCELLABLE,
-    Job,
-    JobStore,
-)
+from agent.firmware.job import CANCELLABLE, Job, JobStore, Phase
 from agent.firmware.reporting import Reporter
 from agent.firmware.runner import Context, JobRunner
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
+from agent.ocpp.validate import format_datetime
 from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotHealth
 
 LOG = logging.getLogger(__name__)
@@ -193,6 +191,9 @@ class Updater:
             out["outcome"] = job.outcome
         if job.error:
             out["error"] = job.error
+        waiting = _waiting_for(job, self.ctx.now())
+        if waiting is not None:
+            out["waiting_for"] = waiting
         out.update(self.stager.progress(job))
         return out
 
@@ -215,3 +216,18 @@ class Updater:
             daemon=True,
         )
         self._worker.start()
+
+
+def _waiting_for(job: Job, now: float) -> str | None:
+    """What a scheduled job waits for, in words for `ocpp-fw-agent status`."""
+    if job.phase is Phase.DOWNLOAD_SCHEDULED:
+        return f"retrieveDateTime {_when(job.retrieve_at)}"
+    if job.phase is Phase.INSTALL_SCHEDULED:
+        if job.install_at is not None and job.install_at > now:
+            return f"installDateTime {_when(job.install_at)}"
+        return "the install gate (a charging session is running)"
+    return None
+
+
+def _when(epoch: float) -> str:
+    return format_datetime(datetime.datetime.fromtimestamp(epoch, datetime.UTC))

@@ -59,6 +59,8 @@ def human(document: dict[str, Any]) -> str:
     job = document.get("job")
     if job:
         lines.append(f"update:       request {job.get('request_id')}: {job.get('phase')}")
+        if job.get("waiting_for"):
+            lines.append(f"waiting for:  {job['waiting_for']}")
         done, total = job.get("bytes_done"), job.get("bytes_total")
         if done is not None:
             size = f"{done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else "")

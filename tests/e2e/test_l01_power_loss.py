@@ -8,6 +8,8 @@ The install gate (L01.FR.06) holds Installing, the trial and the reboot until it
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from agent.demo.fileserver import FirmwareHttpServer
@@ -24,6 +26,18 @@ def gate(rig: ChargerRig) -> dict[str, object]:
         "install_gate": ["test", "-e", str(rig.base / "gate-open")],
         "gate_poll_interval": GATE_POLL,
     }
+
+
+def status_showing(rig: ChargerRig, needle: str, timeout: float) -> str:
+    """What `ocpp-fw-agent status` prints for this charger, once it shows `needle` (the
+    daemon publishes its status shortly after a change)."""
+
+    def shown() -> str | None:
+        argv = [sys.executable, "-m", "agent", "-c", str(rig.base / "agent.toml"), "status"]
+        text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        return text if needle in text else None
+
+    return str(wait_until(shown, timeout, f"status showing {needle!r}"))
 
 
 def finish_after_reboot(charger: Charger, rig: ChargerRig, request_id: int, before: list[str]):
@@ -52,6 +66,8 @@ def test_the_install_gate_holds_the_install_and_the_reboot(
     assert agent.log.count("install gate closed") >= 3
     assert charger.statuses() == GATED[:4]  # and InstallScheduled only once
     assert filemodel.load_env(rig.env)["trial"] is None and not rig.reboot_marker.exists()
+    shown = status_showing(rig, "waiting for:  the install gate", 5)
+    assert "request 31: install-scheduled" in shown
     charger.assert_triggers("InstallScheduled", 31)  # L01.FR.29 while waiting at the gate
     (rig.base / "gate-open").touch()
     finish_after_reboot(charger, rig, 31, GATED)
@@ -171,6 +187,8 @@ def test_kill9_while_the_install_is_scheduled_keeps_the_schedule(
     install = int(time.time()) + 3
     assert charger.update(firmware, 35, install=iso(install)) == "Accepted"
     charger.wait_status("InstallScheduled")
+    shown = status_showing(rig, "waiting for:  installDateTime", 2)
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(install)) in shown
     charger.wait_acknowledged()
     agent.kill9()
     charger.restart()
