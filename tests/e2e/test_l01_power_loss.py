@@ -172,6 +172,8 @@ def test_kill9_while_the_download_is_scheduled_keeps_the_schedule(
     retrieve = int(time.time()) + 3
     assert charger.update(firmware, 34, retrieve=iso(retrieve)) == "Accepted"
     charger.wait_status("DownloadScheduled")
+    shown = status_showing(rig, "waiting for:  retrieveDateTime", 2)
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(retrieve)) in shown
     charger.wait_acknowledged()
     agent.kill9()
     charger.restart()
