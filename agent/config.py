@@ -85,6 +85,7 @@ class FirmwareConfig:
     ca_file: Path | None = None
     allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
     allowed_hosts: tuple[str, ...] = ()
+    max_download_rate: int = 0
     signing_key_pins: tuple[str, ...] = ()
     image_check: tuple[str, ...] = ()
     install_gate: tuple[str, ...] = ()
@@ -326,6 +327,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "ca_file": _readable_file,
         "allowed_schemes": _choices(DOWNLOAD_SCHEMES),
         "allowed_hosts": _hosts,
+        "max_download_rate": _integer(0, 1 << 40),
         "signing_key_pins": _key_pins,
         "image_check": _argv,
         "install_gate": _argv,

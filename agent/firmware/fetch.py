@@ -23,6 +23,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -134,13 +135,18 @@ class _Pump:
         resume: ResumeFrom | None,
         chunk_size: int,
         cancel: threading.Event,
+        max_rate: int = 0,
     ) -> None:
         self._source = source
         self._resume = resume
-        self._chunk_size = chunk_size
         self._cancel = cancel
         self._queue: queue.Queue[object] = queue.Queue(QUEUE_DEPTH)
         self._stopped = threading.Event()
+        self._throttle = _Throttle(max_rate, self._stopped) if max_rate > 0 else None
+        # A throttled transfer reads small pieces, so its pauses stay short and even.
+        self._chunk_size = (
+            min(chunk_size, max(16 * 1024, max_rate // 8)) if max_rate else chunk_size
+        )
         self._thread = threading.Thread(target=self._run, name="fw-fetch", daemon=True)
 
     def start(self) -> None:
@@ -155,6 +161,8 @@ class _Pump:
                 data = self._source.read(self._chunk_size)
                 if not data:
                     break
+                if self._throttle is not None:
+                    self._throttle.pace(len(data))
                 if not self._put(data):
                     return
             if not self._stopped.is_set():
@@ -191,6 +199,34 @@ class _Pump:
             return
         self._stopped.set()
         self._source.abort()
+
+
+class _Throttle:
+    """Holds a transfer to `rate` bytes per second on average (`[firmware] max_download_rate`):
+    a charger on a cellular link keeps room for its charging sessions' own traffic.
+
+    The reader sleeps until each piece's due time. Time lost to a slow link is credited for at
+    most BURST seconds, so a link that recovers does not then run flat out to catch up.
+    """
+
+    BURST = 1.0
+
+    def __init__(self, rate: int, stopped: threading.Event) -> None:
+        self._rate = rate
+        self._stopped = stopped
+        self._origin = time.monotonic()
+        self._moved = 0
+
+    def pace(self, size: int) -> None:
+        """Account `size` bytes just read; wait (unless stopped) until they are due."""
+        self._moved += size
+        due = self._moved / self._rate  # seconds after the origin these bytes may be done
+        now = time.monotonic()
+        if now - self._origin - due > self.BURST:
+            self._origin = now - due - self.BURST
+        wait = due - (now - self._origin)
+        if wait > 0:
+            self._stopped.wait(wait)
 
 
 def _unexpected(exc: BaseException) -> DownloadError:
@@ -232,7 +268,13 @@ class Fetcher:
     ) -> Transfer:
         """Connect and read the response head; raises DownloadError or DownloadCancelled."""
         source = self._source(url)
-        pump = _Pump(source, resume, self.settings.chunk_size, cancel or threading.Event())
+        pump = _Pump(
+            source,
+            resume,
+            self.settings.chunk_size,
+            cancel or threading.Event(),
+            self.settings.max_rate,
+        )
         pump.start()
         try:
             first = pump.get()

@@ -27,6 +27,7 @@ class FetchSettings:
     ca_file: Path | None = None  # added to the system CA store, never replacing it
     allowed_schemes: tuple[str, ...] = DOWNLOAD_SCHEMES
     allowed_hosts: tuple[str, ...] = ()  # empty: any host; "*.example.com": its subdomains
+    max_rate: int = 0  # bytes per second on average; 0: as fast as the link goes
     chunk_size: int = CHUNK_SIZE
 
     @classmethod
@@ -37,6 +38,7 @@ class FetchSettings:
             ca_file=firmware.ca_file,
             allowed_schemes=firmware.allowed_schemes,
             allowed_hosts=firmware.allowed_hosts,
+            max_rate=firmware.max_download_rate,
         )
 
     def check_url(self, url: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import FirmwareConfig
 from agent.firmware.errors import (
     ConnectFailed,
     DownloadCancelled,
@@ -396,6 +397,70 @@ def test_cancel_interrupts_a_blocked_transfer_within_a_second(http_server, image
         thread.join(5)
         elapsed = time.monotonic() - started
     assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), DownloadCancelled)
+    assert elapsed < 1.0
+
+
+# --- the download speed limit -----------------------------------------------------------------
+
+
+def test_settings_follow_the_firmware_config():
+    firmware = FirmwareConfig(
+        connect_timeout=7, stall_timeout=9, allowed_schemes=("https",),
+        allowed_hosts=("fw.example.com",), max_download_rate=123_456,
+    )  # fmt: skip
+    settings = FetchSettings.from_config(firmware)
+    assert (settings.connect_timeout, settings.stall_timeout) == (7, 9)
+    assert (settings.allowed_schemes, settings.allowed_hosts) == (("https",), ("fw.example.com",))
+    assert settings.max_rate == 123_456
+
+
+def test_a_speed_limit_holds_the_average_rate(http_server, image):
+    """`[firmware] max_download_rate`: 1 MiB at 1 MiB/s takes at least about a second however
+    fast the link (a lower bound: a slow machine only makes it longer), and arrives intact."""
+    http_server.put("/fw.bin", image)
+    rate = 1 << 20
+    with Fetcher(FetchSettings(max_rate=rate)) as fetcher:
+        started = time.monotonic()
+        data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
+        elapsed = time.monotonic() - started
+    assert data == image
+    assert elapsed >= 0.9 * len(image) / rate, elapsed
+
+
+def test_unlimited_is_not_throttled_and_limited_reads_small_pieces(http_server, image):
+    """The throttle's pieces are small (an eighth of a second's worth, at least 16 KiB), so its
+    pauses are short; without a limit the configured chunk size applies."""
+    http_server.put("/fw.bin", image)
+    sizes: dict[int, set[int]] = {}
+    for rate in (0, 512 * 1024):
+        with (
+            Fetcher(FetchSettings(max_rate=rate)) as fetcher,
+            fetcher.open(http_server.url("/fw.bin")) as transfer,
+        ):
+            sizes[rate] = {len(chunk) for chunk in transfer.chunks()}
+    assert max(sizes[0]) == FetchSettings().chunk_size
+    assert max(sizes[512 * 1024]) == 64 * 1024
+
+
+def test_cancel_is_prompt_while_throttled(http_server, image):
+    """A throttled reader sleeps on the stop event: cancel still ends it within a second."""
+    http_server.put("/fw.bin", image)
+    cancel = threading.Event()
+    with Fetcher(FetchSettings(max_rate=64 * 1024)) as fetcher:
+
+        def download() -> int:
+            with fetcher.open(http_server.url("/fw.bin"), cancel=cancel) as transfer:
+                return sum(len(c) for c in transfer.chunks())
+
+        thread, outcome = run_in_thread(download)
+        wait_for_bytes = time.monotonic() + 5
+        while http_server.sent() == 0 and time.monotonic() < wait_for_bytes:
+            time.sleep(0.01)
+        started = time.monotonic()
+        cancel.set()
+        thread.join(5)
+        elapsed = time.monotonic() - started
     assert isinstance(outcome.get("error"), DownloadCancelled)
     assert elapsed < 1.0
 

@@ -97,6 +97,8 @@ def test_unknown_key(write_config: ConfigWriter) -> None:
         ("firmware", "allowed_hosts", ["*"], "is not a host name"),
         ("firmware", "allowed_hosts", ["fw.example.com:443"], "is not a host name"),
         ("firmware", "signing_key_pins", "ab" * 32, "expected a list of SHA-256 key digests"),
+        ("firmware", "max_download_rate", "1M", "expected an integer"),
+        ("firmware", "max_download_rate", -1, "expected an integer"),
         ("firmware", "signing_key_pins", ["ab" * 31], "is not a SHA-256 digest"),
         ("firmware", "signing_key_pins", ["zz" * 32], "is not a SHA-256 digest"),
     ],
