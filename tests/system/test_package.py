@@ -708,6 +708,12 @@ boot_id_file = "/srv/boot_id"
 [firmware]
 manufacturer_roots = "/etc/ocpp-fw-agent/roots"
 checkpoint_bytes = 262144
+# The integrator's commands run under the unit's sandbox too: the image check reads the slot.
+image_check = [
+    "/bin/sh", "-c",
+    'head -c "$OCPP_FW_IMAGE_SIZE" "$OCPP_FW_SLOT" | sha256sum | grep -q "$OCPP_FW_IMAGE_SHA256"',
+]
+install_gate = ["/bin/sh", "-c", "test -r /etc/os-release"]
 
 [slots]
 backend = "file"
@@ -720,9 +726,10 @@ deadline = 60
 
 def test_signed_update_through_a_real_reboot(system: System, tmp_path: Path) -> None:
     """Use case L01 under the unit's sandbox: SignedUpdateFirmware, the image streamed from a
-    server on the host into slot B, verified and read back, the trial armed, a real reboot
-    (`systemctl reboot` from the daemon: the container exits 133), the bootloader's rules, the
-    next boot commits B and reports Installed and FirmwareUpdated."""
+    server on the host into slot B, verified and read back, checked by the integrator's image
+    check (which reads the slot under the sandbox), past the install gate, the trial armed, a
+    real reboot (`systemctl reboot` from the daemon: the container exits 133), the
+    bootloader's rules, the next boot commits B and reports Installed and FirmwareUpdated."""
     c = system.container
     rig = ChargerRig(tmp_path / "rig", system.csms.url, CHARGE_POINT_ID)  # PKI and signatures
     roots = c.path("/etc/ocpp-fw-agent/roots")
