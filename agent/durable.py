@@ -21,6 +21,11 @@ class StateFileError(Exception):
     """A state file exists but cannot be used (torn, not JSON, wrong format version)."""
 
 
+class StateWriteError(OSError):
+    """A state file could not be written durably (a full or read-only state dir). A reader
+    still sees a whole document, most likely the old one; callers decide what that stops."""
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename or unlink in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -39,21 +44,26 @@ def atomic_write_bytes(
     the published status, rewritten on a timer, is not."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateWriteError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
     except BaseException:
-        os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
     if update_step:
         crashpoints.reached(f"write {path.name}")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import FirmwareConfig
-from agent.durable import StateFileError, atomic_write_json, read_json
+from agent.durable import StateFileError, StateWriteError, atomic_write_json, read_json
 from agent.ocpp import v16
 
 LOG = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ class JobStore:
     def save(self, job: Job, *, transition: bool = True) -> None:
         """Persist `job`. A transition is counted (the crash-loop breaker reads the count) and
         recorded with the boot id; a download checkpoint is neither."""
+        counted = (job.transitions, job.history)
         if transition:
             job.transitions += 1
             job.history = [
@@ -206,4 +207,9 @@ class JobStore:
             # job.json.prev, which `load` falls back to.
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path, self.previous)
-        atomic_write_json(self.path, job.to_document())
+        try:
+            atomic_write_json(self.path, job.to_document())
+        except StateWriteError:
+            # Not saved, so not counted: retries on a full disk must not trip the breaker.
+            job.transitions, job.history = counted
+            raise

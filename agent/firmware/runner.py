@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from agent.config import Config
+from agent.durable import StateWriteError
 from agent.firmware import certs, signature
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import DownloadCancelled, FirmwareError
@@ -39,6 +40,9 @@ from agent.slots.base import BackendError, BootBackend
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
+
+
+STATE_RETRY_MAX = 60.0  # seconds between tries, at most, while the state dir is unwritable
 
 
 class Cancelled(Exception):
@@ -80,12 +84,37 @@ class JobRunner:
         self.ctx = ctx
 
     def run(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
-        """The worker thread's body: the job from its saved phase to its end or the reboot."""
+        """The worker thread's body: the job from its saved phase to its end or the reboot.
+
+        When the state dir cannot be written (full, read-only) the job pauses and tries again,
+        1 s later, then doubling up to STATE_RETRY_MAX, as if the daemon had restarted: every
+        step is safe to repeat, and what is on disk is a whole earlier state."""
+        wait = 1.0
+        while True:
+            try:
+                self._run_once(job, cancel, resumed)
+                return
+            except StateWriteError as exc:
+                LOG.error(
+                    "update %s paused in phase %s: %s; trying again in %.0f s",
+                    job.request_id,
+                    job.phase,
+                    exc,
+                    wait,
+                )
+                if cancel.wait(wait):
+                    LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
+                    return
+                wait, resumed = min(2 * wait, STATE_RETRY_MAX), True
+
+    def _run_once(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
         try:
             self._reconcile(job)
             self._drive(job, cancel, resumed)
         except Cancelled:
             LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
+        except StateWriteError:
+            raise
         except Exception as exc:  # a bug or an unexpected failure: fail the job, keep running
             LOG.exception("update %s failed unexpectedly", job.request_id)
             self._finish(job, Status.INSTALLATION_FAILED, f"internal error: {exc}")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.config import Config
+from agent.durable import StateWriteError
 from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
@@ -159,7 +160,13 @@ class Updater:
             self._cancel_worker()
             status = answer.ACCEPTED_CANCELED
         job = Job.from_request(request, self.config.firmware, now=self.ctx.now())
-        self.store.save(job)  # durable before the CSMS hears Accepted
+        try:
+            self.store.save(job)  # durable before the CSMS hears Accepted
+        except StateWriteError as exc:
+            LOG.error("refusing request %s: %s", request.request_id, exc)
+            if current is not None and status is answer.ACCEPTED_CANCELED:
+                self._spawn(current, resumed=True)  # not replaced after all: it goes on
+            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         self._job = job
         return v16.SignedUpdateFirmwareConf(status=status)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.durable import StateFileError, atomic_write_json, read_json
+from agent.durable import StateFileError, StateWriteError, atomic_write_json, read_json
 
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -68,9 +68,9 @@ class Outbox:
         self._notes = notes
         return entries
 
-    def _save(self) -> None:
-        entries = [dataclasses.asdict(entry) for entry in self._entries]
-        document = {"version": FORMAT_VERSION, "entries": entries, "notes": self._notes}
+    def _save(self, entries: list[Entry], notes: dict[str, Any]) -> None:
+        rows = [dataclasses.asdict(entry) for entry in entries]
+        document = {"version": FORMAT_VERSION, "entries": rows, "notes": notes}
         atomic_write_json(self._path, document)
 
     def append(self, action: str, payload: dict[str, Any]) -> str:
@@ -86,9 +86,9 @@ class Outbox:
         now = time.time()
         entries = [Entry(str(uuid.uuid4()), action, payload, now) for action, payload in calls]
         with self._lock:
-            self._entries.extend(entries)
-            self._notes.update(notes or {})
-            self._save()
+            queued, noted = [*self._entries, *entries], {**self._notes, **(notes or {})}
+            self._save(queued, noted)  # StateWriteError: nothing was queued
+            self._entries, self._notes = queued, noted
         self._on_change()
         return [entry.unique_id for entry in entries]
 
@@ -108,7 +108,12 @@ class Outbox:
             if len(remaining) == len(self._entries):
                 return False
             self._entries = remaining
-            self._save()
+            try:
+                self._save(remaining, self._notes)
+            except StateWriteError as exc:
+                # Delivered all the same; the copy on disk is sent again only if the daemon
+                # restarts before a later write succeeds (at least once, as after a crash).
+                LOG.error("outbox: %s; %s stays on disk until the next write", exc, unique_id)
             self._delivered.add(unique_id)
             self._lock.notify_all()
         return True

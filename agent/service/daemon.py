@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from agent.config import Config
+from agent.durable import StateWriteError
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter
 from agent.firmware.updater import Updater
@@ -96,6 +97,7 @@ class Daemon:
         self._running = False
         self._status_due = 0.0
         self._last_status_line = ""
+        self._publish_error = ""
         self._last_snapshot: dict[str, Any] = {}
         self._hang_file = os.environ.get(HANG_FILE_ENV)
         self.session.route(
@@ -278,7 +280,14 @@ class Daemon:
             snap["connection"] = "stopped"
         if force or snap != self._last_snapshot:  # unchanged: spare the flash a write
             self._last_snapshot = snap
-            status_file.publish(self.config.state_dir, snap)
+            try:
+                status_file.publish(self.config.state_dir, snap)
+            except StateWriteError as exc:  # only what `status` shows goes stale
+                if str(exc) != self._publish_error:
+                    LOG.warning("cannot publish the status: %s", exc)
+                self._publish_error = str(exc)
+            else:
+                self._publish_error = ""
         line = self._status_line(snap)
         if line != self._last_status_line:
             self._last_status_line = line

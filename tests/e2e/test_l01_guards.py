@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import HAPPY, IMAGE, Charger
+from tests.e2e.conftest import HAPPY, IMAGE, Charger, wait_until
 from tests.e2e.test_l01_power_loss import gate
 
 
@@ -129,3 +136,88 @@ def published(rig: ChargerRig) -> dict:
     """The daemon's published status (what `ocpp-fw-agent status` shows)."""
     path = rig.state / "status.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.fixture
+def small_state_dir(rig: ChargerRig) -> Iterator[Path]:
+    """The charger's state dir on a 256 KiB tmpfs (as root), its files carried over."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    kept = {path.name: path.read_bytes() for path in rig.state.iterdir() if path.is_file()}
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(rig.state)], check=True)
+    try:
+        for name, data in kept.items():
+            (rig.state / name).write_bytes(data)
+        yield rig.state
+    finally:
+        subprocess.run(["umount", "-l", str(rig.state)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem under `directory` to the last byte (again, if something was freed
+    since); returns the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 1024)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_state_dir_pauses_the_update_until_space_returns(
+    charger: Charger,
+    rig: ChargerRig,
+    firmware: Firmware,
+    fileserver: FirmwareHttpServer,
+    small_state_dir: Path,
+):
+    """The state dir fills up mid-download (logs, another program): the daemon keeps running,
+    the update pauses with a clear error instead of dying in its thread, a daemon (re)started
+    on the full disk runs too (its status file just goes stale), and the update goes on from
+    its durable state, with no status lost or repeated, once space returns."""
+    fileserver.faults.stall_after = 300_000
+    agent = charger.start()
+    assert charger.update(firmware, 65) == "Accepted"
+    assert fileserver.stalled.wait(10)
+    charger.wait_acknowledged()
+    filler = fill(small_state_dir)
+    fileserver.faults.stall_after = None
+    fileserver.release.set()
+    agent.wait_log("update 65 paused in phase")
+    assert "No space left on device" in agent.log
+    assert agent.proc is not None and agent.proc.poll() is None  # the daemon lives on
+    agent.kill9()
+    fill(small_state_dir)  # a failed transition may have freed a page: full again
+    paused_before = agent.log.count("update 65 paused in phase")
+    agent = charger.restart()  # as systemd would, on the full disk
+    wait_until(
+        lambda: agent.log.count("update 65 paused in phase") > paused_before, 10, "paused again"
+    )
+    assert "cannot publish the status" in agent.log
+    assert agent.proc is not None and agent.proc.poll() is None
+    assert charger.statuses(65) == ["Downloading"]
+    filler.unlink()
+    rig.wait_reboot_request(agent)
+    charger.wait_acknowledged()
+    charger.assert_coherent(65, HAPPY)
+    assert rig.slots["B"].read_bytes()[: len(IMAGE)] == IMAGE
+
+
+def test_a_request_on_a_full_state_dir_is_rejected_and_says_why(
+    charger: Charger, rig: ChargerRig, firmware: Firmware, small_state_dir: Path
+):
+    """The job cannot be made durable, so it is not accepted: Rejected (not a CALLERROR), the
+    reason in the log; once there is space, the next request is accepted."""
+    agent = charger.start()
+    charger.csms.wait_message("BootNotification")
+    filler = fill(small_state_dir)
+    assert charger.update(firmware, 66) == "Rejected"
+    agent.wait_log("refusing request 66: ")
+    assert "No space left on device" in agent.log
+    filler.unlink()
+    assert charger.update(firmware, 67) == "Accepted"
+    charger.wait_status("Downloaded")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+
+import pytest
 
 from agent.config import FirmwareConfig
+from agent.durable import StateWriteError
 from agent.firmware.job import Job, JobStore, Phase
 from agent.ocpp import v16
 
@@ -55,6 +59,28 @@ def test_transitions_are_counted_and_recorded_with_the_boot_id_checkpoints_are_n
         ("verifying", "boot-1"),
         ("rebooting", "boot-2"),
     ]
+
+
+def block_writes(path) -> None:
+    """Make the next atomic write of `path` fail, without root: a directory sits where its
+    temporary file would go."""
+    path.with_name(f".{path.name}.tmp-{os.getpid()}").mkdir()
+
+
+def test_a_save_that_fails_is_not_counted_and_the_previous_generation_stays(tmp_path):
+    """A full state dir: the transition is not counted in memory (retries on a full disk must
+    not trip the crash-loop breaker) and `load` still finds the last saved generation."""
+    store = JobStore(tmp_path, lambda: "boot-1")
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job)
+    block_writes(store.path)
+    job.phase = Phase.VERIFYING
+    for _ in range(3):
+        with pytest.raises(StateWriteError, match="cannot write"):
+            store.save(job)
+    assert (job.transitions, len(job.history)) == (1, 1)
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and (loaded.phase, loaded.transitions) == (Phase.DOWNLOADING, 1)
 
 
 def test_a_torn_newest_generation_falls_back_to_the_previous_one(tmp_path):

@@ -4,11 +4,13 @@ safe across restarts, and an unreadable file is kept aside rather than silently 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from agent.durable import StateWriteError
 from agent.ocpp.outbox import Outbox
 
 STATUS = "SignedFirmwareStatusNotification"
@@ -27,6 +29,23 @@ def test_entries_survive_a_new_instance_in_order(tmp_path: Path) -> None:
     assert [e.payload["requestId"] for e in reopened.entries()] == [0, 1, 2]
     assert all(e.action == STATUS for e in reopened.entries())
     assert len(set(ids)) == 3 and all(len(i) <= 36 for i in ids)  # OCPP-J 1.6 §4.1.4
+
+
+def test_an_append_that_cannot_be_saved_queues_nothing(tmp_path: Path) -> None:
+    """A full state dir: the caller hears StateWriteError and nothing is sent that is not on
+    disk; an acknowledgement that cannot be saved still counts as delivered."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    first, second = fill(outbox, 2)
+    path.with_name(f".{path.name}.tmp-{os.getpid()}").mkdir()  # the next writes fail
+    with pytest.raises(StateWriteError):
+        outbox.append(STATUS, {"status": "Downloaded", "requestId": 9})
+    assert [e.unique_id for e in outbox.entries()] == [first, second]
+    assert outbox.acknowledge(first)
+    assert [e.unique_id for e in outbox.entries()] == [second]
+    assert outbox.wait_delivered(first, 0)
+    reopened = Outbox(path)  # what a restart would send: the acknowledged one again
+    assert [e.unique_id for e in reopened.entries()] == [first, second]
 
 
 def test_the_file_is_a_versioned_json_document(tmp_path: Path) -> None:
