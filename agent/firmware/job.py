@@ -202,14 +202,17 @@ class JobStore:
                 *job.history[-(MAX_HISTORY - 1) :],
                 [job.phase.value, self._boot_id(), time.time()],
             ]
-            # The current generation becomes the previous one by a rename, made durable by the
-            # directory fsync of the write below. A cut between the two leaves only
-            # job.json.prev, which `load` falls back to.
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path, self.previous)
         try:
+            if transition:
+                # The current generation becomes the previous one by a rename, made durable by
+                # the directory fsync of the write below. A cut between the two leaves only
+                # job.json.prev, which `load` falls back to.
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path, self.previous)
             atomic_write_json(self.path, job.to_document())
-        except StateWriteError:
+        except OSError as exc:
             # Not saved, so not counted: retries on a full disk must not trip the breaker.
             job.transitions, job.history = counted
-            raise
+            if isinstance(exc, StateWriteError):
+                raise
+            raise StateWriteError(exc.errno, f"cannot keep {self.path}: {exc.strerror}") from exc

@@ -15,7 +15,7 @@ import pytest
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import HAPPY, IMAGE, Charger, wait_until
+from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, wait_until
 from tests.e2e.test_l01_power_loss import gate
 
 
@@ -221,3 +221,26 @@ def test_a_request_on_a_full_state_dir_is_rejected_and_says_why(
     filler.unlink()
     assert charger.update(firmware, 67) == "Accepted"
     charger.wait_status("Downloaded")
+
+
+def test_a_request_that_cannot_be_saved_leaves_the_running_update_going(
+    charger: Charger, rig: ChargerRig, firmware: Firmware, small_state_dir: Path
+):
+    """A new request would cancel the update held at the gate (L01.FR.26), but it cannot be
+    saved (the state dir's filesystem went read-only): it is Rejected, and the running update
+    goes on and installs once the gate opens."""
+    agent = charger.start(firmware=gate(rig))
+    assert charger.update(firmware, 68) == "Accepted"
+    charger.wait_status("InstallScheduled")
+    charger.wait_acknowledged()
+    remount = ["mount", "-o", "remount,{}", str(small_state_dir)]
+    subprocess.run([w.format("ro") for w in remount], check=True)
+    try:
+        assert charger.update(firmware, 69) == "Rejected"
+        agent.wait_log("refusing request 69: ")
+        assert "Read-only file system" in agent.log
+    finally:
+        subprocess.run([w.format("rw") for w in remount], check=True)
+    (rig.base / "gate-open").touch()
+    rig.wait_reboot_request(agent)
+    charger.assert_coherent(68, GATED)
