@@ -171,15 +171,27 @@ class TestCsms:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+
         async def close() -> None:
             self._server.close()
             await self._server.wait_closed()
+            # Finish every task (a charge point's reader, a pending call) inside the loop:
+            # left suspended, they would be torn down later by the garbage collector, after
+            # the loop is gone, and complain into whichever test runs then.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()
 
     def now(self) -> datetime.datetime:
         return datetime.datetime.now(datetime.UTC) + self.clock_offset
