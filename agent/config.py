@@ -251,8 +251,9 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _key_pins(value: Any) -> tuple[str, ...]:
-    """SHA-256 digests (hex, colons allowed) of SubjectPublicKeyInfo structures."""
+def key_pins(value: Any) -> tuple[str, ...]:
+    """SHA-256 digests (hex, colons allowed) of SubjectPublicKeyInfo structures, normalised
+    to lower-case hex as `certs.key_pin` gives them (also for `ocpp-fw-agent verify --pin`)."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of SHA-256 key digests in hex")
     pins = tuple(v.replace(":", "").strip().lower() for v in value)
@@ -328,7 +329,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "allowed_schemes": _choices(DOWNLOAD_SCHEMES),
         "allowed_hosts": _hosts,
         "max_download_rate": _integer(0, 1 << 40),
-        "signing_key_pins": _key_pins,
+        "signing_key_pins": key_pins,
         "image_check": _argv,
         "install_gate": _argv,
         "gate_poll_interval": _seconds(0.1),

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.config import key_pins
 from agent.firmware import certs, signature
 from agent.firmware.errors import FirmwareError
 from agent.ocpp import v16
@@ -50,7 +51,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             Path(args.cert).read_text(encoding="ascii"),
             roots,
             crls=crls,
-            pins=[pin.replace(":", "").lower() for pin in args.pin],
+            pins=args.pin,
         )
     except FirmwareError as exc:
         print(f"REJECTED ({exc.status}): {exc.message}")
@@ -62,6 +63,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"    signed by {verdict.certificate.summary}")
     print(f"    signing key pin: {certs.key_pin(verdict.certificate.certificate)}")
     return 0
+
+
+def _key_pin(text: str) -> str:
+    """One `--pin`, checked and normalised as `[firmware] signing_key_pins` entries are."""
+    try:
+        return key_pins([text])[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -107,6 +116,7 @@ def add_commands(sub: Any, add: Any) -> None:
         "--pin",
         action="append",
         default=[],
+        type=_key_pin,
         help="require the signing key to have this SHA-256 pin (repeatable; "
         "[firmware] signing_key_pins)",
     )

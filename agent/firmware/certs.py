@@ -332,8 +332,8 @@ def check_signing_certificate(
         serialization.Encoding.DER
     ):
         _check_key_usage(cert)
-    if pins and key_pin(cert) not in pins:
-        raise invalid(f"signing key {key_pin(cert)[:16]}… is not one of the pinned keys")
+    if pins and (pin := key_pin(cert)) not in pins:
+        raise invalid(f"signing key {pin[:16]}… is not one of the pinned keys")
     verdict = CertVerdict(cert, root, reading.source, description)
     log.info("signing certificate accepted: %s", verdict.summary)
     return verdict

@@ -298,11 +298,12 @@ class JobRunner:
             self._save(job)
             self._after_reboot(job, cancel)
             return
-        while not self.ctx.may_disturb():  # L01.FR.06: never interrupt a charging session
+
+        def announce_waiting() -> None:
             if job.phase is Phase.VERIFIED:
                 self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.34: why nothing happens
-            if cancel.wait(self.ctx.config.firmware.gate_poll_interval):
-                raise Cancelled()
+
+        self._wait_for_gate(cancel, while_closed=announce_waiting)  # L01.FR.06
         if job.phase is not Phase.INSTALLING:
             self._enter(job, Phase.INSTALLING)
         with self.ctx.arming:
@@ -319,6 +320,17 @@ class JobRunner:
         # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out).
         self._await_delivery(self._announce(job, Status.INSTALL_REBOOTING), cancel)
         self._reboot()
+
+    def _wait_for_gate(
+        self, cancel: threading.Event, while_closed: Callable[[], None] | None = None
+    ) -> None:
+        """Until the install gate opens: never interrupt a charging session (L01.FR.06).
+        `while_closed` runs at each closed poll."""
+        while not self.ctx.may_disturb():
+            if while_closed is not None:
+                while_closed()
+            if cancel.wait(self.ctx.config.firmware.gate_poll_interval):
+                raise Cancelled()
 
     def _await_delivery(self, unique_id: str, cancel: threading.Event) -> None:
         """Until the CSMS answered a status we are about to reboot after, or it timed out.
@@ -389,9 +401,7 @@ class JobRunner:
             LOG.error("cannot abandon the trial of %s: %s", job.target, exc)
         unique_id = self._finish(job, Status.INSTALLATION_FAILED, f"trial failed: {why}")
         self._await_delivery(unique_id, cancel)  # told before the reboot, as InstallRebooting
-        while not self.ctx.may_disturb():  # the way back waits for the gate too
-            if cancel.wait(self.ctx.config.firmware.gate_poll_interval):
-                raise Cancelled()
+        self._wait_for_gate(cancel)  # the way back waits for the gate too
         self._reboot()
 
 
