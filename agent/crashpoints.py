@@ -5,6 +5,12 @@ the reboot about to run) calls `reached(name)`. Normally that does nothing. The 
 tests set `OCPP_FW_AGENT_TEST_CRASH_AT=k` to make the process kill itself with SIGKILL right
 after its k-th step (as a power cut would leave it: what was fsynced is there, nothing else ran),
 and `OCPP_FW_AGENT_TEST_CRASH_LOG=file` to list the steps of a run, so that every k is tried.
+The process writes the step it dies at to `<CRASH_LOG>.last` first, so a test can prove the
+cut came exactly where it asked.
+
+`hold(name, cancel)` makes a step slow on demand: with `OCPP_FW_AGENT_TEST_HOLD=name:FILE` the
+step creates FILE and waits while FILE exists, or until `cancel` is set. The cancel tests use
+it to catch a job inside its read-back or its arming, as a slow medium or bootloader would.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import threading
 
 CRASH_AT_ENV = "OCPP_FW_AGENT_TEST_CRASH_AT"
 CRASH_LOG_ENV = "OCPP_FW_AGENT_TEST_CRASH_LOG"
+HOLD_ENV = "OCPP_FW_AGENT_TEST_HOLD"
 
 _crash_at = int(os.environ.get(CRASH_AT_ENV, "0") or 0)
 _log = os.environ.get(CRASH_LOG_ENV)
 _count = 0
 _lock = threading.Lock()
+_held: set[str] = set()
 
 
 def reached(step: str) -> None:
@@ -33,4 +41,24 @@ def reached(step: str) -> None:
             with open(_log, "a", encoding="utf-8") as log:
                 log.write(f"{_count} {step}\n")
         if _count == _crash_at:
+            if _log:
+                with open(_log + ".last", "w", encoding="utf-8") as last:
+                    last.write(f"{_count} {step}\n")
+                    last.flush()
+                    os.fsync(last.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold(step: str, cancel: threading.Event) -> None:
+    """Wait here while the test's hold file exists (or until cancelled), if it asked."""
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return
+    name, _, path = spec.partition(":")
+    if name != step or not path or step in _held:
+        return
+    _held.add(step)  # once per process
+    with open(path, "a", encoding="utf-8"):
+        pass
+    while os.path.exists(path) and not cancel.wait(0.05):
+        pass

@@ -96,7 +96,7 @@ class Bench:
     def agent(self, image: Image, cut_at: float | None = None) -> dict[str, Any]:
         base = self._fresh_dir("resume" if cut_at else "agent")
         cp = f"CP-BENCH-{self._count}"
-        rig = ChargerRig(base, self.csms.url, cp)
+        rig = ChargerRig(base, self.csms.url, cp, slot_size=2 * image.size + (64 << 20))
         config = rig.config(
             # The product's defaults where the rig has test settings. With the rig's
             # ping_interval = 0 the daemon's main loop never sleeps (daemon.py: next_ping

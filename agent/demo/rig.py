@@ -28,6 +28,8 @@ from agent.firmware.signature import sign_digest
 from agent.slots import filemodel
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# File slots are pre-allocated (sparse) like partitions: their size is their capacity.
+SLOT_SIZE = 64 << 20
 
 
 def toml_value(value: Any) -> str:
@@ -132,7 +134,13 @@ class Firmware:
 class ChargerRig:
     """Everything one simulated charger needs, laid out under `base`."""
 
-    def __init__(self, base: Path, csms_url: str, charge_point_id: str = "CP-DEMO-1") -> None:
+    def __init__(
+        self,
+        base: Path,
+        csms_url: str,
+        charge_point_id: str = "CP-DEMO-1",
+        slot_size: int = SLOT_SIZE,
+    ) -> None:
         self.base = base
         self.csms_url = csms_url
         self.charge_point_id = charge_point_id
@@ -149,6 +157,8 @@ class ChargerRig:
         (base / "roots" / "manufacturer.pem").write_text(self.root.pem)
         self.slots["A"].write_bytes(b"factory image 1.0\n")
         self.slots["B"].write_bytes(b"")
+        for slot in self.slots.values():  # pre-allocated (sparse), as a partition would be
+            os.truncate(slot, slot_size)
         durable.atomic_write_json(self.env, filemodel.new_env(["A", "B"], "A"))
         self.versions = {"A": "1.0", "B": "unknown"}
         self._boot_count = 1

@@ -124,9 +124,3 @@ class SlotBusy(SlotError):
 
 class ImageTooLarge(SlotError):
     """The image does not fit the slot; raised before any byte is written past its end."""
-
-
-class ReadBackMismatch(FirmwareError):
-    """The slot read back (bypassing the page cache) differs from the streamed digest."""
-
-    status = "InstallVerificationFailed"

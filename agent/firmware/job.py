@@ -2,38 +2,30 @@
 
 The job is saved (atomically, through `agent.durable`) before each side effect it leads to, so
 on start the daemon knows what it intended and can reconcile that with what the bootloader and
-the slot say. Phase names are an on-disk API: never rename or reuse one; an unknown value takes
-the safe path (the job is abandoned and reported as failed). Each save counts a transition; a
-job that keeps coming back (a crash loop) is given up past `max_transitions`.
+the slot say. Its phases and how they move are in `machine.py`; what a saved phase does on
+resume is `machine.RESUME`.
 
-Where a phase continues after a restart (`RESUME`):
-
-    phase               same boot (daemon restart)        new boot (reboot, power cut)
-    download-scheduled  wait for retrieveDateTime          same
-    downloading         resume at the durable offset       same (the target is still marked bad)
-    verifying           verify the persisted digest        same
-    verified            read back, wait for the gate       same
-    install-scheduled   wait for installDateTime           same
-    installing          gate, arm the trial again          same (arming is idempotent)
-    rebooting           reboot again                       trial boot or rollback: ask `observe()`
-    trial               health checks                      trial boot or rollback: ask `observe()`
-    finished            nothing                            nothing
+Only the owner writes the job: `Ownership` hands out one token per worker run, a new request
+revokes the old one, and `JobStore.save` refuses a revoked token. So a worker that is still
+winding down after a cancel can never write the job file or queue a status for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from agent import crashpoints
 from agent.config import FirmwareConfig
 from agent.durable import StateFileError, StateWriteError, atomic_write_json, read_json
+from agent.firmware.machine import Phase
 from agent.ocpp import v16
 
 LOG = logging.getLogger(__name__)
@@ -42,49 +34,9 @@ JOB_FILE = "job.json"
 MAX_HISTORY = 64
 
 
-class Phase(enum.StrEnum):
-    DOWNLOAD_SCHEDULED = "download-scheduled"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    VERIFIED = "verified"
-    INSTALL_SCHEDULED = "install-scheduled"
-    INSTALLING = "installing"
-    REBOOTING = "rebooting"
-    TRIAL = "trial"
-    FINISHED = "finished"
-
-
-# Until the reboot is issued a job can be cancelled by a new request (L01.FR.26); after it,
-# the new image is on its way to being booted and the answer is Rejected (L01.FR.27).
-CANCELLABLE = frozenset(
-    {
-        Phase.DOWNLOAD_SCHEDULED,
-        Phase.DOWNLOADING,
-        Phase.VERIFYING,
-        Phase.VERIFIED,
-        Phase.INSTALL_SCHEDULED,
-        Phase.INSTALLING,
-    }
-)
-AFTER_REBOOT = frozenset({Phase.REBOOTING, Phase.TRIAL})
-
-
-# The status each phase announces when it is entered; `_reconcile` re-sends a lost one.
-ENTRY_STATUS: dict[Phase, v16.FirmwareStatus | None] = {
-    Phase.DOWNLOAD_SCHEDULED: v16.FirmwareStatus.DOWNLOAD_SCHEDULED,
-    Phase.DOWNLOADING: v16.FirmwareStatus.DOWNLOADING,
-    Phase.VERIFYING: v16.FirmwareStatus.DOWNLOADED,
-    Phase.VERIFIED: v16.FirmwareStatus.SIGNATURE_VERIFIED,
-    Phase.INSTALL_SCHEDULED: v16.FirmwareStatus.INSTALL_SCHEDULED,
-    Phase.INSTALLING: v16.FirmwareStatus.INSTALLING,
-    Phase.REBOOTING: v16.FirmwareStatus.INSTALL_REBOOTING,
-    Phase.TRIAL: None,
-    Phase.FINISHED: None,
-}
-SECURITY_EVENT_FOR: dict[v16.FirmwareStatus, v16.SecurityEvent] = {
-    v16.FirmwareStatus.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,
-    v16.FirmwareStatus.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
-}
+# Bounds on what a request may ask: the schema allows any integer, a charger does not.
+MAX_RETRIES = 100
+MAX_RETRY_INTERVAL = 24 * 3600  # seconds
 
 
 @dataclasses.dataclass
@@ -107,7 +59,8 @@ class Job:
     source: str | None = None  # the slot running when the job started
     target: str | None = None  # the slot being written
     boot_id: str | None = None  # kernel boot id when the reboot was issued
-    transitions: int = 0
+    transitions: int = 0  # saved phase changes (the history's length, unbounded)
+    resumes: int = 0  # daemon starts that continued this job: the crash-loop breaker's count
     outcome: str | None = None  # the terminal FirmwareStatus, once finished
     # [phase, boot id, time] at each transition: the evidence for "which boot did what".
     history: list[list[Any]] = dataclasses.field(default_factory=list)
@@ -126,6 +79,12 @@ class Job:
         `retries`/`retryInterval` absent from the request take the configured defaults."""
         firmware = request.firmware
         later = firmware.retrieve_date_time.timestamp() > now
+        retries = request.retries if request.retries is not None else defaults.default_retries
+        interval = (
+            request.retry_interval
+            if request.retry_interval is not None
+            else defaults.default_retry_interval
+        )
         return cls(
             phase=Phase.DOWNLOAD_SCHEDULED if later else Phase.DOWNLOADING,
             attempt=0 if later else 1,
@@ -135,14 +94,9 @@ class Job:
             install_at=firmware.install_date_time.timestamp()
             if firmware.install_date_time
             else None,
-            retries=max(
-                0, request.retries if request.retries is not None else defaults.default_retries
-            ),
-            retry_interval=max(
-                0,
-                request.retry_interval
-                if request.retry_interval is not None
-                else defaults.default_retry_interval,
+            retries=_bounded(request.request_id, "retries", retries, MAX_RETRIES),
+            retry_interval=_bounded(
+                request.request_id, "retryInterval", interval, MAX_RETRY_INTERVAL
             ),
             signing_certificate=firmware.signing_certificate,
             signature=firmware.signature,
@@ -164,16 +118,64 @@ class Job:
         return cls(**fields)
 
 
+def _bounded(request_id: int, name: str, value: int, most: int) -> int:
+    if 0 <= value <= most:
+        return value
+    kept = min(max(value, 0), most)
+    LOG.warning("request %s: %s %s is out of range, using %s", request_id, name, value, kept)
+    return kept
+
+
+class NotOwner(Exception):
+    """A save or a status from a worker whose ownership was revoked (its job was replaced)."""
+
+
+class Ownership:
+    """Who may write the job and queue its statuses: one token at a time.
+
+    `claim()` revokes every earlier token; `holding(token)` is held around each save and status
+    (and around arming), so a revocation waits for a write in progress and every later write of
+    the old token raises NotOwner. Re-entrant: arming saves while holding it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._current = 0
+
+    def claim(self) -> int:
+        with self._lock:
+            self._current += 1
+            return self._current
+
+    @contextlib.contextmanager
+    def holding(self, token: int) -> Iterator[None]:
+        with self._lock:
+            if token != self._current:
+                raise NotOwner(f"token {token} was revoked (current {self._current})")
+            yield
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held to decide something no owner may change meanwhile (cancellable? armed?)."""
+        return self._lock
+
+
 class JobStore:
     """Load and save the one current job in the state dir.
 
     Two generations: each transition first keeps the previous document as `job.json.prev`, so
-    even a medium that tears the newest write leaves a usable job to reconcile from."""
+    even a medium that tears the newest write leaves a usable job to reconcile from. Every save
+    names its owner's token and is refused once that token is revoked."""
 
-    def __init__(self, state_dir: Path, boot_id: Callable[[], str] = lambda: "unknown") -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        boot_id: Callable[[], str] = lambda: "unknown",
+        ownership: Ownership | None = None,
+    ) -> None:
         self.path = state_dir / JOB_FILE
         self.previous = state_dir / (JOB_FILE + ".prev")
         self._boot_id = boot_id
+        self.ownership = ownership or Ownership()
 
     def load(self) -> Job | None:
         """The saved job (or its previous generation); None when there is none. An unusable
@@ -192,9 +194,13 @@ class JobStore:
             return job
         return None
 
-    def save(self, job: Job, *, transition: bool = True) -> None:
-        """Persist `job`. A transition is counted (the crash-loop breaker reads the count) and
-        recorded with the boot id; a download checkpoint is neither."""
+    def save(self, job: Job, token: int, *, transition: bool = True) -> None:
+        """Persist `job` for the owner of `token` (NotOwner once revoked). A transition is
+        recorded with the boot id; a download checkpoint is not."""
+        with self.ownership.holding(token):
+            self._save(job, transition=transition)
+
+    def _save(self, job: Job, *, transition: bool) -> None:
         counted = (job.transitions, job.history)
         if transition:
             job.transitions += 1
@@ -207,8 +213,12 @@ class JobStore:
                 # The current generation becomes the previous one by a rename, made durable by
                 # the directory fsync of the write below. A cut between the two leaves only
                 # job.json.prev, which `load` falls back to.
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.replace(self.path, self.previous)
+                except FileNotFoundError:
+                    pass  # the first save of a job after none
+                else:
+                    crashpoints.reached("job kept as the previous generation")
             atomic_write_json(self.path, job.to_document())
         except OSError as exc:
             # Not saved, so not counted: retries on a full disk must not trip the breaker.

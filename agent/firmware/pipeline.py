@@ -73,8 +73,13 @@ def run_pass(
     cancel: threading.Event | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    before_first_byte: Callable[[], None] | None = None,
 ) -> PassResult:
     """Download `url` into `writer`'s slot, resuming from `resume` when the server allows.
+
+    `before_first_byte` runs once, after the response was accepted and right before the first
+    byte of this pass is written (the caller marks the slot unbootable there): a request that
+    fails earlier leaves the slot and the bootloader untouched.
 
     On failure the slot is fsynced and a last checkpoint reported before the error (a
     DownloadError, DownloadCancelled or SlotError) propagates, so the next attempt loses
@@ -98,7 +103,9 @@ def run_pass(
         offset, hasher = 0, hashlib.sha256()
         transfer = fetcher.open(url, resume=None, cancel=cancel)
     with transfer:
-        return _stream(transfer, writer, hasher, offset, on_checkpoint, on_progress)
+        return _stream(
+            transfer, writer, hasher, offset, on_checkpoint, on_progress, before_first_byte
+        )
 
 
 def _stream(
@@ -108,6 +115,7 @@ def _stream(
     offset: int,
     on_checkpoint: Callable[[Checkpoint], None] | None,
     on_progress: Callable[[Progress], None] | None,
+    before_first_byte: Callable[[], None] | None,
 ) -> PassResult:
     info = transfer.info
     if info.start != offset:  # the server sends the whole file: start over
@@ -125,10 +133,14 @@ def _stream(
     writer.on_checkpoint = checkpoint
     position = offset
     fetched = 0
+    first = before_first_byte
     try:
         if info.start == 0 and writer.durable_offset > 0:
             writer.write_at(0, b"")  # rewinds the durable offset before any new byte lands
         for chunk in transfer.chunks():
+            if first is not None:
+                first()
+                first = None
             hasher.update(chunk)
             writer.write_at(position, chunk)
             position += len(chunk)

@@ -15,10 +15,10 @@ import logging
 import threading
 from typing import Any
 
+from agent.logfields import fields
 from agent.ocpp import v16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.validate import to_wire
-from agent.service.systemd import fields
 
 LOG = logging.getLogger(__name__)
 LAST_STATUS_NOTE = "last_firmware_status"

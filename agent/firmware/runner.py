@@ -1,57 +1,80 @@
-"""One update job, run in the worker thread from its saved phase to its end (or the reboot).
+"""One run of one update job in the worker thread: from its saved phase to its end or the reboot.
 
-Every phase change is saved (job.py) before its status is reported, and a status whose report
-was lost to a power cut is sent again on resume (`_reconcile`). The order of the install, and
-why (each step is safe to repeat after a crash):
+The flow is `machine.TRANSITIONS`; this module holds the actions. Each phase has one action
+(`_STEPS`): it does the I/O of that phase and returns the `Event` it found, and `_apply` is the
+only place that moves the job: it asks `machine.advance` for the row, saves the new phase, then
+queues its status, as the owner of the job (`Ownership`): once a new request has revoked this
+run's token, every save and status of it raises NotOwner and the run ends without a trace.
 
-1. mark the target slot bad before its first byte is written (a half-written slot never boots);
-2. stream it, hashing as it arrives; checkpoint the durable offset for resume;
-3. verify the signature over the streamed digest (no second pass), then read the slot back
-   bypassing the page cache and compare, and run the integrator's image check (version,
-   hardware) on the slot;
-4. wait for the install gate (never interrupt a charging session, L01.FR.06), reporting
-   InstallScheduled while it is closed (L01.FR.34); a job resumed while waiting to install
-   reads the slot back again first;
-5. arm a one-shot trial of the target (the primary slot is unchanged), report InstallRebooting
-   and wait for its CALLRESULT (L01.FR.15), then reboot;
-6. after the reboot: running from the target → health checks → commit → Installed +
-   FirmwareUpdated; back on the old slot → the bootloader fell back → InstallationFailed.
+Safety, step by step (each is safe to repeat after a crash):
+
+1. the target slot is marked bad just before its first byte is written, never earlier: a request
+   refused by policy, or one whose download fails before any byte, leaves the bootloader alone;
+2. the image streams into the slot, hashed as it arrives; the durable offset is checkpointed;
+3. VERIFYING: the signature over the streamed digest, then the slot read back past the page
+   cache; together they are this run's `Proof`. A resumed job gathers its proof again;
+4. VERIFIED: the integrator's image check; then installDateTime and the install gate (L01.FR.06,
+   InstallScheduled while closed, L01.FR.34);
+5. INSTALLING: `arming_refusal` is asked, under the ownership lock, right before `arm_trial` —
+   the one place the trial is armed; InstallRebooting is confirmed (L01.FR.15), then the reboot;
+6. after the reboot: from the target → health → commit → Installed; from the old slot → the
+   bootloader fell back → InstallationFailed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
+from agent import crashpoints
 from agent.config import Config
 from agent.durable import StateWriteError
 from agent.firmware import certs, signature
+from agent.firmware.charger import Charger
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import DownloadCancelled, FirmwareError
-from agent.firmware.job import AFTER_REBOOT, ENTRY_STATUS, SECURITY_EVENT_FOR, Job, JobStore, Phase
+from agent.firmware.job import Job, JobStore, NotOwner
+from agent.firmware.machine import (
+    Event,
+    Phase,
+    Proof,
+    Resume,
+    advance,
+    arming_refusal,
+    entry_status,
+    resume,
+)
 from agent.firmware.reporting import Reporter
 from agent.firmware.staging import Stager
+from agent.logfields import fields
 from agent.ocpp import v16
-from agent.service.systemd import fields
-from agent.slots.base import BackendError, BootBackend
+from agent.slots.base import BackendError, BootBackend, SlotHealth
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
 
-
 STATE_RETRY_MAX = 60.0  # seconds between tries, at most, while the state dir is unwritable
+SECURITY_EVENT_FOR: Mapping[Status, v16.SecurityEvent] = {
+    Status.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,  # L01.FR.03
+    Status.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
+}
 
 
 class Cancelled(Exception):
     """The job was cancelled (a new request) or the daemon is stopping."""
 
 
+class _ArmRefused(Exception):
+    """`arming_refusal` said no: a bug somewhere before; the job fails, nothing is armed."""
+
+
 @dataclasses.dataclass
 class Context:
-    """What a job run needs from the daemon; shared by the updater and its worker."""
+    """What a job run needs from the daemon; shared by the updater and its workers."""
 
     config: Config
     reporter: Reporter
@@ -59,17 +82,9 @@ class Context:
     clock: TrustedClock
     store: JobStore
     stager: Stager
+    charger: Charger
     wait_delivered: Callable[[str, float], bool]
-    boot_id: Callable[[], str]
-    run_reboot: Callable[[Sequence[str]], None]
-    may_disturb: Callable[[], bool]
-    check_image: Callable[[Mapping[str, str]], tuple[bool, str]]
-    healthy: Callable[[], tuple[bool, str]]
     accepted: threading.Event = dataclasses.field(default_factory=threading.Event)
-    # Held while deciding "still cancellable?" and while arming + saving `rebooting`, so a
-    # new request cannot cancel a job whose trial is already armed (L01.FR.26/.27), and
-    # while the per-boot confirm decides and commits (it must not undo an armed trial).
-    arming: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def now(self) -> float:
         """The trusted time (system or CSMS), or the system clock when neither is trusted."""
@@ -79,172 +94,208 @@ class Context:
             return time.time()
 
 
-class JobRunner:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+# What an action hands back: the event, a reason for a failure, and what to do once the
+# transition is saved and its status queued (given the status's outbox id).
+After = Callable[[str], None]
 
-    def run(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
-        """The worker thread's body: the job from its saved phase to its end or the reboot.
 
-        When the state dir cannot be written (full, read-only) the job pauses and tries again,
-        1 s later, then doubling up to STATE_RETRY_MAX, as if the daemon had restarted: every
-        step is safe to repeat, and what is on disk is a whole earlier state."""
+@dataclasses.dataclass(frozen=True)
+class Found:
+    event: Event
+    reason: str | None = None
+    after: After | None = None
+
+
+class JobRun:
+    """One worker's run of one job, with the token that lets it write the job."""
+
+    def __init__(self, ctx: Context, job: Job, token: int, cancel: threading.Event) -> None:
+        self.ctx, self.job, self.token, self.cancel = ctx, job, token, cancel
+        self._proof: Proof | None = None  # never persisted: every run proves the slot itself
+        self._checked = False  # the image check accepted the proven slot in this run
+        self._first: Resume | None = None  # how this run continues a saved job, if it does
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self, resumed: bool) -> None:
+        """The worker thread's body. When the state dir cannot be written (full, read-only)
+        the job pauses and tries again, 1 s later, then doubling up to STATE_RETRY_MAX, as if
+        the daemon had restarted: every step is safe to repeat, what is on disk is whole."""
         wait = 1.0
         while True:
             try:
-                self._run_once(job, cancel, resumed)
+                self._run_once(resumed)
                 return
             except StateWriteError as exc:
                 LOG.error(
                     "update %s paused in phase %s: %s; trying again in %.0f s",
-                    job.request_id,
-                    job.phase,
+                    self.job.request_id,
+                    self.job.phase,
                     exc,
                     wait,
                 )
-                if cancel.wait(wait):
-                    LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
+                if self.cancel.wait(wait):
+                    LOG.info("update %s stopped in phase %s", self.job.request_id, self.job.phase)
                     return
                 wait, resumed = min(2 * wait, STATE_RETRY_MAX), True
 
-    def _run_once(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
+    def _run_once(self, resumed: bool) -> None:
+        job = self.job
         try:
-            self._reconcile(job)
-            self._drive(job, cancel, resumed)
-        except Cancelled:
-            LOG.info("update %s stopped in phase %s", job.request_id, job.phase)
+            self._reconcile()
+            if resumed and not job.finished:
+                self._first = resume(job.phase, new_boot=self._new_boot())
+                LOG.info("update %s in phase %s: %s", job.request_id, job.phase, self._first)
+                self._count_resume()
+            self._drive()
+        except (Cancelled, NotOwner) as exc:
+            LOG.info("update %s stopped in phase %s (%s)", job.request_id, job.phase, exc)
         except StateWriteError:
             raise
         except Exception as exc:  # a bug or an unexpected failure: fail the job, keep running
             LOG.exception("update %s failed unexpectedly", job.request_id)
-            self._finish(job, Status.INSTALLATION_FAILED, f"internal error: {exc}")
+            if not job.finished:
+                with contextlib.suppress(NotOwner):  # replaced meanwhile: not ours to report
+                    self._apply(Found(Event.INTERNAL_ERROR, f"internal error: {exc}"))
 
-    def _reconcile(self, job: Job) -> None:
-        """Send the saved phase's status if a crash lost it between save and report."""
-        expected = job.outcome if job.finished else ENTRY_STATUS[job.phase]
-        if expected is None:
-            return
-        if self.ctx.reporter.last() != (Status(expected), job.request_id):
-            self._announce(job, Status(expected))
+    def _drive(self) -> None:
+        while not self.job.finished:
+            found = _STEPS[self.job.phase](self)
+            if found is None:
+                return  # the reboot is issued: what follows happens in the next boot
+            self._apply(found)
+            self._first = None
 
-    def _announce(self, job: Job, status: Status, tech_info: str | None = None) -> str:
-        event = SECURITY_EVENT_FOR.get(status)
-        return self.ctx.reporter.status(status, job.request_id, event, tech_info)
-
-    def _enter(self, job: Job, phase: Phase) -> None:
-        """Save the new phase, then report its status (a lost report is re-sent on resume)."""
-        job.phase = phase
-        self._save(job)
-        status = ENTRY_STATUS[phase]
-        if status is not None:
-            self._announce(job, status)
-        LOG.info(
-            "update %s: %s",
-            job.request_id,
-            phase,
-            extra=fields(request_id=job.request_id, phase=phase.value),
-        )
-
-    def _checkpoint(self, job: Job) -> None:
-        """A resume point inside a phase: saved, but not a transition."""
-        self.ctx.store.save(job, transition=False)
-
-    def _save(self, job: Job) -> None:
-        if job.transitions >= self.ctx.config.health.max_transitions and not job.finished:
-            raise _LoopDetected(f"gave up after {job.transitions} saved transitions")
-        self.ctx.store.save(job)
-
-    def _finish(self, job: Job, outcome: Status, error: str | None = None) -> str:
-        """Save the outcome, then queue it; returns the outbox id of the status."""
-        job.phase, job.outcome, job.error = Phase.FINISHED, outcome.value, error
-        self.ctx.store.save(job)
-        unique_id = self._announce(job, outcome, error)
+    def _apply(self, found: Found) -> str | None:
+        """The one place a job changes phase: saved, then its status queued, as the owner.
+        Returns the status's outbox id (None for a phase that announces nothing)."""
+        job = self.job
+        row = advance(job.phase, found.event)
+        with self.ctx.store.ownership.holding(self.token):
+            job.phase = row.target
+            if row.target is Phase.FINISHED:
+                assert row.status is not None
+                job.outcome, job.error = row.status.value, found.reason
+            elif found.reason:
+                job.error = found.reason
+            self.ctx.store.save(job, self.token)
+            unique_id = self._announce(row.status, found.reason) if row.status else None
+        level = logging.WARNING if job.finished and row.status is not Status.INSTALLED else 20
         LOG.log(
-            logging.INFO if outcome is Status.INSTALLED else logging.WARNING,
-            "update %s finished: %s%s",
+            level,
+            "update %s: %s -> %s%s",
             job.request_id,
-            outcome,
-            f" ({error})" if error else "",
-            extra=fields(request_id=job.request_id, phase="finished", outcome=outcome.value),
+            found.event,
+            row.target if not job.finished else row.status,
+            f" ({found.reason})" if found.reason else "",
+            extra=fields(request_id=job.request_id, phase=job.phase.value, outcome=job.outcome),
         )
+        if found.after is not None:
+            found.after(unique_id or "")
         return unique_id
 
-    def _wait_until(self, epoch: float, cancel: threading.Event) -> None:
+    def _announce(self, status: Status, tech_info: str | None = None) -> str:
+        event = SECURITY_EVENT_FOR.get(status)
+        return self.ctx.reporter.status(status, self.job.request_id, event, tech_info)
+
+    def _reconcile(self) -> None:
+        """Send the saved phase's status if a crash lost it between save and report."""
+        job = self.job
+        expected = Status(job.outcome) if job.finished and job.outcome else None
+        if not job.finished:
+            expected = entry_status(job.phase)
+        if expected is None:
+            return
+        if self.ctx.reporter.last() != (expected, job.request_id):
+            with self.ctx.store.ownership.holding(self.token):
+                self._announce(expected, job.error if job.finished else None)
+
+    def _count_resume(self) -> None:
+        """Every continued run counts; a job that keeps coming back is given up (Mender's
+        state-store counter). Planned steps (download attempts, phases) never count."""
+        job = self.job
+        job.resumes += 1
+        self._checkpoint()
+        if job.resumes < self.ctx.config.health.max_transitions:
+            return
+        why = f"gave up after {job.resumes} restarts of this update"
+        after = None
+        if job.phase in (Phase.REBOOTING, Phase.TRIAL):
+            after = self._back_to_old_slot(why)
+        self._apply(Found(Event.GAVE_UP, why, after))
+        raise Cancelled(why)
+
+    def _checkpoint(self) -> None:
+        """A resume point inside a phase: saved, but not a transition."""
+        self.ctx.store.save(self.job, self.token, transition=False)
+
+    def _new_boot(self) -> bool:
+        """Did the machine boot since the job was last saved in its phase? The boot id saved
+        when the reboot was issued, else the one recorded with the last transition."""
+        job = self.job
+        saved = job.boot_id or (job.history[-1][1] if job.history else None)
+        return saved is not None and self.ctx.charger.boot_id() != saved
+
+    def _stop_if_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def _wait_until(self, epoch: float) -> None:
         while (remaining := epoch - self.ctx.now()) > 0:
-            if cancel.wait(min(remaining, 30.0)):
-                raise Cancelled()
+            if self.cancel.wait(min(remaining, 30.0)):
+                raise Cancelled("cancelled while waiting for the time")
 
-    def _drive(self, job: Job, cancel: threading.Event, resumed: bool) -> None:
-        """Run the job from its saved phase to the end (or to the reboot)."""
-        try:
-            if resumed and not job.finished:
-                self._save(job)  # a resume counts: a daemon that keeps dying hits the breaker
-            self._steps(job, cancel)
-        except _LoopDetected as exc:
-            LOG.error("update %s: %s", job.request_id, exc)
-            if job.phase in AFTER_REBOOT:
-                self._abandon(job, str(exc), cancel)  # back to the old slot
-                return
-            failed = Status.DOWNLOAD_FAILED if job.digest is None else Status.INSTALLATION_FAILED
-            self._finish(job, failed, str(exc))
+    # --- the actions, one per phase -------------------------------------------------------
 
-    def _steps(self, job: Job, cancel: threading.Event) -> None:
-        if job.phase is Phase.DOWNLOAD_SCHEDULED:  # announced by _reconcile (L01.FR.13)
-            self._wait_until(job.retrieve_at, cancel)
-            job.attempt = 1
-            self._enter(job, Phase.DOWNLOADING)
-        if job.phase is Phase.DOWNLOADING and not self._download(job, cancel):
-            return
-        if job.phase is Phase.VERIFYING and not self._verify_signature(job):
-            return
-        if job.phase is Phase.VERIFIED:
-            if not self._prove_slot(job):
-                return
-            if job.install_at is not None and job.install_at > self.ctx.now():
-                self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.16
-        elif job.phase is Phase.INSTALL_SCHEDULED and not self._prove_slot(job):
-            return  # resumed while waiting: the slot is proven on the medium again first
-        if job.phase is Phase.INSTALL_SCHEDULED:
-            self._wait_until(job.install_at or 0.0, cancel)
-        if job.phase in (Phase.VERIFIED, Phase.INSTALL_SCHEDULED, Phase.INSTALLING):
-            self._install(job, cancel)
-            return  # the reboot is issued; what follows happens in the next boot
-        if job.phase in AFTER_REBOOT:
-            self._after_reboot(job, cancel)
+    def _wait_for_retrieve_time(self) -> Found:
+        self._wait_until(self.job.retrieve_at)  # DownloadScheduled was announced (L01.FR.13)
+        self.job.attempt = 1
+        return Found(Event.RETRIEVE_TIME)
 
-    def _download(self, job: Job, cancel: threading.Event) -> bool:
-        """Up to retries + 1 attempts, retryInterval apart; resume across attempts."""
+    def _download(self) -> Found:
+        """One attempt; retries + 1 of them, retryInterval apart, resuming across them."""
+        job = self.job
         if job.target is None:
             observation = self.ctx.backend.observe()
-            target = observation.other_than(observation.booted)
-            self.ctx.backend.mark_bad(target)  # before the first byte; idempotent if we crash here
-            job.source, job.target = observation.booted, target
-            self._save(job)
-        attempts = job.retries + 1
-        while True:
-            try:
-                result = self.ctx.stager.download(
-                    job, cancel, on_checkpoint=lambda: self._checkpoint(job)
-                )
-            except DownloadCancelled as exc:
-                raise Cancelled() from exc
-            except FirmwareError as exc:
-                job.error = exc.message
-                if job.attempt >= attempts or not exc.retryable:
-                    self._finish(job, Status.DOWNLOAD_FAILED, exc.message)
-                    return False
-                LOG.warning("download attempt %d/%d failed: %s", job.attempt, attempts, exc)
-                self._save(job)
-                if cancel.wait(job.retry_interval):
-                    raise Cancelled() from exc
-                job.attempt += 1
-                self._enter(job, Phase.DOWNLOADING)
-                continue
-            job.digest, job.size, job.error = result.digest.hex(), result.size, None
-            self._enter(job, Phase.VERIFYING)
-            return True
+            job.source, job.target = observation.booted, observation.other_than(observation.booted)
+            self._checkpoint()
+        try:
+            result = self.ctx.stager.download(
+                job, self.cancel, on_checkpoint=self._checkpoint, before_first_byte=self._mark_bad
+            )
+        except DownloadCancelled as exc:
+            raise Cancelled("cancelled during the download") from exc
+        except FirmwareError as exc:
+            if job.attempt >= job.retries + 1 or not exc.retryable:
+                return Found(Event.DOWNLOAD_FAILED, exc.message)
+            LOG.warning("download attempt %d/%d failed: %s", job.attempt, job.retries + 1, exc)
+            job.error = exc.message
+            self._checkpoint()
+            if self.cancel.wait(job.retry_interval):
+                raise Cancelled("cancelled between attempts") from exc
+            job.attempt += 1
+            return Found(Event.ATTEMPT_FAILED)
+        job.digest, job.size, job.error = result.digest.hex(), result.size, None
+        return Found(Event.DOWNLOADED)
 
-    def _verify_signature(self, job: Job) -> bool:
+    def _mark_bad(self) -> None:
+        """Before the slot's first byte: a half-written slot must never boot."""
+        target = self.job.target
+        assert target is not None
+        with self.ctx.store.ownership.holding(self.token):
+            if self.ctx.backend.observe().health.get(target) is not SlotHealth.BAD:
+                self.ctx.backend.mark_bad(target)
+
+    def _verify(self) -> Found:
+        """Signature over the streamed digest (L01.FR.04), then the slot read back."""
+        refusal = self._prove()
+        if refusal is not None:
+            return refusal
+        return Found(Event.SLOT_PROVEN)
+
+    def _prove(self) -> Found | None:
+        """Gather this run's Proof; the event that ends the job when it cannot be had."""
+        job = self.job
         assert job.digest is not None
         try:
             certificate = certs.parse_certificates(job.signing_certificate.encode())[0]
@@ -255,30 +306,43 @@ class JobRunner:
                 self.ctx.config.firmware.signature_algorithms,
             )
         except FirmwareError as exc:
-            self._finish(job, Status.INVALID_SIGNATURE, exc.message)  # + event, L01.FR.03
-            return False
+            if job.phase is Phase.VERIFYING:
+                return Found(Event.SIGNATURE_INVALID, exc.message)
+            return Found(Event.SLOT_REFUSED, f"signature no longer verifies: {exc.message}")
         LOG.info("update %s: signature verified (%s)", job.request_id, algorithm)
-        self._enter(job, Phase.VERIFIED)
-        return True
-
-    def _prove_slot(self, job: Job) -> bool:
-        """The slot holds the image as streamed (read back past the page cache) and the
-        integrator's image check (version, hardware) accepts it; otherwise
-        InstallVerificationFailed and nothing is armed."""
         try:
-            self.ctx.stager.read_back(job)
+            slot_digest = self.ctx.stager.read_back(job, self.cancel)
+        except DownloadCancelled as exc:
+            raise Cancelled("cancelled during the read-back") from exc
         except FirmwareError as exc:
-            self._finish(job, Status.INSTALL_VERIFICATION_FAILED, exc.message)
-            return False
-        ok, reason = self.ctx.check_image(self._image_facts(job))
-        if not ok:
-            self._finish(job, Status.INSTALL_VERIFICATION_FAILED, reason)
-            return False
-        return True
+            return Found(Event.SLOT_REFUSED, exc.message)
+        self._proof = Proof(self.token, job.digest, slot_digest)
+        if slot_digest != job.digest:
+            return Found(
+                Event.SLOT_REFUSED,
+                f"slot {job.target} reads back as {slot_digest[:16]}…, "
+                f"the verified image is {job.digest[:16]}…",
+            )
+        return None
 
-    def _image_facts(self, job: Job) -> dict[str, str]:
+    def _check(self) -> Found | None:
+        """Proof (again, in a resumed run) and the integrator's image check on the slot."""
+        if self._proof is None:
+            refusal = self._prove()
+            if refusal is not None:
+                return refusal
+        if not self._checked:
+            ok, reason = self.ctx.charger.check_image(self._image_facts(), self.cancel)
+            self._stop_if_cancelled()
+            if not ok:
+                return Found(Event.SLOT_REFUSED, reason)
+            self._checked = True
+        return None
+
+    def _image_facts(self) -> dict[str, str]:
         """What the image check is told, as OCPP_FW_* environment variables (no URL: it may
         carry credentials)."""
+        job = self.job
         assert job.target is not None
         return {
             "OCPP_FW_SLOT": str(self.ctx.backend.slots[job.target]),
@@ -289,57 +353,149 @@ class JobRunner:
             "OCPP_FW_REQUEST_ID": str(job.request_id),
         }
 
-    def _install(self, job: Job, cancel: threading.Event) -> None:
-        """Gate, arm the trial, InstallRebooting confirmed, reboot."""
+    def _schedule_install(self) -> Found:
+        """VERIFIED: image check, then install now or say why not yet (L01.FR.16, .34)."""
+        refusal = self._check()
+        if refusal is not None:
+            return refusal
+        if self.job.install_at is not None and self.job.install_at > self.ctx.now():
+            return Found(Event.INSTALL_DEFERRED)
+        if not self._gate_open():
+            return Found(Event.INSTALL_DEFERRED)
+        return Found(Event.INSTALL_STARTED)
+
+    def _wait_to_install(self) -> Found:
+        """INSTALL_SCHEDULED: until installDateTime and an open gate (L01.FR.06, .17)."""
+        refusal = self._check()
+        if refusal is not None:
+            return refusal
+        self._wait_until(self.job.install_at or 0.0)
+        while not self._gate_open():
+            if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
+                raise Cancelled("cancelled while the install gate was closed")
+        return Found(Event.INSTALL_STARTED)
+
+    def _gate_open(self) -> bool:
+        open_now = self.ctx.charger.may_install(self.cancel)
+        self._stop_if_cancelled()
+        return open_now
+
+    def _install(self) -> Found | None:
+        """INSTALLING: arm the one-shot trial of the proven slot, then InstallRebooting."""
+        job = self.job
         assert job.target is not None
-        if job.phase is Phase.INSTALLING and self.ctx.backend.observe().booted == job.target:
-            # The trial was armed and booted before REBOOTING was saved (a power cut).
-            job.phase, job.boot_id = Phase.TRIAL, None
-            self._save(job)
-            self._after_reboot(job, cancel)
-            return
-
-        def announce_waiting() -> None:
-            if job.phase is Phase.VERIFIED:
-                self._enter(job, Phase.INSTALL_SCHEDULED)  # L01.FR.34: why nothing happens
-
-        self._wait_for_gate(cancel, while_closed=announce_waiting)  # L01.FR.06
-        if job.phase is not Phase.INSTALLING:
-            self._enter(job, Phase.INSTALLING)
-        with self.ctx.arming:
-            if cancel.is_set():
-                raise Cancelled()
+        if self._first is Resume.JUDGE_BOOT:
+            if self.ctx.backend.observe().booted == job.target:
+                # Armed and booted before REBOOTING was saved (a power cut): this is the trial.
+                job.boot_id = None
+                return Found(Event.BOOTED_TARGET)
+            self._first = Resume.PROVE_THEN_INSTALL
+        refusal = self._check()
+        if refusal is not None:
+            return refusal
+        if self._first is Resume.PROVE_THEN_INSTALL:
+            while not self._gate_open():  # resumed: the gate is asked again before arming
+                if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
+                    raise Cancelled("cancelled while the install gate was closed")
+        crashpoints.hold("arm", self.cancel)  # tests: a slow bootloader before the write
+        with self.ctx.store.ownership.holding(self.token):
+            self._stop_if_cancelled()
+            why_not = arming_refusal(self._proof, self.token, job.phase)
+            if why_not is not None:
+                raise _ArmRefused(why_not)
             try:
-                self.ctx.backend.arm_trial(job.target)
+                self.ctx.backend.arm_trial(job.target)  # the only call that arms a slot
             except BackendError as exc:
-                self._finish(job, Status.INSTALLATION_FAILED, f"cannot arm the trial: {exc}")
-                return
-            job.boot_id = self.ctx.boot_id()
-            job.phase = Phase.REBOOTING
-            self._save(job)
+                return Found(Event.ARM_FAILED, f"cannot arm the trial: {exc}")
+            job.boot_id = self.ctx.charger.boot_id()
+            unique_id = self._apply(Found(Event.TRIAL_ARMED))
         # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out).
-        self._await_delivery(self._announce(job, Status.INSTALL_REBOOTING), cancel)
+        self._await_delivery(unique_id or "")
         self._reboot()
+        return None
 
-    def _wait_for_gate(
-        self, cancel: threading.Event, while_closed: Callable[[], None] | None = None
-    ) -> None:
-        """Until the install gate opens: never interrupt a charging session (L01.FR.06).
-        `while_closed` runs at each closed poll."""
-        while not self.ctx.may_disturb():
-            if while_closed is not None:
-                while_closed()
-            if cancel.wait(self.ctx.config.firmware.gate_poll_interval):
-                raise Cancelled()
+    def _rebooting(self) -> Found | None:
+        """REBOOTING: the same boot reboots again; a new boot judges what came up."""
+        if not self._new_boot():
+            self._reboot()  # restarted before the machine went down
+            return None
+        return self._judge_boot()
 
-    def _await_delivery(self, unique_id: str, cancel: threading.Event) -> None:
+    def _judge_boot(self) -> Found:
+        job = self.job
+        observation = self.ctx.backend.observe()
+        if observation.booted != job.target:
+            why = f"rolled back: booted slot {observation.booted}, not {job.target}"
+            self._mark_target_bad_after_rollback()
+            return Found(Event.FELL_BACK, why)
+        LOG.info("update %s: booted slot %s on trial", job.request_id, job.target)
+        return Found(Event.BOOTED_TARGET)
+
+    def _trial(self) -> Found:
+        """TRIAL: running from the target. Health, then commit; otherwise back to the old slot."""
+        job = self.job
+        assert job.target is not None
+        observation = self.ctx.backend.observe()
+        if observation.booted != job.target:
+            self._mark_target_bad_after_rollback()
+            return Found(
+                Event.FELL_BACK, f"rolled back: booted slot {observation.booted}, not {job.target}"
+            )
+        if not observation.trial_active and observation.primary == job.target:
+            LOG.info("update %s: slot %s was already committed", job.request_id, job.target)
+            return Found(Event.COMMITTED)  # e.g. by RAUC
+        deadline = time.monotonic() + self.ctx.config.health.deadline
+        if not self.ctx.accepted.wait(max(0.0, deadline - time.monotonic())):
+            why = "trial failed: no BootNotification Accepted before the deadline"
+            return Found(Event.TRIAL_FAILED, why, self._back_to_old_slot(why))
+        LOG.info("update %s: the CSMS accepted the trial boot", job.request_id)
+        ok, reason = self.ctx.charger.healthy()
+        if not ok:
+            why = f"trial failed: {reason}"
+            return Found(Event.TRIAL_FAILED, why, self._back_to_old_slot(why))
+        LOG.info("update %s: health checks passed", job.request_id)
+        try:
+            self.ctx.backend.commit(job.target)
+        except BackendError as exc:
+            why = f"trial failed: commit failed: {exc}"
+            return Found(Event.TRIAL_FAILED, why, self._back_to_old_slot(why))
+        LOG.info("update %s: committed slot %s", job.request_id, job.target)
+        return Found(Event.COMMITTED)
+
+    def _back_to_old_slot(self, why: str) -> After:
+        """The trial is given up: the old slot comes back at the next boot, after the CSMS was
+        told (as before InstallRebooting) and the install gate allows the reboot."""
+        target = self.job.target
+        assert target is not None
+        try:
+            self.ctx.backend.abandon_trial(target)
+        except BackendError as exc:
+            LOG.error("cannot abandon the trial of %s: %s", target, exc)
+
+        def reboot_back(unique_id: str) -> None:
+            LOG.warning("update %s: back to the old slot (%s)", self.job.request_id, why)
+            self._await_delivery(unique_id)
+            while not self._gate_open():
+                if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
+                    raise Cancelled("cancelled while the install gate was closed")
+            self._reboot()
+
+        return reboot_back
+
+    def _mark_target_bad_after_rollback(self) -> None:
+        assert self.job.target is not None
+        try:
+            self.ctx.backend.mark_bad(self.job.target)
+        except BackendError as exc:
+            LOG.error("cannot mark %s bad after the rollback: %s", self.job.target, exc)
+
+    def _await_delivery(self, unique_id: str) -> None:
         """Until the CSMS answered a status we are about to reboot after, or it timed out.
         Waited in slices: a SIGTERM meanwhile must not hold the shutdown (the saved phase
         redoes the reboot on start)."""
         deadline = time.monotonic() + 2 * self.ctx.config.csms.call_timeout
         while not self.ctx.wait_delivered(unique_id, 0.1):
-            if cancel.is_set():
-                raise Cancelled()
+            self._stop_if_cancelled()
             if time.monotonic() > deadline:
                 LOG.warning("the CSMS did not confirm the status in time; rebooting anyway")
                 return
@@ -349,61 +505,18 @@ class JobRunner:
         argument = self.ctx.backend.reboot_argument()
         if argument:
             argv.append(argument)
-        LOG.warning("rebooting into the new slot: %s", " ".join(argv))
-        self.ctx.run_reboot(argv)
-
-    def _after_reboot(self, job: Job, cancel: threading.Event) -> None:
-        """Decide from the bootloader's evidence: trial of the target, or a fallback."""
-        assert job.target is not None
-        if self.ctx.boot_id() == job.boot_id:
-            if job.phase is Phase.REBOOTING:  # restarted before the machine went down
-                self._reboot()
-            return
-        observation = self.ctx.backend.observe()
-        if observation.booted != job.target:
-            self._rolled_back(job, f"booted slot {observation.booted}, not {job.target}")
-            return
-        if job.phase is Phase.REBOOTING:
-            job.phase = Phase.TRIAL
-            self._save(job)
-        if not observation.trial_active and observation.primary == job.target:
-            self._finish(job, Status.INSTALLED)  # already committed (e.g. by RAUC)
-            return
-        deadline = time.monotonic() + self.ctx.config.health.deadline
-        if not self.ctx.accepted.wait(max(0.0, deadline - time.monotonic())):
-            self._abandon(job, "no BootNotification Accepted before the deadline", cancel)
-            return
-        ok, reason = self.ctx.healthy()
-        if not ok:
-            self._abandon(job, reason, cancel)
-            return
-        try:
-            self.ctx.backend.commit(job.target)
-        except BackendError as exc:
-            self._abandon(job, f"commit failed: {exc}", cancel)
-            return
-        self._finish(job, Status.INSTALLED)
-
-    def _rolled_back(self, job: Job, why: str) -> None:
-        assert job.target is not None
-        try:
-            self.ctx.backend.mark_bad(job.target)
-        except BackendError as exc:
-            LOG.error("cannot mark %s bad after the rollback: %s", job.target, exc)
-        self._finish(job, Status.INSTALLATION_FAILED, f"rolled back: {why}")
-
-    def _abandon(self, job: Job, why: str, cancel: threading.Event) -> None:
-        """Health failed in the trial boot: the old slot comes back at the next boot."""
-        assert job.target is not None
-        try:
-            self.ctx.backend.abandon_trial(job.target)
-        except BackendError as exc:
-            LOG.error("cannot abandon the trial of %s: %s", job.target, exc)
-        unique_id = self._finish(job, Status.INSTALLATION_FAILED, f"trial failed: {why}")
-        self._await_delivery(unique_id, cancel)  # told before the reboot, as InstallRebooting
-        self._wait_for_gate(cancel)  # the way back waits for the gate too
-        self._reboot()
+        LOG.warning("rebooting: %s", " ".join(argv))
+        self.ctx.charger.reboot(argv)
 
 
-class _LoopDetected(Exception):
-    """The job was saved too often: something keeps restarting it."""
+# The action of each phase. FINISHED has none: `_drive` stops there.
+_STEPS: Mapping[Phase, Callable[[JobRun], Found | None]] = {
+    Phase.DOWNLOAD_SCHEDULED: JobRun._wait_for_retrieve_time,
+    Phase.DOWNLOADING: JobRun._download,
+    Phase.VERIFYING: JobRun._verify,
+    Phase.VERIFIED: JobRun._schedule_install,
+    Phase.INSTALL_SCHEDULED: JobRun._wait_to_install,
+    Phase.INSTALLING: JobRun._install,
+    Phase.REBOOTING: JobRun._rebooting,
+    Phase.TRIAL: JobRun._trial,
+}

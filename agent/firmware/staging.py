@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config
-from agent.firmware.errors import ReadBackMismatch
 from agent.firmware.fetch import Fetcher
 from agent.firmware.fetch_base import FetchSettings
 from agent.firmware.job import Job
@@ -38,9 +37,14 @@ class Stager:
         )
 
     def download(
-        self, job: Job, cancel: threading.Event, on_checkpoint: Callable[[], None]
+        self,
+        job: Job,
+        cancel: threading.Event,
+        on_checkpoint: Callable[[], None],
+        before_first_byte: Callable[[], None],
     ) -> PassResult:
-        """One download pass into the target slot, resuming from the job's checkpoint."""
+        """One download pass into the target slot, resuming from the job's checkpoint. The
+        slot is opened (busy? mounted?) before anything is fetched."""
 
         def checkpoint(point: Checkpoint) -> None:
             job.offset, job.validator, job.total = point.offset, point.validator, point.total
@@ -60,28 +64,27 @@ class Stager:
                 cancel=cancel,
                 on_checkpoint=checkpoint,
                 on_progress=self._on_progress,
+                before_first_byte=before_first_byte,
             )
         finally:
             writer.close()
             fetcher.close()
 
-    def read_back(self, job: Job) -> None:
-        """Compare the slot, read past the page cache, with the streamed digest."""
-        assert job.size is not None and job.digest is not None
+    def read_back(self, job: Job, cancel: threading.Event) -> str:
+        """SHA-256 (hex) of the image's bytes in the target slot, read past the page cache:
+        what the bootloader will boot. DownloadCancelled when `cancel` is set meanwhile."""
+        assert job.size is not None
         self._started = time.monotonic()
         writer = self._writer(job)
         try:
             result = writer.read_back(
                 job.size,
                 progress=lambda done, total: self._set(phase_bytes=done, total=total, fetched=done),
+                cancel=cancel,
             )
         finally:
             writer.close()
-        if result.digest.hex() != job.digest:
-            raise ReadBackMismatch(
-                f"slot {job.target} reads back as {result.digest.hex()[:16]}…, "
-                f"streamed {job.digest[:16]}… ({result.method})"
-            )
+        return result.digest.hex()
 
     def _on_progress(self, progress: Progress) -> None:
         self._set(phase_bytes=progress.done, total=progress.total, fetched=progress.fetched)

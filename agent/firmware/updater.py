@@ -2,8 +2,13 @@
 
 `Updater` is called from the daemon's loop thread (`on_request`, `after_request`,
 `csms_accepted`, `snapshot`). It checks the signing certificate before answering, keeps one
-job, and runs it in one worker thread (`runner.JobRunner`); on start it continues the saved
-job where its phase says. On backends that count every boot it confirms healthy boots.
+job, and runs it in one worker thread (`runner.JobRun`); on start it continues the saved job
+where its phase says. On backends that count every boot it confirms healthy boots.
+
+One owner at a time: a new request revokes the running worker's ownership token and sets its
+cancel event *before* it is answered, so from then on the old worker can neither save the job
+nor queue a status (the old requestId hears nothing more); the new worker waits for the old
+one to be gone before it touches the slot.
 """
 
 from __future__ import annotations
@@ -11,17 +16,19 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config
 from agent.durable import StateWriteError
 from agent.firmware import certs
+from agent.firmware.charger import Charger
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
-from agent.firmware.job import CANCELLABLE, Job, JobStore, Phase
+from agent.firmware.job import Job, JobStore
+from agent.firmware.machine import CANCELLABLE, Phase
 from agent.firmware.reporting import Reporter
-from agent.firmware.runner import Context, JobRunner
+from agent.firmware.runner import Context, JobRun
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
 from agent.ocpp.validate import format_datetime
@@ -29,6 +36,7 @@ from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotH
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
+ARMING_WAIT = 5.0  # seconds a request waits for an arming in progress before it is Rejected
 
 
 class Updater:
@@ -38,19 +46,15 @@ class Updater:
         reporter: Reporter,
         backend: BootBackend,
         clock: TrustedClock,
+        charger: Charger,
         *,
         wait_delivered: Callable[[str, float], bool],
-        boot_id: Callable[[], str],
-        run_reboot: Callable[[Sequence[str]], None],
-        may_disturb: Callable[[], bool],
-        check_image: Callable[[Mapping[str, str]], tuple[bool, str]],
-        healthy: Callable[[], tuple[bool, str]],
     ) -> None:
         self.config = config
         self.reporter = reporter
         self.backend: BootBackend = SerializedBackend(backend)  # called from several threads
         self.clock = clock
-        self.store = JobStore(config.state_dir, boot_id)
+        self.store = JobStore(config.state_dir, charger.boot_id)
         self.stager = Stager(config, backend)
         self.ctx = Context(
             config,
@@ -59,17 +63,13 @@ class Updater:
             clock,
             self.store,
             self.stager,
+            charger,
             wait_delivered=wait_delivered,
-            boot_id=boot_id,
-            run_reboot=run_reboot,
-            may_disturb=may_disturb,
-            check_image=check_image,
-            healthy=healthy,
         )
-        self._runner = JobRunner(self.ctx)
         self._job: Job | None = self.store.load()
         self.problems: list[str] = []  # the last self_check, shown by `status`
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # the running worker's
+        self._token = 0  # the running worker's ownership token
         self._worker: threading.Thread | None = None
 
     # --- loop-thread API --------------------------------------------------------------------
@@ -94,13 +94,13 @@ class Updater:
             observation = self.backend.observe()
             if observation.trial_active:
                 return
-            ok, reason = self.ctx.healthy()
+            ok, reason = self.ctx.charger.healthy()
             if not ok:
                 LOG.error("not confirming slot %s: %s", observation.booted, reason)
                 return
-            # Under the arming lock: committing the running slot puts it first again, which
-            # would undo a trial armed meanwhile or before a daemon restart in this boot.
-            with self.ctx.arming:
+            # Under the ownership lock (held while arming): committing the running slot puts
+            # it first again, which would undo a trial armed meanwhile or before a restart.
+            with self.store.ownership.lock:
                 observation = self.backend.observe()
                 armed = [
                     slot
@@ -151,23 +151,46 @@ class Updater:
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         status = answer.ACCEPTED
         current = self._job
-        if current is not None and not current.finished:
-            with self.ctx.arming:
-                if current.phase not in CANCELLABLE:  # the reboot is under way (L01.FR.27)
+        ownership = self.store.ownership
+        if current is not None and current.finished and self._worker is not None:
+            self._worker.join(1.0)  # a finished job's worker is about to end: let it
+        # The worker holds the lock while it arms: past ARMING_WAIT the arming is under way
+        # and cannot be undone, so the request is one we are unable to cancel for.
+        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+            LOG.warning("refusing request %s: the trial is being armed", request.request_id)
+            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)  # L01.FR.27
+        try:
+            if current is not None and not current.finished:
+                if current.phase not in CANCELLABLE:  # the trial is armed (L01.FR.27)
+                    LOG.warning(
+                        "refusing request %s: update %s is %s",
+                        request.request_id,
+                        current.request_id,
+                        current.phase,
+                    )
                     return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
-                self._cancel.set()
+                status = answer.ACCEPTED_CANCELED
+            elif self._worker is not None and self._worker.is_alive():
+                # A finished job's worker still runs: the way back to the old slot after a
+                # failed trial. Writing the other slot now would overwrite the good one.
+                LOG.warning("refusing request %s: a reboot is pending", request.request_id)
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            token = ownership.claim()  # the old worker's saves and statuses end here
+            self._cancel.set()
+        finally:
+            ownership.lock.release()
+        if status is answer.ACCEPTED_CANCELED:
+            assert current is not None
             LOG.info("request %s cancels update %s", request.request_id, current.request_id)
-            self._cancel_worker()
-            status = answer.ACCEPTED_CANCELED
         job = Job.from_request(request, self.config.firmware, now=self.ctx.now())
         try:
-            self.store.save(job)  # durable before the CSMS hears Accepted
+            self.store.save(job, token)  # durable before the CSMS hears Accepted
         except StateWriteError as exc:
             LOG.error("refusing request %s: %s", request.request_id, exc)
             if current is not None and status is answer.ACCEPTED_CANCELED:
                 self._spawn(current, resumed=True)  # not replaced after all: it goes on
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
-        self._job = job
+        self._job, self._token = job, token
         return v16.SignedUpdateFirmwareConf(status=status)
 
     def after_request(
@@ -177,7 +200,7 @@ class Updater:
         accepted = (v16.UpdateFirmwareStatus.ACCEPTED, v16.UpdateFirmwareStatus.ACCEPTED_CANCELED)
         job = self._job
         if job is not None and job.request_id == request.request_id and conf.status in accepted:
-            self._spawn(job)
+            self._spawn(job, token=self._token)
 
     def backend_problems(self) -> list[str]:
         """Run the backend's self-check now (at start and for each request: it may run the
@@ -206,22 +229,26 @@ class Updater:
 
     # --- the worker -------------------------------------------------------------------------
 
-    def _cancel_worker(self) -> None:
-        self._cancel.set()
-        if self._worker is not None:
-            self._worker.join(timeout=5)
-            if self._worker.is_alive():
-                LOG.error("the cancelled update did not stop within 5 s")
-        self._cancel = threading.Event()
+    def _spawn(self, job: Job, resumed: bool = False, token: int | None = None) -> None:
+        """Run `job` in a new worker, once the previous worker (cancelled) has ended."""
+        if token is None:
+            with self.store.ownership.lock:
+                token = self.store.ownership.claim()
+                self._cancel.set()
+        self._token = token
+        previous, cancel = self._worker, threading.Event()
+        self._cancel = cancel
+        run = JobRun(self.ctx, job, token, cancel)
 
-    def _spawn(self, job: Job, resumed: bool = False) -> None:
-        cancel = self._cancel
-        self._worker = threading.Thread(
-            target=self._runner.run,
-            args=(job, cancel, resumed),
-            name=f"update-{job.request_id}",
-            daemon=True,
-        )
+        def work() -> None:
+            if previous is not None and previous is not threading.current_thread():
+                while previous.is_alive():
+                    previous.join(5)
+                    if previous.is_alive():
+                        LOG.warning("update %s waits for the previous worker", job.request_id)
+            run.run(resumed)
+
+        self._worker = threading.Thread(target=work, name=f"update-{job.request_id}", daemon=True)
         self._worker.start()
 
 

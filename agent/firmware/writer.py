@@ -3,10 +3,13 @@
 A slot is a block device (production) or a regular file (tests, the `file` backend), written
 through the same code, as bmaptool does. The rules:
 
-* A block device is opened with O_EXCL: the kernel refuses that while the device is mounted
-  (or held exclusively), which keeps us off the running system's partition.
-* The capacity is known before the first byte (BLKGETSIZE64, or the configured size of a file
-  slot) and a write that would pass the end fails before anything is written.
+* A slot is never created: a path that does not exist is refused (a mistyped /dev/mmcblk0p2
+  must not become a file filling devtmpfs). A block device is opened with O_EXCL: the kernel
+  refuses that while the device is mounted (or held exclusively), which keeps us off the
+  running system's partition.
+* The capacity is known before the first byte (BLKGETSIZE64, or a file slot's own size: it is
+  pre-allocated, like a partition) and a write that would pass the end fails before anything
+  is written. A file slot is never grown or cut.
 * Writes are `pwrite`s at explicit offsets. Every `checkpoint_bytes` an fsync starts in the
   background; once it is done, the checkpoint callback learns the new *durable offset*: the
   bytes before it survive a power cut, so a later attempt (or the daemon after a restart)
@@ -33,13 +36,14 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 from agent import crashpoints
-from agent.firmware.errors import ImageTooLarge, SlotBusy, SlotError
+from agent.firmware.errors import DownloadCancelled, ImageTooLarge, SlotBusy, SlotError
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +88,16 @@ class SlotWriter:
         checkpoint_bytes: int = 4 * 1024 * 1024,
         on_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
-        """Open the slot. `capacity` limits a file slot (None: unlimited); a block device's own
-        size always applies. Raises SlotBusy for a device in use, SlotError otherwise."""
+        """Open the slot. Its capacity is the device's (or the file's) size, or `capacity` when
+        that is smaller. Raises SlotBusy for a device in use, SlotError otherwise."""
         self.path = Path(path)
         self.checkpoint_bytes = checkpoint_bytes
         self.on_checkpoint = on_checkpoint
         self._fd = self._open()
-        self.is_block_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
-        device_size = self._device_size() if self.is_block_device else None
-        sizes = [s for s in (capacity, device_size) if s is not None]
-        self.capacity: int | None = min(sizes) if sizes else None
+        mode = os.fstat(self._fd).st_mode
+        self.is_block_device = stat.S_ISBLK(mode)
+        own_size = self._device_size() if self.is_block_device else os.fstat(self._fd).st_size
+        self.capacity: int = own_size if capacity is None else min(capacity, own_size)
         self._end = 0  # end of the contiguous prefix written in this session
         self.durable_offset = 0
         self._dropped = 0  # page cache already dropped below this offset
@@ -104,23 +108,27 @@ class SlotWriter:
         try:
             mode = os.stat(self.path).st_mode
         except FileNotFoundError:
-            mode = None
+            raise SlotError(f"slot {self.path} does not exist (it is never created)") from None
         except OSError as exc:
             raise SlotError(f"cannot inspect slot {self.path}: {exc.strerror}") from None
-        if mode is not None and stat.S_ISBLK(mode):
+        if stat.S_ISBLK(mode):
             flags = os.O_RDWR | os.O_EXCL | os.O_CLOEXEC  # EBUSY when mounted
-        elif mode is None or stat.S_ISREG(mode):
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        elif stat.S_ISREG(mode):
+            flags = os.O_RDWR | os.O_CLOEXEC
         else:
             raise SlotError(f"slot {self.path} is neither a block device nor a regular file")
         try:
-            return os.open(self.path, flags, 0o600)
+            fd = os.open(self.path, flags)  # no O_CREAT: a path gone since the stat fails
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 raise SlotBusy(
                     f"slot {self.path} is in use (mounted?); refusing to write"
                 ) from None
             raise SlotError(f"cannot open slot {self.path}: {exc.strerror}") from None
+        if stat.S_IFMT(os.fstat(fd).st_mode) != stat.S_IFMT(mode):
+            os.close(fd)
+            raise SlotError(f"slot {self.path} changed kind while it was opened")
+        return fd
 
     def _device_size(self) -> int:
         buffer = bytearray(8)
@@ -134,7 +142,7 @@ class SlotWriter:
 
     def ensure_fits(self, size: int) -> None:
         """Fail now, before any byte is written, when an image of `size` bytes cannot fit."""
-        if self.capacity is not None and size > self.capacity:
+        if size > self.capacity:
             raise ImageTooLarge(
                 f"image of {size} bytes does not fit slot {self.path} ({self.capacity} bytes)"
             )
@@ -219,14 +227,9 @@ class SlotWriter:
             self.on_checkpoint(self.durable_offset)
 
     def finish(self, size: int) -> None:
-        """Final fsync. A file slot without a fixed capacity is cut to the image's size."""
+        """Final fsync; the image is the slot's first `size` bytes."""
         if size != self._end:
             raise SlotError(f"finishing at {size} bytes but {self._end} were written")
-        if not self.is_block_device and self.capacity is None:
-            try:
-                os.ftruncate(self._fd, size)
-            except OSError as exc:
-                raise SlotError(f"cannot truncate slot {self.path}: {exc}") from None
         self.sync()
 
     # --- reading ------------------------------------------------------------------------------
@@ -254,16 +257,23 @@ class SlotWriter:
         return hasher
 
     def read_back(
-        self, size: int, *, direct: bool | None = None, progress: Progress | None = None
+        self,
+        size: int,
+        *,
+        direct: bool | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
     ) -> ReadBack:
         """SHA-256 of the slot's first `size` bytes as the medium holds them.
 
         `direct`: None tries O_DIRECT and falls back; False skips it; True requires it.
+        `cancel` is looked at before each block (DownloadCancelled).
         """
         self.sync()
+        cancel = cancel or threading.Event()
         if direct is not False:
             try:
-                digest = self._read_direct(size, progress)
+                digest = self._read_direct(size, progress, cancel)
             except _DirectUnsupported as exc:
                 if direct:
                     raise SlotError(
@@ -273,11 +283,11 @@ class SlotWriter:
             else:
                 log.info("slot %s read back with O_DIRECT", self.path)
                 return ReadBack(digest, size, ReadBackMethod.DIRECT)
-        digest = self._read_cached(size, progress)
+        digest = self._read_cached(size, progress, cancel)
         log.info("slot %s read back after fsync + fadvise(DONTNEED)", self.path)
         return ReadBack(digest, size, ReadBackMethod.CACHE_DROP)
 
-    def _read_direct(self, size: int, progress: Progress | None) -> bytes:
+    def _read_direct(self, size: int, progress: Progress | None, cancel: threading.Event) -> bytes:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
         except OSError as exc:
@@ -287,13 +297,13 @@ class SlotWriter:
         # Anonymous mappings are page-aligned, as O_DIRECT needs.
         buffers = (mmap.mmap(-1, READ_BUFFER), mmap.mmap(-1, READ_BUFFER))
         try:
-            return self._hash_reads(fd, size, buffers, progress, direct=True)
+            return self._hash_reads(fd, size, buffers, progress, cancel, direct=True)
         finally:
             for buffer in buffers:
                 buffer.close()
             os.close(fd)
 
-    def _read_cached(self, size: int, progress: Progress | None) -> bytes:
+    def _read_cached(self, size: int, progress: Progress | None, cancel: threading.Event) -> bytes:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             if self.is_block_device:
@@ -302,7 +312,7 @@ class SlotWriter:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             buffers = (bytearray(READ_BUFFER), bytearray(READ_BUFFER))
-            return self._hash_reads(fd, size, buffers, progress, direct=False)
+            return self._hash_reads(fd, size, buffers, progress, cancel, direct=False)
         finally:
             os.close(fd)
 
@@ -312,6 +322,7 @@ class SlotWriter:
         size: int,
         buffers: tuple[mmap.mmap, mmap.mmap] | tuple[bytearray, bytearray],
         progress: Progress | None,
+        cancel: threading.Event,
         *,
         direct: bool,
     ) -> bytes:
@@ -343,6 +354,9 @@ class SlotWriter:
                 pending = reader.submit(read, 0, views[0]) if size > 0 else None
                 while pending is not None:
                     useful = pending.result()
+                    crashpoints.hold("read-back", cancel)
+                    if cancel.is_set():
+                        raise DownloadCancelled(f"read-back of {self.path} cancelled")
                     current = views[turn]
                     following = position + useful
                     turn ^= 1

@@ -80,14 +80,8 @@ class Daemon:
             self.reporter,
             backend,
             TrustedClock(lambda: self.session.csms_offset),
+            policy.CommandCharger(config),
             wait_delivered=self.outbox.wait_delivered,
-            boot_id=policy.boot_id_reader(config.boot_id_file),
-            run_reboot=policy.run_reboot,
-            may_disturb=lambda: policy.may_disturb(config.firmware.install_gate),
-            check_image=lambda facts: policy.image_acceptable(config.firmware.image_check, facts),
-            healthy=lambda: policy.healthy(
-                config.health.commands, config.health.require_system_running
-            ),
         )
         self.session.route(
             v16.Action.SIGNED_UPDATE_FIRMWARE, self.updater.on_request, self.updater.after_request

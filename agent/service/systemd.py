@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any
 
 try:  # python3-systemd / systemd-python
     from systemd import daemon as sd_daemon  # type: ignore[attr-defined]
@@ -22,11 +21,6 @@ except ImportError:  # pragma: no cover - exercised on machines without libsyste
     sd_journal = None
 
 SYSLOG_IDENTIFIER = "ocpp-fw-agent"
-
-
-def fields(**values: Any) -> dict[str, Any]:
-    """Journal fields for `extra=`: upper-case names, None values left out."""
-    return {key.upper(): value for key, value in values.items() if value is not None}
 
 
 class Notifier:

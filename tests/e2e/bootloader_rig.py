@@ -50,7 +50,7 @@ KINDS: Mapping[str, tuple[str, str | None]] = {
     "grub": ("grub", None),
 }
 BOOT_ATTEMPTS = 3  # the uboot backend's default boot_attempts (BOOT_x_LEFT of a good slot)
-SLOT_SIZE = 4 << 20  # loop-device slots: room for the test image
+SLOT_SIZE = 4 << 20  # slots (files or loop devices): room for the test image
 FACTORY_IMAGE = b"factory image 1.0\n"
 MENDER_VALUES = {"A": "2", "B": "3"}  # mender_boot_part of each slot (partition numbers)
 
@@ -140,6 +140,8 @@ class BootloaderRig(ChargerRig):
         files = {"A": directory / "mmcblk0p2", "B": directory / "mmcblk0p3"}
         files["A"].write_bytes(FACTORY_IMAGE.ljust(4096, b"\0"))
         files["B"].write_bytes(b"\0" * 4096)
+        for backing in files.values():  # pre-allocated, as partitions are
+            os.truncate(backing, SLOT_SIZE)
         if self.media == "file":
             return files
         if os.geteuid() != 0:
@@ -147,8 +149,6 @@ class BootloaderRig(ChargerRig):
         need("losetup")
         slots = {}
         for name, backing in files.items():
-            with backing.open("r+b") as fh:
-                fh.truncate(SLOT_SIZE)
             slots[name] = loop_attach(backing)
             self._loops.append(slots[name])
         return slots

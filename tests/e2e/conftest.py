@@ -79,13 +79,13 @@ class Charger:
         self.agent: AgentProcess | None = None
         self._triggered: list[Any] = []  # notifications sent because of a trigger
 
-    def start(self, **config: Any) -> AgentProcess:
-        self.agent = AgentProcess(self.rig.config(**config)).start()
+    def start(self, env: dict[str, str] | None = None, **config: Any) -> AgentProcess:
+        self.agent = AgentProcess(self.rig.config(**config), env).start()
         self._agents.append(self.agent)
         return self.agent
 
-    def restart(self) -> AgentProcess:
-        self.agent = AgentProcess(self.rig.base / "agent.toml").start()
+    def restart(self, env: dict[str, str] | None = None) -> AgentProcess:
+        self.agent = AgentProcess(self.rig.base / "agent.toml", env).start()
         self._agents.append(self.agent)
         return self.agent
 

@@ -11,13 +11,16 @@ is then left to finish, power-cycling whenever the agent asks for a reboot. Afte
 - the CSMS finally gets exactly one terminal status for the request, and nothing hangs;
 - the update ends Installed, except after a power cut during the trial boot (before the
   commit), where the bootloader's fallback makes it an honest InstallationFailed;
-- statuses never carry another requestId.
+- statuses never carry another requestId;
+- the cut really happened: the daemon died by SIGKILL at exactly step k (`crashpoints` writes
+  the step it dies at), so a run that simply finished can never pass as a cut.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import signal
 import time
 from pathlib import Path
 
@@ -38,7 +41,7 @@ TERMINAL = {
     "InstallVerificationFailed",
     "InvalidSignature",
 }
-OLD_DIGEST = hashlib.sha256(b"factory image 1.0\n").hexdigest()
+FACTORY = b"factory image 1.0\n"  # slot A's image (the rest of the slot is zeros)
 NEW_DIGEST = hashlib.sha256(IMAGE).hexdigest()
 
 pytestmark = pytest.mark.timeout(900)
@@ -94,27 +97,29 @@ class Run:
 
     def check_boot(self, booted: str) -> None:
         env = filemodel.load_env(self.rig.env)
-        digest = hashlib.sha256(self.rig.slots[booted].read_bytes()).hexdigest() if booted else ""
-        if digest not in (OLD_DIGEST, NEW_DIGEST):
+        if booted and self.holds(booted) is None:
             self.violations.append(f"booted slot {booted!r} holds an unverified image")
-        primary = env["primary"]
-        if primary == "B" and hashlib.sha256(self.rig.slots["B"].read_bytes()).hexdigest() != (
-            NEW_DIGEST
-        ):
+        if env["primary"] == "B" and self.holds("B") != "new":
             self.violations.append("slot B is primary without the verified image")
 
-    def wait_crash(self, agent: AgentProcess, timeout: float = 30) -> None:
-        """Until the daemon died at its crash point. The number of outbox writes depends on
-        when the CSMS's answers arrive, so a step near the end may not come in this run: then
-        the run goes on as if uncut (its reboot request, or its terminal status, shows it)."""
+    def holds(self, slot: str) -> str | None:
+        """ "old" (the factory image), "new" (the verified image) or None (anything else)."""
+        with self.rig.slots[slot].open("rb") as medium:
+            head = medium.read(len(IMAGE))
+        if head[: len(FACTORY)] == FACTORY and not head[len(FACTORY) :].strip(b"\0"):
+            return "old"
+        return "new" if hashlib.sha256(head).hexdigest() == NEW_DIGEST else None
+
+    def wait_crash(self, agent: AgentProcess, k: int, log: Path, timeout: float = 120) -> str:
+        """Until the daemon died at step k; returns the step's name. A daemon that is still
+        alive (or died otherwise) at the deadline is a failure of the test, not a pass."""
         assert agent.proc is not None
-        deadline = time.monotonic() + timeout
-        while agent.proc.poll() is None:
-            if self.rig.reboot_marker.exists() or self.terminal():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the daemon neither crashed nor finished:\n{agent.log}")
-            time.sleep(0.05)
+        returncode = agent.proc.wait(timeout)
+        if returncode != -signal.SIGKILL:
+            raise AssertionError(f"exited {returncode}, not killed at step {k}:\n{agent.log}")
+        last = Path(f"{log}.last").read_text().split(" ", 1)
+        assert int(last[0]) == k, f"died at step {last}, not {k}"
+        return last[1].strip()
 
     def finish(self, agent: AgentProcess, timeout: float = 60) -> None:
         """Let the charger run, power-cycling on request, until a terminal status arrives."""
@@ -169,20 +174,32 @@ def reference_steps(tmp_path: Path, csms: TestCsms, server: FirmwareHttpServer):
 
 
 def cut_and_finish(
-    tmp_path: Path, csms: TestCsms, server: FirmwareHttpServer, boot: str, k: int, cut: str
-) -> tuple[str, list[str]]:
-    """One charger, cut after step k of its `boot`, then left to finish: (outcome, violations)."""
+    tmp_path: Path,
+    csms: TestCsms,
+    server: FirmwareHttpServer,
+    expected: dict[str, list[str]],
+    boot: str,
+    k: int,
+    cut: str,
+) -> tuple[str, str, list[str]]:
+    """One charger, cut after step k of its `boot`, then left to finish: (the step it died at,
+    outcome, violations). Which durable write is the k-th can vary between runs (the loop's
+    outbox writes interleave with the worker's job writes), so each case is named by the step
+    the daemon reports it died at."""
     name = f"CP-{boot}-{k}-{cut}"
     run = Run(tmp_path, csms, server, name)
-    agent = run.start({CRASH_AT_ENV: str(k)} if boot == "first" else None)
+    log = tmp_path / f"{name}.steps"
+    crash = {CRASH_AT_ENV: str(k), CRASH_LOG_ENV: str(log)}
+    agent = run.start(crash if boot == "first" else None)
     csms.wait_for(lambda: csms.connected(name), 15, "connection")
     run.send_update(may_die=boot == "first")
     if boot == "trial":
         run.rig.wait_reboot_request(agent)
         run.power_cycle(agent)
-        agent = run.start({CRASH_AT_ENV: str(k)})
-    run.wait_crash(agent)
-    agent.stop()  # already dead unless the step did not come (see wait_crash)
+        agent = run.start(crash)
+    step = run.wait_crash(agent, k, log)
+    if step not in {line.split(" ", 1)[1] for line in expected[boot]}:
+        run.violations.append(f"cut at {step!r}, a step the reference run does not have")
     if cut == "power":
         run.power_cycle(agent)
     run.finish(run.start())
@@ -190,7 +207,7 @@ def cut_and_finish(
         # Only a cut during the trial boot may lose the one-shot trial: the bootloader then
         # falls back, which is an honest InstallationFailed.
         run.violations.append(f"ended {run.terminal()}, not Installed")
-    return (run.terminal() or ["none"])[-1], run.violations
+    return step, (run.terminal() or ["none"])[-1], run.violations
 
 
 @pytest.mark.slow
@@ -206,12 +223,21 @@ def test_power_cut_at_every_durable_step(tmp_path, world):
     ]
     # The chargers are independent (own files, own identity at the CSMS): run a few at once.
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda case: cut_and_finish(tmp_path, csms, server, *case), cases))
+        expected = {"first": first_boot, "trial": trial_boot}
+        results = list(
+            pool.map(lambda case: cut_and_finish(tmp_path, csms, server, expected, *case), cases)
+        )
     failures: list[str] = []
     outcomes: dict[str, int] = {}
-    for (boot, k, cut), (outcome, violations) in zip(cases, results, strict=True):
+    cut_at: dict[str, set[str]] = {"first": set(), "trial": set()}
+    for (boot, k, cut), (step, outcome, violations) in zip(cases, results, strict=True):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        listed = first_boot if boot == "first" else trial_boot
-        failures.extend(f"{boot}-boot step {k} ({listed[k - 1]}), {cut}: {v}" for v in violations)
+        cut_at[boot].add(step)
+        failures.extend(f"{boot}-boot step {k} ({step}), {cut}: {v}" for v in violations)
     print("outcomes:", outcomes)
     assert not failures, "\n".join(failures)
+    # The cuts the suite exists for really happened: between keeping the previous job
+    # generation and writing the new one, arming the trial, and committing it.
+    assert "job kept as the previous generation" in cut_at["first"]
+    assert "file arm_trial(B)" in cut_at["first"]
+    assert "file commit(B)" in cut_at["trial"]

@@ -18,6 +18,7 @@ from agent.firmware.pipeline import Checkpoint, Progress, run_pass
 from agent.firmware.writer import SlotWriter
 from tests.firmware.conftest import FTP_PASSWORD, FTP_USER
 from tests.firmware.fwservers import FirmwareHttpServer
+from tests.firmware.slotfiles import new_slot
 
 CHECKPOINT = 64 * 1024
 
@@ -26,7 +27,7 @@ def test_full_pass(fetcher, http_server, image, tmp_path: Path):
     http_server.put("/fw.bin", image)
     checkpoints: list[Checkpoint] = []
     progress: list[Progress] = []
-    with SlotWriter(tmp_path / "slot", checkpoint_bytes=CHECKPOINT) as writer:
+    with SlotWriter(new_slot(tmp_path / "slot"), checkpoint_bytes=CHECKPOINT) as writer:
         result = run_pass(
             fetcher,
             http_server.url("/fw.bin"),
@@ -36,7 +37,7 @@ def test_full_pass(fetcher, http_server, image, tmp_path: Path):
         )
     assert result.digest == hashlib.sha256(image).digest()
     assert (result.size, result.resumed_from, result.fetched) == (len(image), 0, len(image))
-    assert (tmp_path / "slot").read_bytes() == image
+    assert (tmp_path / "slot").read_bytes()[: len(image)] == image
     offsets = [c.offset for c in checkpoints]
     assert offsets == sorted(offsets) and offsets[-1] == len(image)
     assert all(c.validator == http_server.files["/fw.bin"].etag for c in checkpoints)
@@ -50,11 +51,14 @@ def cut_then_resume(
     checkpoints: list[Checkpoint] = []
     url = server.url("/fw.bin")
     server.faults.cut_after = cut
-    with SlotWriter(slot, checkpoint_bytes=CHECKPOINT) as writer, pytest.raises(Truncated):
+    with (
+        SlotWriter(new_slot(slot), checkpoint_bytes=CHECKPOINT) as writer,
+        pytest.raises(Truncated),
+    ):
         run_pass(fetcher, url, writer, on_checkpoint=checkpoints.append)
     server.faults.cut_after = None
     # A new writer, as after a daemon restart: only the persisted checkpoint is known.
-    with SlotWriter(slot, checkpoint_bytes=CHECKPOINT) as writer:
+    with SlotWriter(new_slot(slot), checkpoint_bytes=CHECKPOINT) as writer:
         result = run_pass(fetcher, url, writer, resume=checkpoints[-1])
     return result.digest, checkpoints
 
@@ -95,13 +99,16 @@ def test_changed_file_starts_over_and_rewinds_checkpoint(
     slot = tmp_path / "slot"
     http_server.faults.cut_after = 500_000
     checkpoints: list[Checkpoint] = []
-    with SlotWriter(slot, checkpoint_bytes=CHECKPOINT) as writer, pytest.raises(Truncated):
+    with (
+        SlotWriter(new_slot(slot), checkpoint_bytes=CHECKPOINT) as writer,
+        pytest.raises(Truncated),
+    ):
         run_pass(fetcher, http_server.url("/fw.bin"), writer, on_checkpoint=checkpoints.append)
     http_server.faults.cut_after = None
     new_image = image[::-1][:900_000]
     http_server.put("/fw.bin", new_image)
     after: list[Checkpoint] = []
-    with SlotWriter(slot, checkpoint_bytes=CHECKPOINT) as writer:
+    with SlotWriter(new_slot(slot), checkpoint_bytes=CHECKPOINT) as writer:
         result = run_pass(
             fetcher,
             http_server.url("/fw.bin"),
@@ -111,7 +118,7 @@ def test_changed_file_starts_over_and_rewinds_checkpoint(
         )
     assert result.digest == hashlib.sha256(new_image).digest()
     assert result.resumed_from == 0
-    assert slot.read_bytes() == new_image
+    assert slot.read_bytes()[: len(new_image)] == new_image
     assert after[0].offset == 0  # the stale offset is withdrawn before new bytes land
     assert after[-1] == Checkpoint(len(new_image), http_server.files["/fw.bin"].etag, 900_000)
 
@@ -125,7 +132,7 @@ def test_server_ignoring_if_range_is_refetched_from_zero(
     stale = Checkpoint(300_000, http_server.files["/fw.bin"].etag, len(image))
     http_server.put("/fw.bin", image[::-1])
     http_server.faults.ignore_if_range = True
-    with SlotWriter(slot) as writer:
+    with SlotWriter(new_slot(slot)) as writer:
         result = run_pass(fetcher, http_server.url("/fw.bin"), writer, resume=stale)
     assert result.digest == hashlib.sha256(image[::-1]).digest()
     assert [r.status for r in http_server.requests] == [206, 200]
@@ -136,18 +143,19 @@ def test_image_larger_than_slot_fails_before_first_byte(
 ):
     http_server.put("/fw.bin", image)
     slot = tmp_path / "slot"
-    with SlotWriter(slot, capacity=len(image) - 1) as writer, pytest.raises(ImageTooLarge):
+    new_slot(slot, len(image) - 1)
+    with SlotWriter(slot) as writer, pytest.raises(ImageTooLarge):
         run_pass(fetcher, http_server.url("/fw.bin"), writer)
-    assert slot.stat().st_size == 0
+    assert slot.read_bytes() == bytes(len(image) - 1)  # not a byte written
 
 
 def test_image_of_unknown_length_stops_at_slot_end(fetcher, http_server, image, tmp_path: Path):
     http_server.put("/fw.bin", image)
     http_server.faults.no_length = True
     slot = tmp_path / "slot"
-    with SlotWriter(slot, capacity=500_000) as writer, pytest.raises(ImageTooLarge):
+    with SlotWriter(new_slot(slot), capacity=500_000) as writer, pytest.raises(ImageTooLarge):
         run_pass(fetcher, http_server.url("/fw.bin"), writer)
-    assert slot.stat().st_size <= 500_000
+    assert slot.read_bytes()[500_000:] == bytes(slot.stat().st_size - 500_000)
 
 
 def test_resume_beyond_slot_content_starts_over(fetcher, http_server, image, tmp_path: Path):
@@ -156,10 +164,12 @@ def test_resume_beyond_slot_content_starts_over(fetcher, http_server, image, tmp
     slot = tmp_path / "slot"
     slot.write_bytes(image[:1000])
     claim = Checkpoint(5000, http_server.files["/fw.bin"].etag, len(image))
-    with SlotWriter(slot) as writer:
-        result = run_pass(fetcher, http_server.url("/fw.bin"), writer, resume=claim)
-    assert result.resumed_from == 0 and result.digest == hashlib.sha256(image).digest()
+    # A 1000-byte slot (fixed size): the claim is not trusted, nothing is resumed, and the
+    # whole image is then refused before a byte is written.
+    with SlotWriter(slot) as writer, pytest.raises(ImageTooLarge):
+        run_pass(fetcher, http_server.url("/fw.bin"), writer, resume=claim)
     assert http_server.requests[0].header("Range") is None
+    assert slot.read_bytes() == image[:1000]
 
 
 def test_cancel_keeps_the_durable_prefix(http_server, image, tmp_path: Path):
@@ -176,7 +186,7 @@ def test_cancel_keeps_the_durable_prefix(http_server, image, tmp_path: Path):
 
     with (
         Fetcher(FetchSettings(stall_timeout=30, chunk_size=chunk)) as fetcher,
-        SlotWriter(tmp_path / "slot", checkpoint_bytes=1 << 20) as writer,
+        SlotWriter(new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 20) as writer,
         pytest.raises(DownloadCancelled),
     ):
         run_pass(
@@ -190,7 +200,7 @@ def test_cancel_keeps_the_durable_prefix(http_server, image, tmp_path: Path):
     durable = checkpoints[-1].offset
     assert durable == 2 * chunk  # synced on the way out, although below the watermark
     http_server.faults.stall_after = None
-    with Fetcher() as fetcher, SlotWriter(tmp_path / "slot") as writer:
+    with Fetcher() as fetcher, SlotWriter(new_slot(tmp_path / "slot")) as writer:
         result = run_pass(fetcher, http_server.url("/fw.bin"), writer, resume=checkpoints[-1])
     assert result.digest == hashlib.sha256(image).digest()
     assert http_server.requests[-1].header("Range") == f"bytes={durable}-"
@@ -202,7 +212,7 @@ def test_memory_stays_flat(http_server, tmp_path: Path):
     for size in (4 << 20, 32 << 20):
         big = hashlib.shake_256(str(size).encode()).digest(1 << 16) * (size >> 16)
         http_server.put(f"/{size}.bin", big)
-        with Fetcher() as fetcher, SlotWriter(tmp_path / f"slot{size}") as writer:
+        with Fetcher() as fetcher, SlotWriter(new_slot(tmp_path / f"slot{size}", size)) as writer:
             tracemalloc.start()
             result = run_pass(fetcher, http_server.url(f"/{size}.bin"), writer)
             peaks.append(tracemalloc.get_traced_memory()[1])
@@ -221,10 +231,13 @@ def test_ftp_pass_resumes_with_rest(fetcher, ftp_server, ftp_root: Path, image, 
     ftp_server.cut_after = 600_000
     checkpoints: list[Checkpoint] = []
     slot = tmp_path / "slot"
-    with SlotWriter(slot, checkpoint_bytes=CHECKPOINT) as writer, pytest.raises(Truncated):
+    with (
+        SlotWriter(new_slot(slot), checkpoint_bytes=CHECKPOINT) as writer,
+        pytest.raises(Truncated),
+    ):
         run_pass(fetcher, url, writer, on_checkpoint=checkpoints.append)
     ftp_server.cut_after = None
-    with SlotWriter(slot) as writer:
+    with SlotWriter(new_slot(slot)) as writer:
         result = run_pass(fetcher, url, writer, resume=checkpoints[-1])
     assert result.digest == hashlib.sha256(image).digest()
     assert ftp_server.rest == [checkpoints[-1].offset]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from agent.firmware.errors import ImageTooLarge, SlotBusy, SlotError
+from agent.firmware.errors import DownloadCancelled, ImageTooLarge, SlotBusy, SlotError
 from agent.firmware.writer import ReadBackMethod, SlotWriter
+from tests.firmware.slotfiles import new_slot
 
 DATA = hashlib.shake_256(b"slot").digest(300_001)
 
@@ -33,16 +35,19 @@ def write_all(writer: SlotWriter, data: bytes, step: int = 40_000) -> None:
 
 def test_checkpoints_report_durable_offsets(tmp_path: Path):
     seen: list[int] = []
-    with SlotWriter(tmp_path / "slot", checkpoint_bytes=100_000, on_checkpoint=seen.append) as w:
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=100_000, on_checkpoint=seen.append
+    ) as w:
         write_all(w, DATA)
     assert seen == [120_000, 240_000, 300_001]
-    assert (tmp_path / "slot").read_bytes() == DATA
+    assert (tmp_path / "slot").read_bytes()[: len(DATA)] == DATA
 
 
 def test_image_too_large_fails_before_writing(tmp_path: Path):
     """Issue #3: an image larger than the slot fails before writing past the slot's end."""
-    path = tmp_path / "slot"
-    with SlotWriter(path, capacity=100_000) as writer:
+    path = new_slot(tmp_path / "slot", 100_000)  # a file slot's size is its capacity
+    with SlotWriter(path) as writer:
+        assert writer.capacity == 100_000
         with pytest.raises(ImageTooLarge):
             writer.ensure_fits(100_001)
         writer.write_at(0, DATA[:60_000])
@@ -50,12 +55,15 @@ def test_image_too_large_fails_before_writing(tmp_path: Path):
             writer.write_at(60_000, DATA[60_000:120_000])
         assert caught.value.status == "DownloadFailed"
         assert not caught.value.retryable
-    assert path.stat().st_size == 60_000
+    assert path.stat().st_size == 100_000  # never grown
+    assert path.read_bytes()[60_000:] == bytes(40_000)  # nothing written past the first part
 
 
 def test_gap_is_refused_and_rewind_lowers_durable_offset(tmp_path: Path):
     seen: list[int] = []
-    with SlotWriter(tmp_path / "slot", checkpoint_bytes=50_000, on_checkpoint=seen.append) as w:
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=50_000, on_checkpoint=seen.append
+    ) as w:
         w.write_at(0, DATA[:80_000])  # an fsync of 80 000 bytes starts in the background
         with pytest.raises(ValueError):
             w.write_at(90_000, b"x")
@@ -69,7 +77,9 @@ def test_a_background_fsync_counts_only_once_collected(tmp_path: Path):
     a checkpoint's fsync runs while the next bytes are written and is reported when the next
     checkpoint (or `sync`) collects it."""
     seen: list[int] = []
-    with SlotWriter(tmp_path / "slot", checkpoint_bytes=50_000, on_checkpoint=seen.append) as w:
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=50_000, on_checkpoint=seen.append
+    ) as w:
         w.write_at(0, DATA[:60_000])
         assert (w.durable_offset, seen) == (0, [])
         w.write_at(60_000, DATA[60_000:70_000])
@@ -92,16 +102,38 @@ def test_rehash_prefix_matches_hashlib(tmp_path: Path):
             writer.rehash_prefix(len(DATA) + 1)
 
 
-def test_file_slot_without_capacity_is_cut_to_image(tmp_path: Path):
+def test_a_file_slot_keeps_its_size_and_a_smaller_capacity_narrows_it(tmp_path: Path):
     path = tmp_path / "slot"
     path.write_bytes(b"\xff" * 400_000)
     with SlotWriter(path) as writer:
         write_all(writer, DATA)
-    assert path.read_bytes() == DATA
-    path.write_bytes(b"\xff" * 400_000)
-    with SlotWriter(path, capacity=400_000) as writer:
-        write_all(writer, DATA)
-    assert path.stat().st_size == 400_000  # a partition-like file keeps its size
+    assert path.read_bytes() == DATA + b"\xff" * (400_000 - len(DATA))  # never cut or grown
+    with SlotWriter(path, capacity=100_000) as writer, pytest.raises(ImageTooLarge):
+        writer.ensure_fits(100_001)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_a_slot_path_that_is_not_a_slot_is_refused_and_nothing_is_created(
+    tmp_path: Path, kind: str
+):
+    """Issue #9: a mistyped /dev/mmcblk0p2 used to be created as a file and filled /dev."""
+    path = tmp_path / "mmcblk0p2"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(SlotError, match=r"does not exist|neither a block device"):
+        SlotWriter(path)
+    assert path.exists() is (kind != "missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if kind == "missing" else [path.name])
+
+
+def test_a_read_back_stops_when_cancelled(tmp_path: Path):
+    path = new_slot(tmp_path / "slot")
+    cancel = threading.Event()
+    cancel.set()
+    with SlotWriter(path) as writer, pytest.raises(DownloadCancelled):
+        writer.read_back(4 << 20, cancel=cancel)
 
 
 def test_read_back_with_o_direct_on_disk(tmp_path: Path):
@@ -109,7 +141,7 @@ def test_read_back_with_o_direct_on_disk(tmp_path: Path):
     if not direct_io_works(tmp_path):
         pytest.skip(f"{tmp_path} does not support O_DIRECT")
     progress: list[tuple[int, int]] = []
-    with SlotWriter(tmp_path / "slot") as writer:
+    with SlotWriter(new_slot(tmp_path / "slot")) as writer:
         write_all(writer, DATA)
         result = writer.read_back(len(DATA), progress=lambda d, t: progress.append((d, t)))
     assert result.method is ReadBackMethod.DIRECT
@@ -120,7 +152,7 @@ def test_read_back_with_o_direct_on_disk(tmp_path: Path):
 def test_read_back_falls_back_on_ramfs(ramfs: Path, caplog: pytest.LogCaptureFixture):
     """ramfs refuses O_DIRECT: the cache-drop path runs and says so."""
     caplog.set_level("INFO", logger="agent.firmware.writer")
-    with SlotWriter(ramfs / "slot") as writer:
+    with SlotWriter(new_slot(ramfs / "slot")) as writer:
         write_all(writer, DATA)
         result = writer.read_back(len(DATA))
         assert result.method is ReadBackMethod.CACHE_DROP
@@ -137,7 +169,7 @@ def test_read_back_on_tmpfs_reports_its_method(tmp_path: Path):
         pytest.skip("no writable /dev/shm")
     path = folder / f"fw-slot-{os.getpid()}-{tmp_path.name}"
     try:
-        with SlotWriter(path) as writer:
+        with SlotWriter(new_slot(path)) as writer:
             write_all(writer, DATA)
             result = writer.read_back(len(DATA))
         expected = ReadBackMethod.DIRECT if direct_io_works(folder) else ReadBackMethod.CACHE_DROP
@@ -149,7 +181,7 @@ def test_read_back_on_tmpfs_reports_its_method(tmp_path: Path):
 
 def test_read_back_sees_the_medium_not_the_stream(tmp_path: Path):
     """InstallVerificationFailed path: bytes changed on the medium change the read-back digest."""
-    path = tmp_path / "slot"
+    path = new_slot(tmp_path / "slot", len(DATA) + 1000)
     with SlotWriter(path) as writer:
         write_all(writer, DATA)
         with open(path, "r+b") as other:

@@ -10,7 +10,8 @@ import pytest
 
 from agent.config import FirmwareConfig
 from agent.durable import StateWriteError
-from agent.firmware.job import Job, JobStore, Phase
+from agent.firmware.job import MAX_RETRIES, MAX_RETRY_INTERVAL, Job, JobStore, NotOwner
+from agent.firmware.machine import Phase
 from agent.ocpp import v16
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -44,14 +45,15 @@ def test_a_later_request_is_scheduled_and_keeps_its_own_retry_values():
 def test_transitions_are_counted_and_recorded_with_the_boot_id_checkpoints_are_not(tmp_path):
     boots = iter(["boot-1", "boot-1", "boot-2"])
     store = JobStore(tmp_path, lambda: next(boots))
+    token = store.ownership.claim()
     job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
-    store.save(job)
+    store.save(job, token)
     job.offset = 4096
-    store.save(job, transition=False)
+    store.save(job, token, transition=False)
     job.phase = Phase.VERIFYING
-    store.save(job)
+    store.save(job, token)
     job.phase = Phase.REBOOTING
-    store.save(job)
+    store.save(job, token)
     loaded = JobStore(tmp_path).load()
     assert loaded is not None and loaded.transitions == 3 and loaded.offset == 4096
     assert [(phase, boot) for phase, boot, _ in loaded.history] == [
@@ -71,13 +73,14 @@ def test_a_save_that_fails_is_not_counted_and_the_previous_generation_stays(tmp_
     """A full state dir: the transition is not counted in memory (retries on a full disk must
     not trip the crash-loop breaker) and `load` still finds the last saved generation."""
     store = JobStore(tmp_path, lambda: "boot-1")
+    token = store.ownership.claim()
     job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
-    store.save(job)
+    store.save(job, token)
     block_writes(store.path)
     job.phase = Phase.VERIFYING
     for _ in range(3):
         with pytest.raises(StateWriteError, match="cannot write"):
-            store.save(job)
+            store.save(job, token)
     assert (job.transitions, len(job.history)) == (1, 1)
     loaded = JobStore(tmp_path).load()
     assert loaded is not None and (loaded.phase, loaded.transitions) == (Phase.DOWNLOADING, 1)
@@ -85,10 +88,11 @@ def test_a_save_that_fails_is_not_counted_and_the_previous_generation_stays(tmp_
 
 def test_a_torn_newest_generation_falls_back_to_the_previous_one(tmp_path):
     store = JobStore(tmp_path)
+    token = store.ownership.claim()
     job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
-    store.save(job)
+    store.save(job, token)
     job.phase = Phase.VERIFYING
-    store.save(job)
+    store.save(job, token)
     (tmp_path / "job.json").write_bytes(b'{"version": 1, "job": {"request_id": 7, "pha')
     loaded = JobStore(tmp_path).load()
     assert loaded is not None and loaded.phase is Phase.DOWNLOADING  # the previous generation
@@ -97,10 +101,53 @@ def test_a_torn_newest_generation_falls_back_to_the_previous_one(tmp_path):
 
 def test_an_unknown_phase_name_takes_the_safe_path(tmp_path):
     store = JobStore(tmp_path)
+    token = store.ownership.claim()
     job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
-    store.save(job)
+    store.save(job, token)
     document = json.loads((tmp_path / "job.json").read_text())
     document["job"]["phase"] = "teleporting"
     (tmp_path / "job.json").write_text(json.dumps(document))
     assert JobStore(tmp_path).load() is None
     assert list(tmp_path.glob("job.json.broken-*"))
+
+
+def test_a_revoked_owner_can_no_longer_save_and_the_file_stays_as_the_new_owner_left_it(
+    tmp_path,
+):
+    """Issue #9: a worker still winding down after a cancel must never write job.json."""
+    store = JobStore(tmp_path)
+    old = store.ownership.claim()
+    stale = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(stale, old)
+    new = store.ownership.claim()
+    fresh = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    fresh.request_id = 72
+    store.save(fresh, new)
+    before = store.path.read_bytes()
+    stale.phase = Phase.INSTALLING
+    with pytest.raises(NotOwner):
+        store.save(stale, old)
+    with pytest.raises(NotOwner):
+        store.save(stale, old, transition=False)
+    assert store.path.read_bytes() == before
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and loaded.request_id == 72
+
+
+@pytest.mark.parametrize(
+    ("retries", "interval", "kept"),
+    [
+        (20, 60, (20, 60)),  # the breaker used to cut this to 16 attempts
+        (10**9, 10**10, (MAX_RETRIES, MAX_RETRY_INTERVAL)),
+        (-5, -1, (0, 0)),
+    ],
+)
+def test_retry_values_are_kept_or_clamped_with_a_logged_reason(retries, interval, kept, caplog):
+    job = Job.from_request(
+        request(NOW, retries=retries, retry_interval=interval),
+        FirmwareConfig(),
+        now=NOW.timestamp(),
+    )
+    assert (job.retries, job.retry_interval) == kept
+    clamped = kept != (retries, interval)
+    assert ("out of range" in caplog.text) is clamped
