@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +52,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(config, backend).run()
 
 
+def _checking_logs(args: argparse.Namespace) -> None:
+    """The checks report through `problem:` lines; the modules' own warnings about the same
+    files (a skipped root) are shown only with -v."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.ERROR,
+        format="ocpp-fw-agent: %(message)s",
+    )
+
+
 def _print_problems(problems: Sequence[str]) -> None:
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
@@ -61,6 +71,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     with --deep, what the daemon can reach where it runs."""
     from agent.service import selfcheck
 
+    _checking_logs(args)
     config = _load(args)
     backend = _backend(config)
     if not args.deep:
@@ -97,6 +108,7 @@ def cmd_slots(args: argparse.Namespace) -> int:
     from agent.service import selfcheck
     from agent.slots import describe, human
 
+    _checking_logs(args)
     config = _load(args)
     backend = _backend(config)
     document = describe(backend)

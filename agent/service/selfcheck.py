@@ -60,7 +60,7 @@ def problems(config: Config, backend: BootBackend) -> list[str]:
 
 def slot_problems(slots: Mapping[str, Path], booted: str | None) -> list[str]:
     """Each slot exists, is a block device or an existing regular file, can be opened for
-    writing, and (all but the booted one) is not mounted or held by anyone."""
+    writing, and (all but the booted one) is not mounted."""
     out = []
     for name, path in slots.items():
         problem = _slot_problem(name, path, exclusive=name != booted)
@@ -71,24 +71,39 @@ def slot_problems(slots: Mapping[str, Path], booted: str | None) -> list[str]:
 
 def _slot_problem(name: str, path: Path, *, exclusive: bool) -> str | None:
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except FileNotFoundError:
         return f"slot {name}: {path} does not exist (fix [slots] devices; nothing is created)"
     except OSError as exc:
         return f"slot {name}: cannot inspect {path}: {exc.strerror}"
-    block = stat.S_ISBLK(mode)
-    if not (block or stat.S_ISREG(mode)):
+    block = stat.S_ISBLK(info.st_mode)
+    if not (block or stat.S_ISREG(info.st_mode)):
         return f"slot {name}: {path} is neither a block device nor a regular file"
-    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if block and exclusive else 0)
+    mount_point = _mount_point(info.st_rdev) if block and exclusive else None
+    if mount_point is not None:
+        return (
+            f"slot {name}: {path} is mounted on {mount_point}; the agent never writes a mounted "
+            "slot (unmount it, or fix [slots] devices if it is the running system)"
+        )
     try:
-        os.close(os.open(path, flags))
+        os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
     except OSError as exc:
-        if exc.errno == errno.EBUSY:
-            return (
-                f"slot {name}: {path} is mounted or in use; the agent never writes a slot in use "
-                "(unmount it, or fix [slots] devices if it is the running system)"
-            )
         return _denied(f"slot {name}", path, exc, device=block)
+    return None
+
+
+def _mount_point(rdev: int) -> str | None:
+    """Where the block device `rdev` is mounted, from /proc/self/mountinfo (not O_EXCL: the
+    update's own writer holds the slot that way while a new request is checked)."""
+    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[2] == wanted:
+            return fields[4]
     return None
 
 
@@ -268,7 +283,15 @@ def roots_problems(path: Path) -> list[str]:
                 out.append(f"{key}: {file}: root {name} expired {_not_after(cert):%Y-%m-%d}")
             else:
                 usable += 1
-    if not usable and not out:
+    # What the certificate policy refuses (a root that is not a CA, a weak key), once per file
+    # not already named above.
+    named = list(out)
+    store = certs.load_roots(path)
+    for problem in store.problems:
+        if not any(problem.startswith(f"{file}:") and str(file) in line
+                   for file in files for line in named):  # fmt: skip
+            out.append(f"{key}: {problem}")
+    if not (usable and store.roots) and not out:
         ignored = _ignored(path)
         out.append(
             f"{key}: {path} holds no certificate, so every SignedUpdateFirmware would be "
@@ -345,15 +368,16 @@ def _unique(lines: Iterable[str]) -> list[str]:
 
 UNIT: Final = "ocpp-fw-agent.service"
 # What decides what the daemon can open, copied from the installed unit (with its drop-ins).
-# System call filters are left out: they refuse calls, not paths, and `systemctl show` prints
-# them resolved to names a `-p` may not read back.
+# System call filters and namespace restrictions are left out: they refuse calls, not paths,
+# and `systemctl show` prints them in forms a `-p` does not read back as the same setting.
+# StateDirectoryMode is copied so the transient unit leaves the state dir's mode as it is.
 SANDBOX_PROPERTIES: Final = (
     "User", "Group", "UMask", "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities",
     "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateMounts", "PrivateIPC",
     "PrivateDevices", "DevicePolicy", "DeviceAllow", "ReadWritePaths", "ReadOnlyPaths",
-    "InaccessiblePaths", "StateDirectory", "ProtectKernelTunables", "ProtectKernelModules",
-    "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
-    "ProtectProc", "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality",
+    "InaccessiblePaths", "StateDirectory", "StateDirectoryMode", "ProtectKernelTunables",
+    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+    "ProtectHostname", "ProtectProc", "RestrictSUIDSGID", "LockPersonality",
 )  # fmt: skip
 EMPTY_MEANS_NONE: Final = frozenset({"CapabilityBoundingSet", "AmbientCapabilities"})
 

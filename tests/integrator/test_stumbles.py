@@ -161,3 +161,36 @@ def test_the_deep_check_lists_every_problem_at_once(tmp_path: Path) -> None:
     assert len(lines) == 2, lines
     assert lines[0].startswith("problem: [firmware] manufacturer_roots: ")
     assert lines[1] == f"problem: file: environment {rig.env} does not exist"
+
+
+@pytest.mark.root
+def test_a_mounted_inactive_slot_is_named_with_its_mount_point(tmp_path: Path) -> None:
+    """A loop device as slot B, mounted: the deep check names it; unmounted, no problem."""
+    if shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs losetup and mkfs.ext4")
+    image = tmp_path / "b.img"
+    image.write_bytes(b"\0" * (4 << 20))
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True, capture_output=True)
+    attached = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+    if attached.returncode != 0:
+        pytest.skip(f"no loop device: {attached.stderr.strip()}")
+    loop = attached.stdout.strip()
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    try:
+        rig = ChargerRig(tmp_path / "charger", "ws://127.0.0.1:9/ocpp")
+        config = rig.config(slots={"devices": {"A": str(rig.slots["A"]), "B": loop}})
+        assert cli("-c", str(config), "check-config", "--deep").returncode == 0
+        subprocess.run(["mount", loop, str(mount_point)], check=True)
+        try:
+            done = cli("-c", str(config), "check-config", "--deep")
+        finally:
+            subprocess.run(["umount", str(mount_point)], check=True)
+        assert done.returncode == 1
+        assert done.stderr == (
+            f"problem: slot B: {loop} is mounted on {mount_point}; the agent never writes a "
+            "mounted slot (unmount it, or fix [slots] devices if it is the running system)\n"
+        )
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=False)
