@@ -1,16 +1,19 @@
 """The `ocpp-fw-agent` command: one function per subcommand, dispatched from a table.
 
-Exit status: 0 success, 1 the operation failed, 2 usage or configuration error (one line on
-stderr, no traceback).
+Exit status: 0 success, 1 the operation failed or found a problem, 2 usage or configuration
+error (one line per mistake on stderr, no traceback). Global options (-c, -v) are accepted
+before or after the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import agent
 from agent import config as config_module
@@ -49,11 +52,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(config, backend).run()
 
 
+def _checking_logs(args: argparse.Namespace) -> None:
+    """The checks report through `problem:` lines; the modules' own warnings about the same
+    files (a skipped root) are shown only with -v."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.ERROR,
+        format="ocpp-fw-agent: %(message)s",
+    )
+
+
+def _print_problems(problems: Sequence[str]) -> None:
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every configuration mistake (exit 2), then the referenced files (exit 1 on a problem);
+    with --deep, what the daemon can reach where it runs."""
+    from agent.service import selfcheck
+
+    _checking_logs(args)
     config = _load(args)
-    _backend(config)
-    print(json.dumps(config.effective(), indent=2))
-    return EXIT_OK
+    backend = _backend(config)
+    if not args.deep:
+        problems = selfcheck.file_problems(config)
+        print(json.dumps(config.effective(), indent=2))
+        _print_problems(problems)
+        return EXIT_FAILED if problems else EXIT_OK
+    if not args.here and selfcheck.unit_installed():
+        print(f"deep check inside the sandbox of {selfcheck.UNIT} (systemd-run)", flush=True)
+        cli_args = ["-c", str(Path(args.config).resolve()), "check-config", "--deep", "--here"]
+        done = selfcheck.in_unit_sandbox(cli_args)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode if done.returncode in (EXIT_OK, EXIT_USAGE) else EXIT_FAILED
+    if not args.here:
+        print("deep check in this process (no systemd, or the unit is not installed)")
+    problems = selfcheck.problems(config, backend)
+    _print_problems(problems)
+    print(f"{len(problems)} problem(s)" if problems else "no problems: updates can run")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -66,12 +104,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_slots(args: argparse.Namespace) -> int:
-    from agent.slots import describe
+    """What the backend sees and every problem the daemon would refuse updates over."""
+    from agent.service import selfcheck
+    from agent.slots import describe, human
 
+    _checking_logs(args)
     config = _load(args)
-    document = describe(_backend(config))
-    print(json.dumps(document, indent=2))
-    return EXIT_FAILED if document.get("problems") or document.get("error") else EXIT_OK
+    backend = _backend(config)
+    document = describe(backend)
+    document["problems"] = selfcheck.problems(config, backend)
+    print(json.dumps(document, indent=2) if args.json else human(document))
+    return EXIT_FAILED if document["problems"] or document.get("error") else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -83,32 +126,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """-c and -v, on the main parser and again on each command (so `run -c FILE` works); a
+    command's copy defaults to SUPPRESS so it never overrides one given before the command."""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "-c",
+        "--config",
+        help=f"configuration file (default {config_module.DEFAULT_PATH})",
+        **({"default": str(config_module.DEFAULT_PATH)} if top else default),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging", **({} if top else default)
+    )
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="ocpp-fw-agent",
         description="OCPP 1.6J secure firmware update agent for A/B charger controllers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {agent.__version__}")
-    parser.add_argument(
-        "-c",
-        "--config",
-        default=str(config_module.DEFAULT_PATH),
-        help=f"configuration file (default {config_module.DEFAULT_PATH})",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands: dict[str, Command] = {}
 
     def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
         commands[name] = func
-        return sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _global_options(command, top=False)
+        return command
 
     add("run", cmd_run, "run the daemon in the foreground")
-    add("check-config", cmd_check_config, "validate the configuration and print it, secrets masked")
-    status_parser = add("status", cmd_status, "show the running daemon's state")
+    check = add(
+        "check-config",
+        cmd_check_config,
+        "validate the configuration, list every problem, print it with secrets masked",
+    )
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also check the slots, boot environment, tools and roots where the daemon runs "
+        "(inside the unit's sandbox when systemd runs the unit)",
+    )
+    check.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
+    status_parser = add("status", cmd_status, "show the daemon's state and the last update")
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     status_parser.add_argument("--state-dir", help="read this state dir instead of the config's")
-    add("slots", cmd_slots, "show what the boot-slot backend sees")
+    slots_parser = add("slots", cmd_slots, "show what the boot-slot backend sees, and problems")
+    slots_parser.add_argument("--json", action="store_true", help="machine-readable output")
     add("demo", cmd_demo, "run the whole update on this machine: CSMS, server, agent, reboot")
     tools.add_commands(sub, add)
     return parser, commands
@@ -120,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except ConfigError as exc:
-        print(f"ocpp-fw-agent: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"ocpp-fw-agent: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import stat
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -26,7 +27,14 @@ MASK = "********"
 
 
 class ConfigError(Exception):
-    """One line: `<file>: [section] key: problem`."""
+    """Every mistake found, one line each: `<file>: [section] key: problem`.
+
+    All of them at once, so an integrator fixes a file in one round, not one per mistake.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,9 +283,30 @@ def _hex_key(value: Any) -> bytes:
 
 
 def _devices(value: Any) -> dict[str, Path]:
+    """Two slots, each an existing block device or regular file. A missing path is refused
+    here rather than created later: a mistyped /dev/mmcblk0p2 must never become a file."""
     if not isinstance(value, dict) or len(value) != 2:
         raise ValueError('expected exactly two slots, e.g. { A = "/dev/mmcblk0p2", B = "..." }')
-    return {str(name): _path(path) for name, path in value.items()}
+    devices = {str(name): _path(path) for name, path in value.items()}
+    problems = [p for p in (_slot_kind(name, path) for name, path in devices.items()) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return devices
+
+
+def _slot_kind(name: str, path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return (
+            f"slot {name}: {path} does not exist (give an existing partition or image file; "
+            "nothing is created)"
+        )
+    except OSError as exc:
+        return f"slot {name}: cannot inspect {path}: {exc.strerror}"
+    if not (stat.S_ISBLK(mode) or stat.S_ISREG(mode)):
+        return f"slot {name}: {path} is neither a block device nor a regular file"
+    return None
 
 
 def _table(value: Any) -> dict[str, Any]:
@@ -361,78 +390,101 @@ def load(path: Path = DEFAULT_PATH) -> Config:
 
 
 def parse(raw: Mapping[str, Any], source: Path) -> Config:
-    """Validate an already-parsed TOML document (the unit of the config tests)."""
+    """Validate an already-parsed TOML document (the unit of the config tests).
 
-    def fail(section: str, key: str | None, problem: str) -> ConfigError:
+    Every mistake is collected; one ConfigError lists them all.
+    """
+    problems: list[str] = []
+
+    def note(section: str, key: str | None, problem: str) -> None:
         where = f"[{section}] {key}" if key else f"[{section}]"
-        return ConfigError(f"{source}: {where}: {problem}")
+        problems.append(f"{source}: {where}: {problem}")
 
     values: dict[str, dict[str, Any]] = {}
+    bad_keys: set[tuple[str, str]] = set()
     for section, table in raw.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{section}]")
+            problems.append(f"{source}: unknown section [{section}]")
+            continue
         if not isinstance(table, dict):
-            raise fail(section, None, "expected a table")
+            note(section, None, "expected a table")
+            continue
         checked: dict[str, Any] = {}
         for key, value in table.items():
             checker = SECTIONS[section].get(key)
             if checker is None:
-                raise fail(section, key, "unknown key")
+                note(section, key, "unknown key")
+                continue
             try:
                 checked[key] = checker(value)
             except ValueError as exc:
-                raise fail(section, key, str(exc)) from None
+                note(section, key, str(exc))
+                bad_keys.add((section, key))
         values[section] = checked
     for section, keys in REQUIRED.items():
+        given = raw.get(section)
+        if not isinstance(given, dict):
+            if section not in raw:
+                note(section, ", ".join(keys), "missing (required section)")
+            continue
         for key in keys:
-            if key not in values.get(section, {}):
-                raise fail(section, key, "missing (required)")
+            if key not in given:
+                note(section, key, "missing (required)")
 
-    csms = dict(values["csms"])
+    csms = dict(values.get("csms", {}))
     key_file = csms.pop("authorization_key_file", None)
     if key_file is not None:
         if "authorization_key" in csms:
-            raise fail("csms", "authorization_key_file", "give the key or the key file, not both")
-        try:
-            csms["authorization_key"] = _hex_key(key_file.read_text(encoding="ascii"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise fail("csms", "authorization_key_file", f"{key_file}: {exc}") from None
-    _check_profile(csms, lambda key, problem: fail("csms", key, problem))
-    if csms.get("reconnect_min", 1.0) > csms.get("reconnect_max", 300.0):
-        raise fail("csms", "reconnect_min", "must not exceed reconnect_max")
+            note("csms", "authorization_key_file", "give the key or the key file, not both")
+        else:
+            try:
+                csms["authorization_key"] = _hex_key(key_file.read_text(encoding="ascii"))
+            except (ValueError, UnicodeDecodeError, OSError) as exc:
+                note("csms", "authorization_key_file", f"{key_file}: {exc}")
+                bad_keys.add(("csms", "authorization_key_file"))
+    if all(k in csms for k in REQUIRED["csms"]):
+        for key, problem in _profile_problems(csms):
+            if ("csms", key) not in bad_keys and ("csms", f"{key}_file") not in bad_keys:
+                note("csms", key, problem)
+        if csms.get("reconnect_min", 1.0) > csms.get("reconnect_max", 300.0):
+            note("csms", "reconnect_min", "must not exceed reconnect_max")
+    if problems:
+        raise ConfigError(*problems)
 
-    identity = values["identity"]
     state = values.get("state", {})
-    slots = values.get("slots", {})
     return Config(
         source=source,
         csms=CsmsConfig(**csms),
-        identity=IdentityConfig(**identity),
+        identity=IdentityConfig(**values["identity"]),
         state_dir=state.get("dir", DEFAULT_STATE_DIR),
         boot_id_file=state.get("boot_id_file", DEFAULT_BOOT_ID_FILE),
         firmware=FirmwareConfig(**values.get("firmware", {})),
-        slots=SlotsConfig(**slots),
+        slots=SlotsConfig(**values.get("slots", {})),
         health=HealthConfig(**values.get("health", {})),
     )
 
 
-def _check_profile(csms: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
-    """The URL scheme and credentials must match the security profile (OCPP 1.6 security §2)."""
+def _profile_problems(csms: dict[str, Any]) -> list[tuple[str, str]]:
+    """The URL scheme and credentials must match the security profile (OCPP 1.6 security §2).
+
+    (key, problem) pairs, every one found."""
     profile = csms["security_profile"]
     scheme = urllib.parse.urlsplit(csms["url"]).scheme
+    out: list[tuple[str, str]] = []
     if scheme not in ("ws", "wss"):
-        raise fail("url", f"scheme must be ws:// or wss://, got {scheme or 'none'}")
-    if profile in (0, 1) and scheme != "ws":
-        raise fail("url", f"security profile {profile} uses ws://, not {scheme}://")
-    if profile in (2, 3) and scheme != "wss":
-        raise fail("url", f"security profile {profile} needs wss://, not {scheme}://")
+        out.append(("url", f"scheme must be ws:// or wss://, got {scheme or 'none'}"))
+    elif profile in (0, 1) and scheme != "ws":
+        out.append(("url", f"security profile {profile} uses ws://, not {scheme}://"))
+    elif profile in (2, 3) and scheme != "wss":
+        out.append(("url", f"security profile {profile} needs wss://, not {scheme}://"))
     if profile in (1, 2) and "authorization_key" not in csms:
-        raise fail("authorization_key", f"security profile {profile} needs an AuthorizationKey")
+        out.append(("authorization_key", f"security profile {profile} needs an AuthorizationKey"))
     if profile in (1, 2) and ":" in csms["charge_point_id"]:
-        raise fail("charge_point_id", "must not contain ':' with HTTP Basic authentication")
+        out.append(("charge_point_id", "must not contain ':' with HTTP Basic authentication"))
     if profile in (2, 3) and "ca_file" not in csms:
-        raise fail("ca_file", f"security profile {profile} needs the CSMS root CA bundle")
+        out.append(("ca_file", f"security profile {profile} needs the CSMS root CA bundle"))
     if profile == 3:
         for key in ("client_cert", "client_key"):
             if key not in csms:
-                raise fail(key, "security profile 3 needs a client certificate and key")
+                out.append((key, "security profile 3 needs a client certificate and key"))
+    return out

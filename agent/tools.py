@@ -10,10 +10,11 @@ import argparse
 import datetime
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from agent.config import key_pins
+from agent.config import DOWNLOAD_SCHEMES, key_pins
 from agent.firmware import certs, signature
 from agent.firmware.errors import FirmwareError
 from agent.ocpp import v16
@@ -31,9 +32,29 @@ def _text_or_file(value: str) -> str:
     return value.strip()
 
 
+def key_file_problem(path: str, data: bytes) -> str | None:
+    """Why `data` is not an unencrypted PEM private key, in words; None when it looks like one."""
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return (
+            f"{path} is a certificate, not a private key: give --key the signing certificate's "
+            "private key (see docs/integrator-guide.md#manufacturer-pki)"
+        )
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data:
+        return f"{path} is an encrypted private key: decrypt it first (openssl pkey -in {path})"
+    if b"PUBLIC KEY-----" in data:
+        return f"{path} is a public key; signing needs the private key"
+    if b"PRIVATE KEY-----" not in data:
+        return f"{path} is not a PEM private key"
+    return None
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     try:
         key = Path(args.key).read_bytes()
+        problem = key_file_problem(args.key, key)
+        if problem:
+            print(f"ocpp-fw-agent sign: {problem}", file=sys.stderr)
+            return 2
         print(signature.sign_image(Path(args.image), key))
     except (OSError, ValueError) as exc:
         print(f"ocpp-fw-agent sign: {exc}", file=sys.stderr)
@@ -71,6 +92,43 @@ def _key_pin(text: str) -> str:
         return key_pins([text])[0]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _location(text: str) -> str:
+    """A download URL the agent would fetch: a supported scheme, a host, at most 512 chars."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host = parts.hostname
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if parts.scheme.lower() not in DOWNLOAD_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the scheme must be one of {', '.join(DOWNLOAD_SCHEMES)}"
+        )
+    if not host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no host (write {parts.scheme}://HOST/PATH)"
+        )
+    if len(text) > 512:
+        raise argparse.ArgumentTypeError(f"the location is {len(text)} characters, at most 512")
+    return text
+
+
+def _certificate_file(path: str) -> str:
+    """A PEM certificate file (the signing certificate), not a key."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+    if b"PRIVATE KEY-----" in data:
+        raise argparse.ArgumentTypeError(
+            f"{path} is a private key; give the signing certificate (never send the key)"
+        )
+    try:
+        certs.parse_certificates(data)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not a PEM certificate ({exc})") from None
+    return path
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -123,8 +181,15 @@ def add_commands(sub: Any, add: Any) -> None:
     verify.add_argument("image")
 
     request = add("request", cmd_request, "print a ready SignedUpdateFirmware payload")
-    request.add_argument("--location", required=True, help="URL of the image")
-    request.add_argument("--cert", required=True, help="PEM signing certificate")
+    request.add_argument(
+        "--location",
+        required=True,
+        type=_location,
+        help="URL of the image (https, http, ftp, ftps)",
+    )
+    request.add_argument(
+        "--cert", required=True, type=_certificate_file, help="PEM signing certificate"
+    )
     request.add_argument("--signature", required=True, help="Base64 signature, or a file")
     request.add_argument("--request-id", type=int, default=1)
     request.add_argument("--retries", type=int, help="retries after the first attempt")

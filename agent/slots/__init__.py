@@ -82,6 +82,34 @@ def describe(backend: BootBackend) -> dict[str, Any]:
     return out
 
 
+def human(document: Mapping[str, Any]) -> str:
+    """`describe()` for a person: one line per slot, then every problem."""
+    lines = [f"backend:   {document['backend']}"]
+    if document.get("error"):
+        lines.append(f"error:     {document['error']}")
+    health = document.get("health", {})
+    for name, device in document["slots"].items():
+        roles = [
+            role
+            for role, key in (("booted", "booted"), ("primary", "primary"))
+            if document.get(key) == name
+        ]
+        extra = f" ({', '.join(roles)})" if roles else ""
+        lines.append(f"slot {name}:    {device}  {health.get(name, '?')}{extra}")
+    if "trial_active" in document:
+        trial = "active (this boot is on trial)" if document["trial_active"] else "none active"
+        if document.get("attempts_left") is not None:
+            trial += f", attempts left {document['attempts_left']}"
+        lines.append(f"trial:     {trial}")
+    if document.get("reboot_argument"):
+        lines.append(f"reboot:    with argument {document['reboot_argument']!r}")
+    problems = document.get("problems") or []
+    lines.extend(f"problem:   {problem}" for problem in problems)
+    if not problems and not document.get("error"):
+        lines.append("no problems")
+    return "\n".join(lines)
+
+
 def _safe(call: Callable[[], Any]) -> Any:
     try:
         return call()
@@ -95,5 +123,6 @@ __all__ = [
     "BackendError",
     "BootBackend",
     "describe",
+    "human",
     "load_backend",
 ]

@@ -381,6 +381,24 @@ class SerializedBackend:
             return self.inner.reboot_argument()
 
 
+# The Debian package of each bootloader tool a backend runs, named when the tool is missing.
+TOOL_PACKAGES: Final[Mapping[str, str]] = {
+    "fw_printenv": "libubootenv-tool",
+    "fw_setenv": "libubootenv-tool",
+    "grub-editenv": "grub-common",
+    "mcopy": "mtools",
+    "mtype": "mtools",
+    "mren": "mtools",
+    "rauc": "rauc",
+}
+
+
+def tool_missing(what: str, tool: str) -> str:
+    """`uboot: fw_printenv not found (apt-get install libubootenv-tool)`."""
+    package = TOOL_PACKAGES.get(Path(tool).name)
+    return f"{what}: {tool} not found" + (f" (apt-get install {package})" if package else "")
+
+
 def run_tool_full(
     argv: Sequence[str], *, what: str, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -393,7 +411,7 @@ def run_tool_full(
             list(argv), input=input_text, capture_output=True, text=True, timeout=60, check=False
         )
     except FileNotFoundError as exc:
-        raise BackendError(f"{what}: {argv[0]} not found") from exc
+        raise BackendError(tool_missing(what, argv[0])) from exc
     except PermissionError as exc:
         raise BackendError(f"{what}: {argv[0]} not executable") from exc
     except subprocess.TimeoutExpired as exc:

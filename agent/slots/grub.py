@@ -29,6 +29,7 @@ from agent.slots.base import (
     SlotHealth,
     VerifiedBackend,
     run_tool,
+    tool_missing,
 )
 from agent.slots.options import (
     Option,
@@ -172,7 +173,7 @@ class GrubBackend(VerifiedBackend):
 
     def self_check(self) -> list[str]:
         if shutil.which(self.opts["grub_editenv"]) is None:
-            return [f"grub: {self.opts['grub_editenv']} not found"]
+            return [tool_missing("grub", self.opts["grub_editenv"])]
         try:
             head = self.envfile.read_bytes()
         except OSError as exc:

@@ -34,6 +34,7 @@ from agent.slots.base import (
     SlotHealth,
     VerifiedBackend,
     run_tool,
+    tool_missing,
 )
 from agent.slots.options import (
     Option,
@@ -189,7 +190,7 @@ class RaucBackend(VerifiedBackend):
     def self_check(self) -> list[str]:
         binary = self.opts["rauc_binary"]
         if shutil.which(binary) is None:
-            return [f"rauc: {binary} not found"]
+            return [tool_missing("rauc", binary)]
         try:
             doc, slots = self.status()
             self._armed()

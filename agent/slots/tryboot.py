@@ -45,6 +45,7 @@ from agent.slots.base import (
     SlotHealth,
     VerifiedBackend,
     run_tool,
+    tool_missing,
 )
 from agent.slots.options import (
     Option,
@@ -283,7 +284,7 @@ class TrybootBackend(VerifiedBackend):
         if self.opts["fat_image"] is not None:
             for tool in ("mcopy", "mtype", "mren"):
                 if shutil.which(self.opts[tool]) is None:
-                    problems.append(f"{self.name}: {self.opts[tool]} not found")
+                    problems.append(tool_missing(self.name, self.opts[tool]))
             if not self.opts["fat_image"].exists():
                 problems.append(f"{self.name}: FAT image {self.opts['fat_image']} does not exist")
         if problems:

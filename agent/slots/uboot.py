@@ -41,6 +41,7 @@ from agent.slots.base import (
     SlotHealth,
     VerifiedBackend,
     run_tool_full,
+    tool_missing,
 )
 from agent.slots.options import (
     Option,
@@ -311,7 +312,7 @@ class UBootBackend(VerifiedBackend):
 
     def self_check(self) -> list[str]:
         problems = [
-            f"uboot: {tool} not found"
+            tool_missing("uboot", tool)
             for tool in (self.opts["fw_printenv"], self.opts["fw_setenv"])
             if shutil.which(tool) is None
         ]

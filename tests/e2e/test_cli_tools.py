@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import agent
 from agent.demo import pki
 from agent.demo.rig import SOURCE_ROOT, ChargerRig
 from agent.firmware import certs
+from tests.e2e.conftest import wait_until
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -108,13 +110,125 @@ def test_request_prints_a_payload_the_official_schema_accepts(tmp_path):
 
 def test_slots_shows_what_the_backend_sees(tmp_path):
     rig = ChargerRig(tmp_path, "ws://127.0.0.1:9/ocpp")
-    done = cli("-c", str(rig.config()), "slots")
+    done = cli("-c", str(rig.config()), "slots", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     seen = json.loads(done.stdout)
     assert (seen["backend"], seen["booted"], seen["primary"]) == ("file", "A", "A")
     assert seen["health"] == {"A": "good", "B": "good"} and seen["problems"] == []
 
 
+def test_slots_prints_text_with_a_documented_exit_status(tmp_path):
+    """Issue 12, stumble 6: text by default; exit 0 without a problem, 1 with one (it was 0
+    while listing a problem), 2 for a configuration error (fails before this change: JSON
+    only)."""
+    rig = ChargerRig(tmp_path, "ws://127.0.0.1:9/ocpp")
+    config = rig.config()
+    done = cli("slots", "-c", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == (
+        "backend:   file\n"
+        f"slot A:    {rig.slots['A']}  good (booted, primary)\n"
+        f"slot B:    {rig.slots['B']}  good\n"
+        "trial:     none active\n"
+        "no problems\n"
+    )
+    rig.env.unlink()
+    broken = cli("slots", "-c", str(config))
+    assert broken.returncode == 1
+    assert f"problem:   file: environment {rig.env} does not exist\n" in broken.stdout
+    assert json.loads(cli("slots", "--json", "-c", str(config)).stdout)["problems"] == [
+        f"file: environment {rig.env} does not exist"
+    ]
+    unconfigured = rig.config(slots={"devices": {}})
+    assert cli("slots", "-c", str(unconfigured)).returncode == 2  # two slots or none
+
+
+def test_a_missing_bootloader_tool_names_its_debian_package(tmp_path):
+    """Stumble 6: `fw_printenv not found` did not say where to get it."""
+    rig = ChargerRig(tmp_path, "ws://127.0.0.1:9/ocpp")
+    options = {"fw_printenv": "/nonexistent/fw_printenv", "fw_env_config": str(tmp_path / "c")}
+    config = rig.config(slots={"backend": "uboot", "options": options})
+    done = cli("slots", "-c", str(config))
+    assert done.returncode == 1
+    assert (
+        "problem:   uboot: /nonexistent/fw_printenv not found (apt-get install libubootenv-tool)"
+        in done.stdout.splitlines()
+    )
+
+
+def test_global_options_are_accepted_after_the_command(tmp_path):
+    """Stumble 6: `ocpp-fw-agent run -c FILE` was refused (fails before this change)."""
+    missing = str(tmp_path / "nope.toml")
+    for argv in (("-c", missing, "run"), ("run", "-c", missing), ("run", "--config", missing),
+                 ("check-config", "-v", "-c", missing)):  # fmt: skip
+        done = cli(*argv)
+        assert done.returncode == 2
+        assert done.stderr == f"ocpp-fw-agent: {missing}: no such file\n", argv
+
+
+def test_sign_given_a_certificate_as_the_key_says_so(tmp_path):
+    """Stumble 6: it printed `cannot load the private key: ValueError`."""
+    rig = ChargerRig(tmp_path / "charger", "ws://127.0.0.1:9/ocpp")
+    paths = files(rig, tmp_path)
+    done = cli("sign", "--key", str(paths["cert"]), str(paths["image"]))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"ocpp-fw-agent sign: {paths['cert']} is a certificate, not a private key: give --key "
+        "the signing certificate's private key (see docs/integrator-guide.md#manufacturer-pki)\n"
+    )
+    assert done.stdout == ""
+
+
+def test_request_refuses_a_location_the_agent_could_not_fetch(tmp_path):
+    """Stumble 6: `--location ftp:/bad` was accepted into the payload."""
+    rig = ChargerRig(tmp_path / "charger", "ws://127.0.0.1:9/ocpp")
+    paths = files(rig, tmp_path)
+    base = ["request", "--cert", str(paths["cert"]), "--signature", "c2ln"]
+    for location, problem in (
+        ("ftp:/bad", "'ftp:/bad' names no host (write ftp://HOST/PATH)"),
+        ("file:///etc/passwd", "'file:///etc/passwd': the scheme must be one of https, http"),
+        ("fw.example/2.0.bin", "'fw.example/2.0.bin': the scheme must be one of"),
+    ):
+        done = cli(*base, "--location", location)
+        assert done.returncode == 2
+        assert f"argument --location: {problem}" in done.stderr, done.stderr
+        assert done.stdout == ""
+    key_as_cert = cli("request", "--location", "https://fw.example/a.bin", "--cert",
+                      str(paths["key"]), "--signature", "c2ln")  # fmt: skip
+    assert key_as_cert.returncode == 2
+    assert f"argument --cert: {paths['key']} is a private key" in key_as_cert.stderr
+
+
 def test_version():
     done = cli("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"ocpp-fw-agent {agent.__version__}"
+
+
+def test_status_tells_the_outcome_the_slot_and_when(charger, rig, firmware):
+    """Stumble 4: after a successful update text `status` said `request 2: finished` (only
+    --json had the outcome). Now the outcome, the committed slot and the time, also once the
+    daemon has stopped (fails before this change)."""
+    agent = charger.start()
+    assert charger.update(firmware, 2) == "Accepted"
+    rig.wait_reboot_request(agent)
+    rig.versions["B"] = "2.0"
+    assert rig.power_cycle(agent) == "B"
+    charger.restart()
+    charger.wait_status("Installed")
+    config = str(rig.base / "agent.toml")
+
+    def update_line() -> str | None:
+        done = cli("status", "-c", config)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("update:")]
+        return lines[0] if lines and "Installed" in lines[0] else None
+
+    line = wait_until(update_line, 30, "status to show the outcome")
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    assert re.fullmatch(rf"update:       request 2: Installed, committed slot B at {when}", line)
+    charger.agent.stop()
+    stopped = cli("status", "-c", config)
+    assert stopped.returncode == 1
+    assert line in stopped.stdout.splitlines()
+    (rig.state / "status.json").unlink()  # as after a daemon that never published in this boot
+    unpublished = cli("status", "-c", config).stdout.splitlines()
+    assert unpublished[1] == line.replace("update:       ", "last update:  ")

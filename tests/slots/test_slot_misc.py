@@ -80,7 +80,7 @@ def test_rauc_mapping_and_self_check(tmp_path: Path) -> None:
     unmapped = load_backend("rauc", {"X": Path("/dev/x1"), "Y": Path("/dev/x2")}, options)
     assert "no RAUC slot for X" in unmapped.self_check()[0]
     missing = load_backend("rauc", rig.backend.slots, {"rauc_binary": "/nonexistent/rauc"})
-    assert missing.self_check() == ["rauc: /nonexistent/rauc not found"]
+    assert missing.self_check() == ["rauc: /nonexistent/rauc not found (apt-get install rauc)"]
     obs = rig.backend.observe()
     assert obs.raw["rootfs.1.boot_status"] == "good" and obs.raw["boot_primary"] == "rootfs.0"
     with pytest.raises(BackendError, match="refusing to commit B"):

@@ -117,7 +117,7 @@ def test_self_check_missing_tool_and_config(tmp_path: Path) -> None:
     rig = uboot_rig(tmp_path, "rauc", redundant=True)
     assert check(rig) == []
     assert check(rig, fw_setenv="/nonexistent/fw_setenv") == [
-        "uboot: /nonexistent/fw_setenv not found"
+        "uboot: /nonexistent/fw_setenv not found (apt-get install libubootenv-tool)"
     ]
     problems = check(rig, fw_env_config=str(tmp_path / "missing.config"))
     assert len(problems) == 1 and "cannot read" in problems[0]

@@ -743,12 +743,29 @@ def test_signed_update_through_a_real_reboot(system: System, tmp_path: Path) -> 
     c.path("/srv/boot_id").write_text("boot-1\n")
     env = c.path(f"{STATE_DIR}/bootenv.json")
     durable.atomic_write_json(env, filemodel.new_env(["A", "B"], "A"))
+    c.path(CONFFILE).write_text(agent_config(system.port, UPDATE_CONFIG))
+    # Issue 12, stumble 1: without the drop-in, the deep check under the unit's own sandbox
+    # names the line to add (the plain check, run as root from a shell, cannot see it).
+    c.run("ocpp-fw-agent", "check-config")
+    started = time.monotonic()
+    denied = c.run("ocpp-fw-agent", "check-config", "--deep", check=False)
+    system.report.timing("check-config --deep under the unit's sandbox", started)
+    assert denied.returncode == 1, denied.stdout + denied.stderr
+    assert denied.stdout.startswith(f"deep check inside the sandbox of {UNIT} (systemd-run)\n")
+    assert denied.stderr == "".join(
+        f"problem: slot {slot}: /srv/slots/{slot}.img is not writable here (read-only file "
+        "system); grant it in the unit's drop-in (systemctl edit ocpp-fw-agent): "
+        f"ReadWritePaths=/srv/slots/{slot}.img\n"
+        for slot in ("A", "B")
+    ), denied.stderr
+    assert oct(c.path(STATE_DIR).stat().st_mode & 0o777) == "0o700"  # left as the unit has it
     c.path(f"/etc/systemd/system/{UNIT}.d/slots.conf").write_text(
         "[Service]\nReadWritePaths=/srv/slots\n"
     )
-    c.path(CONFFILE).write_text(agent_config(system.port, UPDATE_CONFIG))
     c.daemon_reload()
-    c.run("ocpp-fw-agent", "check-config")
+    granted = c.run("ocpp-fw-agent", "check-config", "--deep", check=False)
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    assert granted.stdout.endswith("no problems: updates can run\n")
     boots = len(system.csms.messages("BootNotification"))
     c.run("systemctl", "restart", UNIT)
     system.csms.wait_message("BootNotification", count=boots + 1, timeout=20)

@@ -18,6 +18,7 @@ import pytest
 
 from agent import config
 from agent.config import ConfigError
+from agent.demo import pki
 from tests.unit.conftest import ConfigWriter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,11 +57,13 @@ def assert_rejected(path: Path, *fragments: str) -> str:
 
 @pytest.fixture
 def pem(tmp_path: Path) -> Callable[[str], str]:
-    """A readable file standing in for a certificate or key (the config only opens it)."""
+    """A real PEM file: `key.pem` is the private key of every certificate made here (check-config
+    loads them and checks that the key belongs to the client certificate)."""
+    issued = pki.issue("Config Test", pki.ec_key("secp256r1", 7), ca=True)
 
     def make(name: str) -> str:
         path = tmp_path / name
-        path.write_text("-----BEGIN CERTIFICATE-----\n", encoding="ascii")
+        path.write_bytes(issued.key_pem if name == "key.pem" else issued.pem.encode())
         return str(path)
 
     return make
@@ -323,3 +326,97 @@ def test_endpoint_appends_the_percent_encoded_identity(write_config: ConfigWrite
     """OCPP-J 1.6 §3.1.1: URL + '/' + percent-encoded charge point identity."""
     path = write_config(csms={"url": "ws://csms.example/ocppj/", "charge_point_id": "RDAM 123/x"})
     assert config.load(path).csms.endpoint == "ws://csms.example/ocppj/RDAM%20123%2Fx"
+
+
+# --- every mistake in one round (issue 12, stumble 5) ---------------------------------------
+
+
+def test_check_config_lists_every_mistake_in_one_run(write_config: ConfigWriter) -> None:
+    """Three mistakes in three sections: three lines, one run, exit 2 (fails before this
+    change: the first mistake stopped the check)."""
+    path = write_config(
+        csms={"security_profile": 4, "hearbeat_interval": 60},
+        identity={"model": "M" * 21},
+        health={"deadline": -1},
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    expected = [
+        f"{path}: [csms] security_profile: expected an integer 0-3, got 4",
+        f"{path}: [csms] hearbeat_interval: unknown key",
+        f"{path}: [identity] model: at most 20 characters (OCPP limit), got 21",
+        f"{path}: [health] deadline: expected a number of seconds >= 1",
+    ]
+    assert caught.value.problems == expected
+    proc = check_config(path)
+    assert proc.returncode == 2
+    assert proc.stderr == "".join(f"ocpp-fw-agent: {line}\n" for line in expected)
+    assert proc.stdout == ""
+
+
+def test_a_profile_mistake_is_listed_with_the_others(write_config: ConfigWriter) -> None:
+    path = write_config(csms={"url": "wss://csms.example/ocpp", "heartbeat_interval": 0})
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.problems == [
+        f"{path}: [csms] heartbeat_interval: expected an integer 1-86400, got 0",
+        f"{path}: [csms] url: security profile 0 uses ws://, not wss://",
+    ]
+
+
+# --- slots must exist: nothing is created (issue 12) ----------------------------------------
+
+
+def test_a_slot_that_does_not_exist_is_a_configuration_error(
+    write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """A mistyped device is refused at start with one line naming the key, and no file appears
+    in its place (fails before this change: the writer created it at the first update)."""
+    real = tmp_path / "A.img"
+    real.write_bytes(b"factory")
+    typo = tmp_path / "dev" / "mmcblk0p3"
+    typo.parent.mkdir()
+    path = write_config(slots={"devices": {"A": str(real), "B": str(typo)}})
+    message = assert_rejected(path, "[slots] devices")
+    assert message == (
+        f"{path}: [slots] devices: slot B: {typo} does not exist (give an existing partition "
+        "or image file; nothing is created)"
+    )
+    assert not typo.exists()
+
+
+def test_a_slot_that_is_a_directory_is_refused(write_config: ConfigWriter, tmp_path: Path) -> None:
+    (tmp_path / "A.img").write_bytes(b"")
+    path = write_config(slots={"devices": {"A": str(tmp_path / "A.img"), "B": str(tmp_path)}})
+    assert_rejected(path, "[slots] devices", f"slot B: {tmp_path} is neither a block device")
+
+
+def test_existing_regular_files_stay_allowed_as_slots(
+    write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    for name in ("A.img", "B.img"):
+        (tmp_path / name).write_bytes(b"")
+    devices = {"A": str(tmp_path / "A.img"), "B": str(tmp_path / "B.img")}
+    assert config.load(write_config(slots={"devices": devices})).slots.devices["B"] == Path(
+        devices["B"]
+    )
+
+
+# --- the files the configuration names load (issue 12, stumble 2) ---------------------------
+
+
+def test_check_config_names_a_client_key_that_is_a_certificate(
+    write_config: ConfigWriter, pem: Callable[[str], str]
+) -> None:
+    cert = pem("cert.pem")
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": pem("ca.pem"),
+              "client_cert": cert, "client_key": cert}
+    )  # fmt: skip
+    proc = check_config(path)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"problem: [csms] client_key: {cert} is a certificate, not the private key of "
+        "[csms] client_cert\n"
+    )
+    json.loads(proc.stdout)  # the effective configuration is still printed
