@@ -14,6 +14,11 @@ from typing import Protocol
 
 
 class Charger(Protocol):
+    def problems(self) -> list[str]:
+        """What would make an update fail here (slots, boot env, tools, roots, sandbox), one
+        line each naming the fix; a request is Rejected while any stands."""
+        ...
+
     def boot_id(self) -> str:
         """The kernel's boot id: new at every boot, so a restart is told from a reboot."""
         ...

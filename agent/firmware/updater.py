@@ -52,7 +52,10 @@ class Updater:
     ) -> None:
         self.config = config
         self.reporter = reporter
-        self.backend: BootBackend = SerializedBackend(backend)  # called from several threads
+        # Called from several threads: one call at a time.
+        self.backend: BootBackend = (
+            backend if isinstance(backend, SerializedBackend) else SerializedBackend(backend)
+        )
         self.clock = clock
         self.store = JobStore(config.state_dir, charger.boot_id)
         self.stager = Stager(config, backend)
@@ -147,7 +150,7 @@ class Updater:
             return v16.SignedUpdateFirmwareConf(status=status)
         problems = self.backend_problems()
         if problems:
-            LOG.error("refusing request %s: %s", request.request_id, "; ".join(problems))
+            LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         status = answer.ACCEPTED
         current = self._job
@@ -203,12 +206,10 @@ class Updater:
             self._spawn(job, token=self._token)
 
     def backend_problems(self) -> list[str]:
-        """Run the backend's self-check now (at start and for each request: it may run the
-        bootloader tools); `problems` keeps the last result for the published status."""
-        try:
-            problems = self.backend.self_check()
-        except BackendError as exc:
-            problems = [str(exc)]
+        """Run the charger's self-check now (at start and for each request: it tries the slots,
+        the boot environment and the tools where the daemon runs); `problems` keeps the last
+        result for the published status."""
+        problems = self.ctx.charger.problems()
         self.problems = problems
         return problems
 

@@ -38,7 +38,7 @@ from agent.ocpp.session import Session
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
-from agent.slots.base import BootBackend
+from agent.slots.base import BootBackend, SerializedBackend
 
 LOG = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.json"
@@ -75,12 +75,13 @@ class Daemon:
             heartbeat_interval=config.csms.heartbeat_interval,
         )
         self.transport = Transport(config.csms, self._events.put)
+        serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.updater = Updater(
             config,
             self.reporter,
-            backend,
+            serialized,
             TrustedClock(lambda: self.session.csms_offset),
-            policy.CommandCharger(config),
+            policy.CommandCharger(config, serialized),
             wait_delivered=self.outbox.wait_delivered,
         )
         self.session.route(

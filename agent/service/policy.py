@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO
 
 from agent.config import Config
+from agent.service import selfcheck
+from agent.slots.base import BootBackend
 
 LOG = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 120.0
@@ -122,8 +124,12 @@ def boot_id_reader(path: Path) -> str:
 class CommandCharger:
     """The charger as the integrator's commands describe it (`firmware.Charger`)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, backend: BootBackend) -> None:
         self._config = config
+        self._backend = backend
+
+    def problems(self) -> list[str]:
+        return selfcheck.problems(self._config, self._backend)
 
     def boot_id(self) -> str:
         return boot_id_reader(self._config.boot_id_file)
