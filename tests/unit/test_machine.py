@@ -182,8 +182,11 @@ def step(world: World, action: str) -> None:
         if action == "download" and world.phase is Phase.DOWNLOADING:
             world.slot = world.streamed = GOOD
             world.move(Event.DOWNLOADED)
-        elif action == "tamper":  # someone rewrites the slot (a stale worker, an attacker)
+        elif action == "tamper":
+            # Another owner wrote the slot (only an owner writes it, and a new owner means
+            # this run's token was revoked): whatever runs next is a new run, without proof.
             world.slot = OTHER
+            world.proof, world.token = None, world.token + 1
         elif action == "prove" and world.phase in (
             Phase.VERIFYING,
             Phase.VERIFIED,
