@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,36 @@ from agent.demo.csms import TestCsms
 from agent.demo.rig import AgentProcess, write_toml
 
 ROOT = Path(__file__).resolve().parent.parent
+# In CI a skip is a failure: a missing tool or privilege must break the build, not hide a test.
+STRICT_SKIPS = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _skip_reason(longrepr: object) -> str:
+    """The reason pytest recorded for a skip: (path, line, "Skipped: why") or a plain repr."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = _skip_reason(report.longrepr)
+        report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport() -> Generator[None, Any, None]:
+    """A test (or its fixture) that skips fails instead when CI=true."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report() -> Generator[None, Any, None]:
+    """A module skipped at import (importorskip, allow_module_level) fails too when CI=true."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
 
 
 def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -> Path:
