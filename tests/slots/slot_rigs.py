@@ -40,7 +40,7 @@ class Rig:
 def need(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"tool(s) not installed: {', '.join(missing)}")
+        pytest.skip(f"tool(s) not installed: {', '.join(missing)}; make deps installs them")
 
 
 def script(path: Path, body: str) -> Path:
