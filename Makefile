@@ -6,11 +6,12 @@ DEBVENV := .venv-deb
 # Debian packages the tests need: systemd-python's build deps, the Debian Python stack the .deb
 # runs on (for the compatibility run; python3-openssl is pyOpenSSL 23 for the FTPS server, built
 # for Debian's cryptography 38 so pip never upgrades it there), the real bootloader tools the
-# slot backends drive (rauc 1.8 too), losetup (mount) and openssl. Under CI=true a test that
+# slot backends drive (rauc 1.8 with a private dbus-daemon for its service), losetup (mount)
+# and openssl. Under CI=true a test that
 # skips fails, so everything a test needs is here or in TEST_ONLY_PIP.
 APT_PACKAGES := libsystemd-dev pkg-config python3-venv python3-systemd python3-requests \
 	python3-websocket python3-cryptography python3-openssl libubootenv-tool u-boot-tools \
-	grub-common mtools dosfstools rauc mount openssl
+	grub-common mtools dosfstools rauc dbus-daemon mount openssl
 # The same as setup.cfg's [test] extra.
 TEST_ONLY_PIP := "pytest>=7.2" "pytest-timeout>=2.1" "hypothesis>=6.0" "ocpp>=2.0" \
 	"websockets>=11" "pyftpdlib>=1.5" "pyOpenSSL>=23.0"
