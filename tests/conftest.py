@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agent.demo.csms import TestCsms
-from agent.demo.rig import AgentProcess, write_toml
+from agent.demo.rig import write_toml
+
+if TYPE_CHECKING:  # imported where used: the ocpp/websockets stack costs ~1 s per pytest start,
+    # and `make mutation` starts pytest once per mutant on tests that need no CSMS
+    from agent.demo.csms import TestCsms
+    from agent.demo.rig import AgentProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # In CI a skip is a failure: a missing tool or privilege must break the build, not hide a test.
@@ -67,6 +71,8 @@ def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -
 
 @pytest.fixture
 def csms() -> Iterator[TestCsms]:
+    from agent.demo.csms import TestCsms
+
     server = TestCsms().start()
     yield server
     server.stop()
@@ -85,6 +91,8 @@ def agents() -> Iterator[list[AgentProcess]]:
 @pytest.fixture
 def run_agent(agents: list[AgentProcess]) -> Any:
     def start(config: Path, env: Mapping[str, str] | None = None) -> AgentProcess:
+        from agent.demo.rig import AgentProcess
+
         agent = AgentProcess(config, env).start()
         agents.append(agent)
         return agent
