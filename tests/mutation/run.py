@@ -11,6 +11,7 @@ Usage: python -m tests.mutation.run [MODULE ...]   (default: all of MODULES)
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -69,6 +70,34 @@ def equivalents(module: str) -> dict[tuple[str, int, int], str]:
     return found
 
 
+def annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's type annotations are. Every module here has `from __future__ import
+    annotations`, so an annotation is never evaluated: `str | None` made `str + None` changes
+    nothing at run time (mypy would refuse it), and such mutants are equivalent by construction."""
+    tree = ast.parse((ROOT / module).read_text())
+    assert any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    ), f"{module}: annotations are evaluated here; the annotation filter does not apply"
+    spans = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        for annotation in found:
+            if annotation is not None and annotation.end_lineno is not None:
+                start = (annotation.lineno, annotation.col_offset)
+                end = (annotation.end_lineno, annotation.end_col_offset or 0)
+                spans.append((start, end))
+    return spans
+
+
 def run(module: str, tests: list[str]) -> dict[str, object]:
     name = Path(module).stem
     OUT.mkdir(parents=True, exist_ok=True)
@@ -88,7 +117,8 @@ def run(module: str, tests: list[str]) -> dict[str, object]:
         raise SystemExit(f"{module}: cosmic-ray exec failed:\n{done.stderr}")
     dumped = cosmic("dump", str(session)).stdout.splitlines()
     known = equivalents(module)
-    killed = survived = pending = equivalent = 0
+    annotations = annotation_spans(module)
+    killed = survived = pending = equivalent = in_annotations = 0
     survivors = []
     for line in dumped:
         item, result = json.loads(line)
@@ -98,8 +128,11 @@ def run(module: str, tests: list[str]) -> dict[str, object]:
         mutation = item["mutations"][0]
         line_no, column = mutation["start_pos"][0], mutation["start_pos"][1]
         key = (mutation["operator_name"], line_no)
+        position = (line_no, column)
         if result["test_outcome"] == "killed":
             killed += 1
+        elif any(start <= position < end for start, end in annotations):
+            in_annotations += 1
         elif any((op, ln) == key and col in (-1, column) for op, ln, col in known):
             equivalent += 1
         else:
@@ -108,6 +141,7 @@ def run(module: str, tests: list[str]) -> dict[str, object]:
                 f"{module}:{line_no}:{column} {mutation['operator_name']} "
                 f"(occurrence {mutation['occurrence']})\n{result.get('diff') or ''}"
             )
+    equivalent += in_annotations
     total = killed + survived + equivalent
     summary = {
         "module": module,
@@ -115,6 +149,7 @@ def run(module: str, tests: list[str]) -> dict[str, object]:
         "mutants": total,
         "killed": killed,
         "equivalent": equivalent,
+        "equivalent_in_annotations": in_annotations,
         "survived": survived,
         "pending": pending,
         "score": round(100 * killed / total, 1) if total else None,
