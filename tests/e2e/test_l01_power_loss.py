@@ -149,9 +149,9 @@ def test_kill9_while_downloading_resumes_from_the_checkpoint(
     fileserver.faults.stall_after = len(IMAGE) // 2
     agent = charger.start(firmware={"checkpoint_bytes": 64 * 1024})
     assert charger.update(firmware, 33) == "Accepted"
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(60)
     charger.wait_status("Downloading")
-    wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 10, "a checkpoint")
+    wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 60, "a checkpoint")
     charger.wait_acknowledged()
     agent.kill9()
     offset = charger.job()["offset"]

@@ -23,13 +23,13 @@ class NotifySocket:
         self.sock.bind(str(self.path))
         self.messages: list[str] = []
 
-    def next(self, timeout: float = 10.0) -> str:
+    def next(self, timeout: float = 60.0) -> str:
         self.sock.settimeout(timeout)
         message = self.sock.recv(4096).decode()
         self.messages.append(message)
         return message
 
-    def wait_for(self, needle: str, timeout: float = 10.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             message = self.next(remaining)
