@@ -4,15 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 DEBVENV := .venv-deb
 # Debian packages the tests need: systemd-python's build deps, the Debian Python stack the .deb
-# runs on (for the compatibility run), and the real bootloader tools the slot backends drive.
+# runs on (for the compatibility run; python3-openssl is pyOpenSSL 23 for the FTPS server, built
+# for Debian's cryptography 38 so pip never upgrades it there), the real bootloader tools the
+# slot backends drive (rauc 1.8 with a private dbus-daemon for its service), losetup (mount)
+# and openssl. Under CI=true a test that skips fails, so everything a test needs is here or in
+# TEST_ONLY_PIP.
 APT_PACKAGES := libsystemd-dev pkg-config python3-venv python3-systemd python3-requests \
-	python3-websocket python3-cryptography libubootenv-tool u-boot-tools grub-common mtools \
-	dosfstools
+	python3-websocket python3-cryptography python3-openssl libubootenv-tool u-boot-tools \
+	grub-common mtools dosfstools rauc dbus-daemon mount openssl
+# The same as setup.cfg's [test] extra.
 TEST_ONLY_PIP := "pytest>=7.2" "pytest-timeout>=2.1" "hypothesis>=6.0" "ocpp>=2.0" \
-	"websockets>=11" "pyftpdlib>=1.5"
+	"websockets>=11" "pyftpdlib>=1.5" "pyOpenSSL>=23.0"
 PYTEST_ARGS ?=
 
-.PHONY: test deps venv debvenv lint unit compat demo bench clean
+.PHONY: test deps venv debvenv lint unit compat demo bench clean mutation flake-hunt
 
 test: deps venv debvenv lint unit compat system
 
@@ -41,7 +46,8 @@ $(DEBVENV)/.done: setup.cfg pyproject.toml
 	$(DEBVENV)/bin/pip install -q $(TEST_ONLY_PIP)
 	$(DEBVENV)/bin/pip install -q --no-deps -e .
 	$(DEBVENV)/bin/python -c 'import cryptography, requests, websocket, systemd; \
-		print("debian stack:", cryptography.__version__, requests.__version__, websocket.__version__)'
+		print("debian stack:", cryptography.__version__, requests.__version__, websocket.__version__); \
+		assert cryptography.__file__.startswith("/usr/lib/python3/"), cryptography.__file__'
 	touch $@
 
 lint: venv
@@ -99,3 +105,21 @@ deb: packaging-deps
 system: packaging-deps venv
 	OCPP_FW_AGENT_SYSTEM_TEST=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/system $(PYTEST_ARGS)
+
+# --- Trusting the tests (issue 10) --------------------------------------------------------------
+# Mutation testing (cosmic-ray, installed into .venv here) of the modules whose bugs brick or open
+# a charger, each with only its own fast tests; sessions and survivors in build/mutation/ (run
+# again to resume). One module: make mutation MUTATION_MODULES=agent/firmware/signature.py
+MUTATION_MODULES ?=
+mutation: venv
+	$(VENV)/bin/pip install -q "cosmic-ray>=8.3"
+	$(VENV)/bin/python -m tests.mutation.run $(MUTATION_MODULES)
+
+# tests/e2e and tests/integration FLAKE_RUNS times in a row (stopping at the first failure) with
+# a CPU hog on every core, so timing assumptions show up. Narrower: make flake-hunt
+# FLAKE_RUNS=1 FLAKE_PATHS=tests/integration
+FLAKE_RUNS ?= 5
+FLAKE_PATHS ?= tests/e2e tests/integration
+flake-hunt: venv
+	tests/flake-hunt $(FLAKE_RUNS) $(VENV)/bin/python -m pytest -x -q -p no:cacheprovider \
+		$(FLAKE_PATHS) $(PYTEST_ARGS)

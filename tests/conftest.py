@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agent.demo.csms import TestCsms
-from agent.demo.rig import AgentProcess, write_toml
+from agent.demo.rig import write_toml
+
+if TYPE_CHECKING:  # imported where used: the ocpp/websockets stack costs ~1 s per pytest start,
+    # and `make mutation` starts pytest once per mutant on tests that need no CSMS
+    from agent.demo.csms import TestCsms
+    from agent.demo.rig import AgentProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+# In CI a skip is a failure: a missing tool or privilege must break the build, not hide a test.
+STRICT_SKIPS = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _skip_reason(longrepr: object) -> str:
+    """The reason pytest recorded for a skip: (path, line, "Skipped: why") or a plain repr."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = _skip_reason(report.longrepr)
+        report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport() -> Generator[None, Any, None]:
+    """A test (or its fixture) that skips fails instead when CI=true."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report() -> Generator[None, Any, None]:
+    """A module skipped at import (importorskip, allow_module_level) fails too when CI=true."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
 
 
 def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -> Path:
@@ -36,6 +71,8 @@ def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -
 
 @pytest.fixture
 def csms() -> Iterator[TestCsms]:
+    from agent.demo.csms import TestCsms
+
     server = TestCsms().start()
     yield server
     server.stop()
@@ -54,6 +91,8 @@ def agents() -> Iterator[list[AgentProcess]]:
 @pytest.fixture
 def run_agent(agents: list[AgentProcess]) -> Any:
     def start(config: Path, env: Mapping[str, str] | None = None) -> AgentProcess:
+        from agent.demo.rig import AgentProcess
+
         agent = AgentProcess(config, env).start()
         agents.append(agent)
         return agent

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,7 +108,7 @@ def test_a_daemon_that_keeps_dying_gives_the_update_up(
     fileserver.faults.stall_after = 1000  # the download never finishes
     agent = charger.start(health={"max_transitions": 4})
     assert charger.update(firmware, 62) == "Accepted"
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(60)
     charger.wait_acknowledged()  # else Downloading, unanswered when killed, is sent again
     for _ in range(4):
         agent.kill9()
@@ -128,7 +130,7 @@ def test_an_unusable_backend_refuses_updates_and_says_why(
     agent.wait_log("boot-slot backend file:")
     assert charger.update(firmware, 63) == "Rejected"
     assert charger.statuses() == []
-    problems = charger.csms.wait_for(lambda: published(rig).get("problems"), 10, "problems")
+    problems = charger.csms.wait_for(lambda: published(rig).get("problems"), 60, "problems")
     assert any("bootenv.json" in problem for problem in problems)
 
 
@@ -142,7 +144,7 @@ def published(rig: ChargerRig) -> dict:
 def small_state_dir(rig: ChargerRig) -> Iterator[Path]:
     """The charger's state dir on a 256 KiB tmpfs (as root), its files carried over."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip("mounting a tmpfs needs root: run the tests as root (make test does)")
     kept = {path.name: path.read_bytes() for path in rig.state.iterdir() if path.is_file()}
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(rig.state)], check=True)
     try:
@@ -168,6 +170,29 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+@contextlib.contextmanager
+def kept_full(directory: Path) -> Iterator[Path]:
+    """Another program that keeps the filesystem full: whatever the daemon frees (a failed
+    write's temp file, the job's previous generation replaced by a rename) is taken again at
+    once, so no write of the daemon's can land in a page that happened to be free. Leaving
+    the block stops it and deletes the filler: space returns."""
+    stop = threading.Event()
+    filler = fill(directory)
+
+    def keep() -> None:
+        while not stop.wait(0.01):
+            fill(directory)
+
+    thread = threading.Thread(target=keep, name="filler", daemon=True)
+    thread.start()
+    try:
+        yield filler
+    finally:
+        stop.set()
+        thread.join()
+        filler.unlink()
+
+
 def test_a_full_state_dir_pauses_the_update_until_space_returns(
     charger: Charger,
     rig: ChargerRig,
@@ -182,27 +207,34 @@ def test_a_full_state_dir_pauses_the_update_until_space_returns(
     fileserver.faults.stall_after = 300_000
     agent = charger.start()
     assert charger.update(firmware, 65) == "Accepted"
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(60)
     charger.wait_acknowledged()
-    filler = fill(small_state_dir)
-    fileserver.faults.stall_after = None
-    fileserver.release.set()
-    agent.wait_log("update 65 paused in phase")
-    assert "No space left on device" in agent.log
-    assert agent.proc is not None and agent.proc.poll() is None  # the daemon lives on
-    agent.kill9()
-    fill(small_state_dir)  # a failed transition may have freed a page: full again
-    paused_before = agent.log.count("update 65 paused in phase")
-    agent = charger.restart()  # as systemd would, on the full disk
-    wait_until(
-        lambda: agent.log.count("update 65 paused in phase") > paused_before, 10, "paused again"
-    )
-    assert "cannot publish the status" in agent.log
-    assert agent.proc is not None and agent.proc.poll() is None
-    assert charger.statuses(65) == ["Downloading"]
-    filler.unlink()
-    rig.wait_reboot_request(agent)
-    charger.wait_acknowledged()
+    with kept_full(small_state_dir):
+        fileserver.faults.stall_after = None
+        fileserver.release.set()
+        agent.wait_log("update 65 paused in phase")
+        assert "No space left on device" in agent.log
+        assert agent.proc is not None and agent.proc.poll() is None  # the daemon lives on
+        agent.kill9()
+        # One log file for every run: count what the first daemon wrote, then wait for the
+        # restarted one to say both things, in whichever order its two threads get there.
+        paused_before = agent.log.count("update 65 paused in phase")
+        stale_before = agent.log.count("cannot publish the status")
+        agent = charger.restart()  # as systemd would, on the full disk
+        wait_until(
+            lambda: agent.log.count("update 65 paused in phase") > paused_before,
+            60,
+            "the restarted daemon's update paused",
+        )
+        wait_until(
+            lambda: agent.log.count("cannot publish the status") > stale_before,
+            60,
+            "the restarted daemon's status publication refused",
+        )
+        assert agent.proc is not None and agent.proc.poll() is None
+        assert charger.statuses(65) == ["Downloading"]
+    rig.wait_reboot_request(agent, timeout=120)
+    charger.wait_acknowledged(timeout=60)
     charger.assert_coherent(65, HAPPY)
     assert rig.slots["B"].read_bytes()[: len(IMAGE)] == IMAGE
 

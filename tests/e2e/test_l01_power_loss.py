@@ -15,9 +15,12 @@ import time
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
-from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, wait_until, wall
+from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, wait_until
 
 GATE_POLL = 0.2
+# A schedule that cannot come due while a test looks at it, however slow the machine: what must
+# be seen *before* a scheduled time is checked against this, never against a few seconds.
+FAR = 3600
 
 
 def gate(rig: ChargerRig) -> dict[str, object]:
@@ -30,12 +33,13 @@ def gate(rig: ChargerRig) -> dict[str, object]:
 
 def status_showing(rig: ChargerRig, needle: str, timeout: float) -> str:
     """What `ocpp-fw-agent status` prints for this charger, once it shows `needle` (the
-    daemon publishes its status shortly after a change)."""
+    daemon publishes its status shortly after a change; a daemon just started has published
+    nothing yet, and `status` exits 1 until it has)."""
 
     def shown() -> str | None:
         argv = [sys.executable, "-m", "agent", "-c", str(rig.base / "agent.toml"), "status"]
-        text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        return text if needle in text else None
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return done.stdout if done.returncode == 0 and needle in done.stdout else None
 
     return str(wait_until(shown, timeout, f"status showing {needle!r}"))
 
@@ -62,11 +66,11 @@ def test_the_install_gate_holds_the_install_and_the_reboot(
     assert charger.update(firmware, 31) == "Accepted"
     charger.wait_status("InstallScheduled")
     agent.wait_log("install gate closed")
-    time.sleep(5 * GATE_POLL)  # several closed polls: proving that nothing happens
-    assert agent.log.count("install gate closed") >= 3
+    # Several closed polls: the gate was asked again and again, and nothing else happened.
+    wait_until(lambda: agent.log.count("install gate closed") >= 3, 60, "three closed polls")
     assert charger.statuses() == GATED[:4]  # and InstallScheduled only once
     assert filemodel.load_env(rig.env)["trial"] is None and not rig.reboot_marker.exists()
-    shown = status_showing(rig, "waiting for:  the install gate", 5)
+    shown = status_showing(rig, "waiting for:  the install gate", 60)
     assert "request 31: install-scheduled" in shown
     charger.assert_triggers("InstallScheduled", 31)  # L01.FR.29 while waiting at the gate
     (rig.base / "gate-open").touch()
@@ -90,7 +94,7 @@ def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
     charger.wait_status("InstallationFailed")
     wait_until(
         lambda: agent.log.count("install gate closed") >= closed_before + 3,
-        10,
+        60,
         "three closed-gate polls after InstallationFailed",
     )
     assert not rig.reboot_marker.exists()  # no reboot while the gate is closed
@@ -107,21 +111,20 @@ def test_a_shutdown_while_install_rebooting_is_unconfirmed_is_prompt(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
     """L01.FR.15: the reboot waits for InstallRebooting's CALLRESULT, but a SIGTERM meanwhile
-    stops the daemon at once (not after 2 x call_timeout); the restart delivers the status
-    and reboots, and the update completes."""
+    stops the daemon at once (not after 2 x call_timeout, here 2 x 10 min: a daemon that
+    waited for them would outlast the generous stop deadline below by far); the restart
+    delivers the status and reboots, and the update completes."""
     refuse = {"on": True}
     charger.csms.answer_filter = lambda action, payload: (
         not (refuse["on"] and payload.get("status") == "InstallRebooting")
     )
-    agent = charger.start()
+    agent = charger.start(csms={"call_timeout": 600})
     assert charger.update(firmware, 32) == "Accepted"
     agent.wait_log("firmware status InstallRebooting")
     charger.csms.wait_for(lambda: "InstallRebooting" in charger.statuses(), what="refused once")
     assert not rig.reboot_marker.exists()  # not confirmed yet: no reboot
-    stopping = time.monotonic()
     agent.signal(15)
-    assert agent.wait(timeout=5) == 0
-    assert time.monotonic() - stopping < 3
+    assert agent.wait(timeout=120) == 0
     refuse["on"] = False
     charger.restart()
     rig.wait_reboot_request(charger.agent)
@@ -146,9 +149,9 @@ def test_kill9_while_downloading_resumes_from_the_checkpoint(
     fileserver.faults.stall_after = len(IMAGE) // 2
     agent = charger.start(firmware={"checkpoint_bytes": 64 * 1024})
     assert charger.update(firmware, 33) == "Accepted"
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(60)
     charger.wait_status("Downloading")
-    wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 10, "a checkpoint")
+    wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 60, "a checkpoint")
     charger.wait_acknowledged()
     agent.kill9()
     offset = charger.job()["offset"]
@@ -166,42 +169,51 @@ def test_kill9_while_downloading_resumes_from_the_checkpoint(
 def test_kill9_while_the_download_is_scheduled_keeps_the_schedule(
     charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
 ):
-    """L01.FR.13: the schedule survives; nothing is fetched before retrieveDateTime, and
-    DownloadScheduled is not sent twice."""
+    """L01.FR.13: the schedule survives: the restarted daemon waits for the same
+    retrieveDateTime, fetches nothing, and does not send DownloadScheduled again. (That a
+    scheduled download starts once its time comes is test_a_future_retrieve_date_time_...;
+    here the time is an hour away so that no machine is too slow for the checks before it.)"""
     agent = charger.start()
-    retrieve = int(time.time()) + 3
+    retrieve = int(time.time()) + FAR
     assert charger.update(firmware, 34, retrieve=iso(retrieve)) == "Accepted"
     charger.wait_status("DownloadScheduled")
-    shown = status_showing(rig, "waiting for:  retrieveDateTime", 2)
-    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(retrieve)) in shown
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(retrieve))
+    assert when in status_showing(rig, "waiting for:  retrieveDateTime", 60)
     charger.wait_acknowledged()
     agent.kill9()
-    charger.restart()
-    finish_after_reboot(charger, rig, 34, ["DownloadScheduled", *HAPPY])
-    assert len(fileserver.requests) == 1 and fileserver.requests[0].at >= retrieve
+    (rig.state / "status.json").unlink()  # what `status` shows next is the new daemon's
+    agent = charger.restart()
+    agent.wait_log("continuing update 34")
+    assert when in status_showing(rig, "waiting for:  retrieveDateTime", 60)
+    charger.wait_acknowledged()
+    assert charger.statuses() == ["DownloadScheduled"] and fileserver.requests == []
+    assert charger.job()["phase"] == "download-scheduled"
 
 
 def test_kill9_while_the_install_is_scheduled_keeps_the_schedule(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
-    """L01.FR.16: the install schedule survives; no Installing before installDateTime."""
+    """L01.FR.16: the install schedule survives: the restarted daemon reads the slot back
+    again, waits for the same installDateTime, arms nothing and repeats no status (the time
+    is an hour away; Installing at the time is test_a_future_install_date_time_...)."""
     agent = charger.start()
-    install = int(time.time()) + 3
+    install = int(time.time()) + FAR
     assert charger.update(firmware, 35, install=iso(install)) == "Accepted"
     charger.wait_status("InstallScheduled")
-    shown = status_showing(rig, "waiting for:  installDateTime", 2)
-    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(install)) in shown
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(install))
+    assert when in status_showing(rig, "waiting for:  installDateTime", 60)
     charger.wait_acknowledged()
     agent.kill9()
-    charger.restart()
-    expected = [*HAPPY[:3], "InstallScheduled", *HAPPY[3:]]
-    finish_after_reboot(charger, rig, 35, expected)
-    installing = next(
-        m
-        for m in charger.csms.messages("SignedFirmwareStatusNotification")
-        if m.payload["status"] == "Installing"
+    (rig.state / "status.json").unlink()
+    read_back_before = agent.log.count(" read back ")  # one log file for every run
+    agent = charger.restart()
+    assert when in status_showing(rig, "waiting for:  installDateTime", 60)
+    wait_until(
+        lambda: agent.log.count(" read back ") > read_back_before, 60, "the slot read back again"
     )
-    assert wall(installing.at) >= install
+    charger.wait_acknowledged()
+    assert charger.statuses() == [*HAPPY[:3], "InstallScheduled"]
+    assert filemodel.load_env(rig.env)["trial"] is None and not rig.reboot_marker.exists()
 
 
 def test_kill9_while_waiting_at_the_install_gate(
@@ -218,7 +230,7 @@ def test_kill9_while_waiting_at_the_install_gate(
     closed_before = agent.log.count("install gate closed")  # one log file for every run
     agent = charger.restart()
     wait_until(
-        lambda: agent.log.count("install gate closed") > closed_before, 10, "the gate polled"
+        lambda: agent.log.count("install gate closed") > closed_before, 60, "the gate polled"
     )
     assert charger.statuses() == GATED[:4] and not rig.reboot_marker.exists()
     assert agent.log.count(" read back ") == 2  # before the first wait, and after the restart

@@ -18,7 +18,7 @@ from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, publish, wall
 from tests.e2e.test_l01_certificates import CASES
-from tests.e2e.test_l01_power_loss import gate
+from tests.e2e.test_l01_power_loss import FAR, gate
 
 OLD_IMAGE = IMAGE[::-1]  # the update that gets cancelled
 VERIFIED = ["Downloading", "Downloaded", "SignatureVerified"]
@@ -42,52 +42,61 @@ def test_nothing_ever_ran_triggers_answer_idle(charger: Charger):
 def test_a_future_retrieve_date_time_schedules_the_download(
     charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
 ):
-    """L01.FR.13: DownloadScheduled first; not a byte fetched before retrieveDateTime."""
+    """L01.FR.13: DownloadScheduled first; not a byte fetched before retrieveDateTime, then
+    the update runs. The agent decides before it answers; a machine so slow that the answer
+    comes after the time may skip the schedule (the time is past), and only then is the
+    sequence without DownloadScheduled accepted. Nothing here needs the agent to be quick."""
     agent = charger.start()
     retrieve = int(time.time()) + 3
     assert charger.update(firmware, 41, retrieve=iso(retrieve)) == "Accepted"
-    charger.wait_status("DownloadScheduled")
-    charger.assert_triggers("DownloadScheduled", 41)
+    answered = time.time()
     rig.wait_reboot_request(agent)
     assert fileserver.requests[0].at >= retrieve
-    charger.assert_coherent(41, ["DownloadScheduled", *HAPPY])
+    if answered < retrieve or "DownloadScheduled" in charger.statuses():
+        charger.assert_coherent(41, ["DownloadScheduled", *HAPPY])
+    else:
+        charger.assert_coherent(41, HAPPY)
 
 
 def test_a_future_install_date_time_schedules_the_install(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
     """L01.FR.16/.17: InstallScheduled after SignatureVerified; Installing not before
-    installDateTime, then as soon as possible."""
+    installDateTime, then the install goes on by itself. (How soon is not a functional
+    property a loaded machine can be held to; the triggers while it waits are checked in
+    test_cancel_a_scheduled_install, whose time is far away.) The agent decides after the
+    read-back, just before SignatureVerified reaches the CSMS: if that arrived before the
+    time, InstallScheduled must be there; only a machine slower than the window may skip it."""
     agent = charger.start()
     install = int(time.time()) + 3
     assert charger.update(firmware, 42, install=iso(install)) == "Accepted"
-    charger.wait_status("InstallScheduled")
-    charger.assert_triggers("InstallScheduled", 42)
-    assert filemodel.load_env(rig.env)["trial"] is None
     rig.wait_reboot_request(agent)
-    installing = next(
-        m
+    arrived = {
+        m.payload["status"]: wall(m.at)
         for m in charger.csms.messages("SignedFirmwareStatusNotification")
-        if m.payload["status"] == "Installing"
-    )
-    assert install <= wall(installing.at) < install + 3
-    charger.assert_coherent(42, [*VERIFIED, "InstallScheduled", *HAPPY[3:]])
+    }
+    assert arrived["Installing"] >= install
+    if arrived["SignatureVerified"] < install or "InstallScheduled" in arrived:
+        charger.assert_coherent(42, [*VERIFIED, "InstallScheduled", *HAPPY[3:]])
+    else:
+        charger.assert_coherent(42, HAPPY)
 
 
 def test_cancel_a_scheduled_download(
     charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
 ):
-    """L01.FR.26: AcceptedCanceled; the old schedule is dropped (nothing fetched for it even
-    after its time), the new request runs under its own requestId."""
+    """L01.FR.26: AcceptedCanceled; the old schedule is dropped (its waiting thread stops and
+    nothing is fetched for it), the new request runs under its own requestId. L01.FR.29: while
+    scheduled, both triggers answer DownloadScheduled with its requestId."""
     old = old_firmware(rig, fileserver)
     agent = charger.start()
-    retrieve = int(time.time()) + 3
+    retrieve = int(time.time()) + FAR
     assert charger.update(old, 51, retrieve=iso(retrieve)) == "Accepted"
     charger.wait_status("DownloadScheduled")
+    charger.assert_triggers("DownloadScheduled", 51)
     assert charger.update(firmware, 52) == "AcceptedCanceled"
     rig.wait_reboot_request(agent)
     agent.wait_log("update 51 stopped in phase download-scheduled")
-    time.sleep(max(0.0, retrieve + 1 - time.time()))  # past the dropped schedule
     assert requests_for(fileserver, "/fw/old.bin") == []
     assert charger.sequence() == [("DownloadScheduled", 51)] + [(s, 52) for s in HAPPY]
     assert rig.slots["B"].read_bytes()[: len(IMAGE)] == IMAGE
@@ -96,20 +105,20 @@ def test_cancel_a_scheduled_download(
 def test_cancel_a_download_in_progress_closes_the_transfer(
     charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
 ):
-    """L01.FR.26: the stalled transfer of the old update is closed within a second of the
-    AcceptedCanceled; the new image is downloaded and installed instead."""
+    """L01.FR.26: the stalled transfer of the old update is closed by the AcceptedCanceled
+    (the agent would otherwise hold it for its 10 min stall timeout, and the server never
+    closes it); the new image is downloaded and installed instead."""
     old = old_firmware(rig, fileserver)
     fileserver.faults.stall_after = len(OLD_IMAGE) // 2
-    agent = charger.start()
+    agent = charger.start(firmware={"stall_timeout": 600})
     assert charger.update(old, 53) == "Accepted"
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(60)
     charger.assert_triggers("Downloading", 53)  # L01.FR.29 while downloading
     fileserver.faults.stall_after = None  # the new download is not held
-    assert charger.update(firmware, 54) == "AcceptedCanceled"
-    answered = time.time()
     (stalled,) = requests_for(fileserver, "/fw/old.bin")
-    closed = charger.csms.wait_for(lambda: stalled.closed_at, 2, "the old transfer closed")
-    assert closed - answered < 1.0
+    assert stalled.closed_at is None  # held open until the cancel
+    assert charger.update(firmware, 54) == "AcceptedCanceled"
+    charger.csms.wait_for(lambda: stalled.closed_at, 60, "the old transfer closed")
     assert stalled.sent == len(OLD_IMAGE) // 2
     rig.wait_reboot_request(agent)
     assert len(requests_for(fileserver, "/fw/old.bin")) == 1  # never resumed
@@ -121,12 +130,15 @@ def test_cancel_a_scheduled_install(
     charger: Charger, rig: ChargerRig, fileserver: FirmwareHttpServer, firmware: Firmware
 ):
     """L01.FR.26: an update waiting for its installDateTime is cancelled; its timer is
-    dropped and the new image is the one armed."""
+    dropped and the new image is the one armed. L01.FR.29: while it waits, both triggers
+    answer InstallScheduled with its requestId."""
     old = old_firmware(rig, fileserver)
     agent = charger.start()
-    install = int(time.time()) + 60
+    install = int(time.time()) + FAR
     assert charger.update(old, 55, install=iso(install)) == "Accepted"
     charger.wait_status("InstallScheduled")
+    charger.assert_triggers("InstallScheduled", 55)
+    assert filemodel.load_env(rig.env)["trial"] is None
     assert charger.update(firmware, 56) == "AcceptedCanceled"
     agent.wait_log("update 55 stopped in phase install-scheduled")
     rig.wait_reboot_request(agent)

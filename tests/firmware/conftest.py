@@ -117,7 +117,7 @@ def fetcher() -> Iterator[Fetcher]:
 def ramfs(tmp_path: Path) -> Iterator[Path]:
     """A ramfs mount: a real filesystem that refuses O_DIRECT (needs root)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting ramfs needs root")
+        pytest.skip("mounting ramfs needs root: run the tests as root (make test does)")
     mountpoint = tmp_path / "ramfs"
     mountpoint.mkdir()
     done = subprocess.run(
@@ -135,7 +135,7 @@ def ramfs(tmp_path: Path) -> Iterator[Path]:
 def loop_device(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB loop device backed by a file (needs root and losetup); detached afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("loop devices need root")
+        pytest.skip("loop devices need root: run the tests as root (make test does)")
     backing = tmp_path / "slot.img"
     with open(backing, "wb") as stream:
         stream.truncate(2 << 20)
@@ -147,7 +147,7 @@ def loop_device(tmp_path: Path) -> Iterator[Path]:
             check=False,
         )
     except FileNotFoundError:
-        pytest.skip("losetup not installed")
+        pytest.skip("losetup not installed: apt-get install mount (make deps does)")
     if done.returncode != 0:
         pytest.skip(f"no loop device: {done.stderr.strip()}")
     device = Path(done.stdout.strip())

@@ -142,3 +142,20 @@ def test_ecdsa_p384_signer(ec_root):
 def test_digest_must_be_sha256(rsa_signer):
     with pytest.raises(ValueError):
         signature.verify_digest(b"short", "QUJD", rsa_signer.cert)
+
+
+@pytest.mark.parametrize("size", [31, 33])
+def test_a_digest_of_any_other_length_is_refused(rsa_signer, size):
+    """Only a SHA-256 digest is verified: one byte short or long is a caller's bug, refused
+    before any key is used (mutation testing: `!=` made `<` let a longer one through)."""
+    with pytest.raises(ValueError, match="SHA-256"):
+        signature.verify_digest(b"\0" * size, "QUJD", rsa_signer.cert)
+
+
+def test_rsa_signatures_are_made_with_the_digest_length_salt(rsa_signer):
+    """`sign` makes RSA-PSS with MGF1-SHA-256 and a 32-byte salt (the digest's length), the
+    profile verifiers that do not read the salt from the signature expect; checked with an
+    explicit salt length, not AUTO (mutation testing: salt 31 or 33 went unnoticed)."""
+    raw = base64.b64decode(signature.sign_digest(DIGEST, rsa_signer.key_pem))
+    exact = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    rsa_signer.cert.public_key().verify(raw, DATA, exact, hashes.SHA256())

@@ -139,7 +139,7 @@ def test_a_read_back_stops_when_cancelled(tmp_path: Path):
 def test_read_back_with_o_direct_on_disk(tmp_path: Path):
     """Read-back bypasses the page cache with O_DIRECT where the filesystem allows it."""
     if not direct_io_works(tmp_path):
-        pytest.skip(f"{tmp_path} does not support O_DIRECT")
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
     progress: list[tuple[int, int]] = []
     with SlotWriter(new_slot(tmp_path / "slot")) as writer:
         write_all(writer, DATA)
@@ -166,7 +166,7 @@ def test_read_back_on_tmpfs_reports_its_method(tmp_path: Path):
     """/dev/shm is tmpfs: O_DIRECT there depends on the kernel (6.6+ has it)."""
     folder = Path("/dev/shm")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        pytest.skip("no writable /dev/shm")
+        pytest.skip("no writable /dev/shm: mount a tmpfs there")
     path = folder / f"fw-slot-{os.getpid()}-{tmp_path.name}"
     try:
         with SlotWriter(new_slot(path)) as writer:

@@ -60,7 +60,7 @@ def test_an_entry_is_resent_until_its_callresult_arrives(tmp_path, csms: TestCsm
 
     csms.answer_filter = refuse_once
     run_agent(agent_config(tmp_path, csms.url))
-    events = csms.wait_message("SecurityEventNotification", count=2, timeout=20)
+    events = csms.wait_message("SecurityEventNotification", count=2, timeout=60)
     assert [e.payload["type"] for e in events] == ["StartupOfTheDevice"] * 2
     assert events[1].at - events[0].at >= 4.5  # the retry waited for its back-off
     csms.wait_for(lambda: len(Outbox(state / "outbox.json")) == 0, what="delivered")

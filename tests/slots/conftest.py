@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from slot_rigs import RIGS, Rig
 
 
 @pytest.fixture(params=sorted(RIGS))
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Rig:
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     """Every backend, on real tools where they exist, booted into slot A."""
-    return RIGS[request.param](tmp_path)
+    made = RIGS[request.param](tmp_path)
+    yield made
+    made.close()

@@ -11,12 +11,12 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import slot_simulators as sim
+from real_rauc import RealRauc
 
 from agent.slots import filemodel, load_backend
 from agent.slots.base import BootBackend
@@ -35,12 +35,13 @@ class Rig:
     drop_ops: tuple[str, ...] = ("mark_bad", "arm_trial", "commit")
     drop_keeps_env: bool = True  # False where the agent record is written before the tool
     paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    close: Callable[[], None] = lambda: None  # processes a rig started (the rauc service)
 
 
 def need(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"tool(s) not installed: {', '.join(missing)}")
+        pytest.skip(f"tool(s) not installed: {', '.join(missing)}; make deps installs them")
 
 
 def script(path: Path, body: str) -> Path:
@@ -271,49 +272,39 @@ def tryboot_rig(tmp: Path, fat: bool) -> Rig:
 
 # --- rauc ----------------------------------------------------------------------------------------
 
-FAKE_RAUC = Path(__file__).with_name("fake_rauc.py")
-
-
-def rauc_state(slots: dict[str, Path]) -> dict[str, object]:
-    return {
-        "compatible": "ocpp-fw-agent test",
-        "slots": {
-            "rootfs.0": {"class": "rootfs", "bootname": "A", "device": str(slots["A"])},
-            "rootfs.1": {"class": "rootfs", "bootname": "B", "device": str(slots["B"])},
-        },
-        "env": {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"},
-        "booted": "",
-        "boot_attempts": 3,
-        "boot_attempts_primary": 3,
-    }
-
 
 def rauc_rig(tmp: Path) -> Rig:
+    """Debian's real rauc (service on a private D-Bus) with RAUC's custom bootloader backend
+    as the simulator (real_rauc.py); closed by the `rig` fixture."""
+    need("rauc", "dbus-daemon")
     slots = devices(tmp)
-    state = tmp / "rauc-state.json"
-    state.write_text(json.dumps(rauc_state(slots)))
-    run = f'exec "{sys.executable}" "{FAKE_RAUC}" --state "{state}" "$@"\n'
-    rauc = script(tmp / "bin" / "rauc", run)
-    options = {"rauc_binary": str(rauc), "state_file": str(tmp / "rauc-agent.json")}
+    rauc = RealRauc(tmp / "rauc", slots)
+    record = tmp / "rauc-agent.json"
+    options = {"rauc_binary": str(rauc.wrapper), "conf": str(rauc.conf), "state_file": str(record)}
     backend = load_backend("rauc", slots, options, state_dir=tmp)
 
     def env_text() -> str:
-        doc = json.loads(state.read_text())
-        record = tmp / "rauc-agent.json"
         agent = record.read_text() if record.exists() else ""
-        return json.dumps(doc["env"], sort_keys=True) + f"\nbooted={doc['booted']}\n{agent}"
+        return rauc.env.read_text() + f"\nbooted={rauc.booted}\n{agent}"
 
     def dropping(_mp: pytest.MonkeyPatch) -> BootBackend:
+        run = f'exec "{rauc.wrapper}" "$@"\n'
         fake = script(tmp / "bin" / "rauc-drop", f'case "$*" in *mark-*) exit 0;; esac\n{run}')
         return load_backend("rauc", slots, {**options, "rauc_binary": str(fake)}, state_dir=tmp)
 
-    rig = Rig("rauc", backend, lambda _arg: sim.rauc_power_on(state), env_text, dropping)
+    rig = Rig("rauc", backend, lambda _arg: rauc.power_on(), env_text, dropping)
+    rig.close = rauc.close
     rig.drop_keeps_env = False  # arm records its intent before `rauc status mark-active`
     # A dropped `mark-good` of the already-primary booted slot cannot be seen: RAUC's status
     # shows good/bad, not the boot attempts that mark-good restores.
     rig.drop_ops = ("mark_bad", "arm_trial")
-    rig.paths.update(state=state)
-    return settle(rig)
+    rig.paths.update(env=rauc.env, conf=rauc.conf)
+    try:
+        rauc.start_bus()
+        return settle(rig)
+    except BaseException:
+        rauc.close()
+        raise
 
 
 RIGS: dict[str, Callable[[Path], Rig]] = {

@@ -9,7 +9,6 @@ the agent's tools and the bootloader's view of the env shows up as a test failur
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from collections.abc import Callable, Mapping, MutableMapping
@@ -193,16 +192,3 @@ def tryboot_power_on(read_autoboot: Callable[[], str], dt_dir: Path, tryboot_fla
     (dt_dir / "partition").write_bytes(partition.to_bytes(4, "big"))
     (dt_dir / "tryboot").write_bytes(int(tryboot).to_bytes(4, "big"))
     return partition
-
-
-# --- the fake rauc's state -----------------------------------------------------------------------
-
-
-def rauc_power_on(state_file: Path) -> str:
-    """Boot the fake RAUC system: its U-Boot env through RAUC's U-Boot script."""
-    state = json.loads(state_file.read_text())
-    bootnames = tuple(info["bootname"] for info in state["slots"].values())
-    booted = uboot_rauc_boot(state["env"], bootnames)
-    state["booted"] = booted
-    state_file.write_text(json.dumps(state, indent=1))
-    return booted

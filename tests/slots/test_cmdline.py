@@ -77,7 +77,9 @@ def test_the_last_occurrence_of_a_parameter_wins():
     assert parse("root=/dev/a root=/dev/b x")["root"] == "/dev/b"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="mknod needs root: run the tests as root (make test does)"
+)
 def test_block_devices_match_by_major_minor(tmp_path: Path):
     """Two nodes for one device (the slot's configured /dev path and the kernel's root=
     alias) are the same slot; a different minor is not."""

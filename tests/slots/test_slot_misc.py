@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from slot_rigs import devices, rauc_rig
+from slot_rigs import Rig, devices, rauc_rig
 
 from agent.slots import BACKENDS, describe, filemodel, load_backend
 from agent.slots.base import BackendConfigError, BackendError
@@ -67,8 +67,16 @@ def test_filemodel_cli(tmp_path: Path) -> None:
 
 def test_rauc_mapping_and_self_check(tmp_path: Path) -> None:
     rig = rauc_rig(tmp_path)
+    try:
+        rauc_mapping_and_self_check(tmp_path, rig)
+    finally:
+        rig.close()
+
+
+def rauc_mapping_and_self_check(tmp_path: Path, rig: Rig) -> None:
     options = {
-        "rauc_binary": str(tmp_path / "bin" / "rauc"),
+        "rauc_binary": str(rig.backend.opts["rauc_binary"]),
+        "conf": str(rig.paths["conf"]),
         "state_file": str(tmp_path / "r.json"),
     }
     named = load_backend(

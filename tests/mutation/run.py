@@ -1,0 +1,183 @@
+"""`make mutation`: cosmic-ray over the modules whose bugs brick or open a charger.
+
+Each module is mutated with only its own fast tests (seconds per mutant, not the e2e suite).
+A session per module lives in build/mutation/ (resumable: run again to finish the pending
+mutants); the report lists survivors with their diffs. Mutants that cannot change behaviour are
+listed in equivalent.toml with why, and the score is given with and without them.
+
+Usage: python -m tests.mutation.run [MODULE ...]   (default: all of MODULES)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "build" / "mutation"
+EQUIVALENT = Path(__file__).with_name("equivalent.toml")
+PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider"
+# Loading hypothesis's plugin is most of a pytest start here; only test_pipeline.py needs it.
+NO_HYPOTHESIS = "-p no:hypothesispytest"
+MODULES: dict[str, list[str]] = {
+    "agent/firmware/signature.py": ["tests/firmware/test_signature.py"],
+    "agent/firmware/certs.py": ["tests/firmware/test_certs.py", "tests/firmware/test_certs_pss.py"],
+    "agent/firmware/writer.py": [
+        "tests/firmware/test_writer.py",
+        "tests/firmware/test_pipeline.py",
+    ],
+    "agent/firmware/job.py": ["tests/unit/test_job.py"],
+    "agent/ocpp/outbox.py": ["tests/unit/test_outbox.py"],
+}
+TIMEOUT = 120.0  # per mutant; a mutant that hangs the tests counts as killed
+
+
+def config(module: str, tests: list[str]) -> str:
+    plugins = "" if any("test_pipeline" in t for t in tests) else f" {NO_HYPOTHESIS}"
+    command = f"{PYTEST}{plugins} {' '.join(tests)}"
+    return (
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(module)}\n"
+        f"timeout = {TIMEOUT}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(command)}\n"
+        '[cosmic-ray.distributor]\nname = "local"\n'
+    )
+
+
+def cosmic(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("cosmic-ray")), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def equivalents(module: str) -> dict[tuple[str, int, int], str]:
+    """(operator, line, occurrence-free column) -> why, for this module."""
+    doc = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    found = {}
+    for entry in doc.get("equivalent", []):
+        if entry["module"] == module:
+            found[(entry["operator"], entry["line"], entry.get("column", -1))] = entry["why"]
+    return found
+
+
+def annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's type annotations are. Every module here has `from __future__ import
+    annotations`, so an annotation is never evaluated: `str | None` made `str + None` changes
+    nothing at run time (mypy would refuse it), and such mutants are equivalent by construction."""
+    tree = ast.parse((ROOT / module).read_text())
+    assert any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    ), f"{module}: annotations are evaluated here; the annotation filter does not apply"
+    spans = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        for annotation in found:
+            if annotation is not None and annotation.end_lineno is not None:
+                start = (annotation.lineno, annotation.col_offset)
+                end = (annotation.end_lineno, annotation.end_col_offset or 0)
+                spans.append((start, end))
+    return spans
+
+
+def run(module: str, tests: list[str]) -> dict[str, object]:
+    name = Path(module).stem
+    OUT.mkdir(parents=True, exist_ok=True)
+    cfg, session = OUT / f"{name}.toml", OUT / f"{name}.sqlite"
+    cfg.write_text(config(module, tests))
+    if not session.exists():
+        baseline = cosmic("baseline", str(cfg))
+        if baseline.returncode != 0:
+            raise SystemExit(
+                f"{module}: the tests fail unmutated:\n{baseline.stdout}{baseline.stderr}"
+            )
+        init = cosmic("init", str(cfg), str(session))
+        if init.returncode != 0:
+            raise SystemExit(f"{module}: cosmic-ray init failed:\n{init.stderr}")
+    done = cosmic("exec", str(cfg), str(session))
+    if done.returncode != 0:
+        raise SystemExit(f"{module}: cosmic-ray exec failed:\n{done.stderr}")
+    dumped = cosmic("dump", str(session)).stdout.splitlines()
+    known = equivalents(module)
+    annotations = annotation_spans(module)
+    killed = survived = pending = equivalent = in_annotations = 0
+    survivors = []
+    for line in dumped:
+        item, result = json.loads(line)
+        if result is None:
+            pending += 1
+            continue
+        mutation = item["mutations"][0]
+        line_no, column = mutation["start_pos"][0], mutation["start_pos"][1]
+        key = (mutation["operator_name"], line_no)
+        position = (line_no, column)
+        if result["test_outcome"] == "killed":
+            killed += 1
+        elif any(start <= position < end for start, end in annotations):
+            in_annotations += 1
+        elif any((op, ln) == key and col in (-1, column) for op, ln, col in known):
+            equivalent += 1
+        else:
+            survived += 1
+            survivors.append(
+                f"{module}:{line_no}:{column} {mutation['operator_name']} "
+                f"(occurrence {mutation['occurrence']})\n{result.get('diff') or ''}"
+            )
+    equivalent += in_annotations
+    total = killed + survived + equivalent
+    summary = {
+        "module": module,
+        "tests": tests,
+        "mutants": total,
+        "killed": killed,
+        "equivalent": equivalent,
+        "equivalent_in_annotations": in_annotations,
+        "survived": survived,
+        "pending": pending,
+        "score": round(100 * killed / total, 1) if total else None,
+        "score_without_equivalent": round(100 * killed / (killed + survived), 1)
+        if killed + survived
+        else None,
+    }
+    (OUT / f"{name}.survivors.txt").write_text("\n".join(survivors))
+    (OUT / f"{name}.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", default=list(MODULES))
+    args = parser.parse_args()
+    failed = False
+    for module in args.modules:
+        summary = run(module, MODULES[module])
+        print(
+            f"{module}: {summary['killed']} killed, {summary['survived']} survived, "
+            f"{summary['equivalent']} equivalent of {summary['mutants']} "
+            f"-> {summary['score_without_equivalent']} % of the non-equivalent killed "
+            f"(survivors: build/mutation/{Path(module).stem}.survivors.txt)"
+        )
+        failed |= bool(summary["survived"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
