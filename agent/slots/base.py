@@ -124,10 +124,6 @@ class BootBackend(Protocol):
         """Let the next boot (only) try `slot`; the running slot becomes/stays the primary."""
         ...
 
-    def disarm_trial(self, slot: str) -> None:
-        """Undo `arm_trial` before the reboot (cancel, gate timeout): `slot` is BAD again."""
-        ...
-
     def commit(self, slot: str) -> None:
         """Make the running `slot` the primary: after its trial boot, or as the per-boot confirm."""
         ...
@@ -179,7 +175,6 @@ def _after_commit(obs: BootObservation, slot: str) -> str | None:
 POSTCONDITIONS: Final[Mapping[str, Check]] = {
     "mark_bad": _after_mark_bad,
     "arm_trial": _after_arm,
-    "disarm_trial": _after_mark_bad,  # back to the state before arm: written but not bootable
     "abandon_trial": _after_mark_bad,
     "commit": _after_commit,
 }
@@ -285,9 +280,6 @@ class VerifiedBackend(abc.ABC):
     def arm_trial(self, slot: str) -> None:
         self._mutate("arm_trial", slot, self._do_arm_trial)
 
-    def disarm_trial(self, slot: str) -> None:
-        self._mutate("disarm_trial", slot, self._do_disarm_trial)
-
     def commit(self, slot: str) -> None:
         self._mutate("commit", slot, self._do_commit)
 
@@ -299,9 +291,6 @@ class VerifiedBackend(abc.ABC):
 
     @abc.abstractmethod
     def _do_arm_trial(self, slot: str, before: BootObservation) -> None: ...
-
-    @abc.abstractmethod
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None: ...
 
     @abc.abstractmethod
     def _do_commit(self, slot: str, before: BootObservation) -> None: ...
@@ -363,10 +352,6 @@ class SerializedBackend:
     def arm_trial(self, slot: str) -> None:
         with self.lock:
             self.inner.arm_trial(slot)
-
-    def disarm_trial(self, slot: str) -> None:
-        with self.lock:
-            self.inner.disarm_trial(slot)
 
     def commit(self, slot: str) -> None:
         with self.lock:

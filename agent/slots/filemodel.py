@@ -199,9 +199,6 @@ class FileModelBackend(VerifiedBackend):
 
         self._change(edit)
 
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
-        self._do_mark_bad(slot, before)
-
     def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         self._do_mark_bad(slot, before)
 

@@ -109,19 +109,6 @@ def test_abandon_trial(rig: Rig) -> None:
     assert routine_boot(rig, None) == "A"
 
 
-def test_disarm_trial(rig: Rig) -> None:
-    backend = rig.backend
-    twice(rig, lambda: backend.mark_bad("B"))
-    twice(rig, lambda: backend.arm_trial("B"))
-    twice(rig, lambda: backend.disarm_trial("B"))
-    obs = backend.observe()
-    assert (obs.primary, obs.health["B"], obs.booted) == ("A", SlotHealth.BAD, "A")
-    assert backend.reboot_argument() is None
-    assert routine_boot(rig, backend.reboot_argument()) == "A"
-    twice(rig, lambda: backend.arm_trial("B"))  # re-arming after a cancel works
-    assert reboot(rig) == "B"
-
-
 def test_bad_slot_is_never_booted(rig: Rig) -> None:
     rig.backend.mark_bad("B")
     for _ in range(4):
