@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.slots.pair import DEFAULT_STATE_DIR, pair_problem
+
 DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
-DEFAULT_STATE_DIR = Path("/var/lib/ocpp-fw-agent")
 # Tells a daemon restart from a reboot: the kernel makes a new one at every boot.
 DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
@@ -285,8 +286,9 @@ def _hex_key(value: Any) -> bytes:
 def _devices(value: Any) -> dict[str, Path]:
     """Two slots, each an existing block device or regular file. A missing path is refused
     here rather than created later: a mistyped /dev/mmcblk0p2 must never become a file."""
-    if not isinstance(value, dict) or len(value) != 2:
-        raise ValueError('expected exactly two slots, e.g. { A = "/dev/mmcblk0p2", B = "..." }')
+    problem = pair_problem(value) if isinstance(value, dict) else "expected exactly two slots"
+    if problem:
+        raise ValueError(f'{problem}, e.g. {{ A = "/dev/mmcblk0p2", B = "..." }}')
     devices = {str(name): _path(path) for name, path in value.items()}
     problems = [p for p in (_slot_kind(name, path) for name, path in devices.items()) if p]
     if problems:

@@ -97,12 +97,3 @@ def read_json(path: Path, version: int | None = None) -> dict[str, Any] | None:
             f"{path}: format version {document.get('version')!r}, expected {version}"
         )
     return document
-
-
-def remove_durably(path: Path) -> None:
-    """Delete `path` (if present) and make the deletion durable."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    fsync_dir(Path(path).parent)

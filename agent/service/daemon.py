@@ -64,7 +64,6 @@ class Daemon:
         # SimpleQueue.put is reentrant: the SIGTERM handler may post while the interrupted loop
         # is inside get(). With queue.Queue that deadlocks on its mutex.
         self._events: queue.SimpleQueue[TransportEvent | _Stop | Task | None] = queue.SimpleQueue()
-        self._loop_thread: threading.Thread | None = None
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
         self.reporter = Reporter(self.outbox)

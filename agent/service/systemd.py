@@ -34,10 +34,6 @@ class Notifier:
         # Pet at half the timeout, as sd_watchdog_enabled(3) advises.
         self.watchdog_interval: float | None = int(usec) / 2e6 if enabled and usec else None
 
-    @property
-    def active(self) -> bool:
-        return self._socket_path is not None
-
     def _send(self, message: str) -> None:
         if self._socket_path is None:
             return

@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from agent.slots.base import BackendConfigError, BackendError, BackendOptions, BootBackend
+from agent.slots.base import BackendOptions, BootBackend
+from agent.slots.errors import BackendConfigError, BackendError
 from agent.slots.filemodel import FileModelBackend
 from agent.slots.grub import GrubBackend
+from agent.slots.pair import DEFAULT_STATE_DIR
 from agent.slots.rauc import RaucBackend
 from agent.slots.tryboot import TrybootBackend
 from agent.slots.uboot import UBootBackend
-
-DEFAULT_STATE_DIR: Final = Path("/var/lib/ocpp-fw-agent")
 
 Factory = Callable[[Mapping[str, Path], BackendOptions, Path], BootBackend]
 
@@ -49,10 +49,6 @@ def load_backend(
     if factory is None:
         raise BackendConfigError(
             f"unknown slots backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}"
-        )
-    if len(devices) != 2:
-        raise BackendConfigError(
-            f"slots backend {name!r}: expected exactly two slots, got {sorted(devices)}"
         )
     return factory({str(k): Path(v) for k, v in devices.items()}, dict(options), Path(state_dir))
 

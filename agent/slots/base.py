@@ -35,6 +35,10 @@ from typing import Any, ClassVar, Final, Protocol
 
 from agent import crashpoints
 from agent.slots import cmdline
+from agent.slots.errors import BackendConfigError as BackendConfigError  # re-exported
+from agent.slots.errors import BackendError as BackendError  # re-exported
+from agent.slots.options import parse_options
+from agent.slots.pair import pair_problem
 
 
 class SlotHealth(enum.StrEnum):
@@ -68,35 +72,10 @@ class BootObservation:
 
     def other_than(self, slot: str) -> str:
         """The other slot of an A/B pair."""
-        others = [name for name in self.health if name != slot]
-        if len(others) != 1:
-            raise BackendError(f"expected exactly two slots, have {sorted(self.health)}")
-        return others[0]
-
-
-class BackendError(Exception):
-    """A bootloader operation failed or its read-back did not show the intended state.
-
-    `op` names the verb, `raw_before`/`raw_after` carry the bootloader variables around a failed
-    post-condition so the daemon can log the evidence.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        op: str | None = None,
-        raw_before: Mapping[str, str] | None = None,
-        raw_after: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.op = op
-        self.raw_before = dict(raw_before or {})
-        self.raw_after = dict(raw_after or {})
-
-
-class BackendConfigError(BackendError, ValueError):
-    """Unknown backend, unknown option or invalid option value (a configuration mistake)."""
+        problem = pair_problem(self.health)
+        if problem:
+            raise BackendError(problem)
+        return next(name for name in self.health if name != slot)
 
 
 class BootBackend(Protocol):
@@ -122,10 +101,6 @@ class BootBackend(Protocol):
 
     def arm_trial(self, slot: str) -> None:
         """Let the next boot (only) try `slot`; the running slot becomes/stays the primary."""
-        ...
-
-    def disarm_trial(self, slot: str) -> None:
-        """Undo `arm_trial` before the reboot (cancel, gate timeout): `slot` is BAD again."""
         ...
 
     def commit(self, slot: str) -> None:
@@ -179,7 +154,6 @@ def _after_commit(obs: BootObservation, slot: str) -> str | None:
 POSTCONDITIONS: Final[Mapping[str, Check]] = {
     "mark_bad": _after_mark_bad,
     "arm_trial": _after_arm,
-    "disarm_trial": _after_mark_bad,  # back to the state before arm: written but not bootable
     "abandon_trial": _after_mark_bad,
     "commit": _after_commit,
 }
@@ -227,12 +201,9 @@ class VerifiedBackend(abc.ABC):
     ) -> None:
         """Two slots, and the options checked against `OPTIONS` (defaults filled in) in
         `self.opts`; raises BackendConfigError naming the backend and the key."""
-        from agent.slots.options import parse_options  # options.py imports this module
-
-        if len(devices) != 2:
-            raise BackendConfigError(
-                f"{self.name}: expected exactly two slots, got {sorted(devices)}"
-            )
+        problem = pair_problem(devices)
+        if problem:
+            raise BackendConfigError(f"slots backend {self.name!r}: {problem}")
         self.slots = {str(name): Path(path) for name, path in devices.items()}
         self.opts: dict[str, Any] = parse_options(self.name, self.OPTIONS, options)
         self.state_dir = state_dir
@@ -285,9 +256,6 @@ class VerifiedBackend(abc.ABC):
     def arm_trial(self, slot: str) -> None:
         self._mutate("arm_trial", slot, self._do_arm_trial)
 
-    def disarm_trial(self, slot: str) -> None:
-        self._mutate("disarm_trial", slot, self._do_disarm_trial)
-
     def commit(self, slot: str) -> None:
         self._mutate("commit", slot, self._do_commit)
 
@@ -299,9 +267,6 @@ class VerifiedBackend(abc.ABC):
 
     @abc.abstractmethod
     def _do_arm_trial(self, slot: str, before: BootObservation) -> None: ...
-
-    @abc.abstractmethod
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None: ...
 
     @abc.abstractmethod
     def _do_commit(self, slot: str, before: BootObservation) -> None: ...
@@ -363,10 +328,6 @@ class SerializedBackend:
     def arm_trial(self, slot: str) -> None:
         with self.lock:
             self.inner.arm_trial(slot)
-
-    def disarm_trial(self, slot: str) -> None:
-        with self.lock:
-            self.inner.disarm_trial(slot)
 
     def commit(self, slot: str) -> None:
         with self.lock:

@@ -42,6 +42,7 @@ from agent.slots.base import (
     VerifiedBackend,
 )
 from agent.slots.options import Option, integer, path
+from agent.slots.pair import pair_problem
 
 FORMAT_VERSION: Final = 1
 OPTIONS: Final = {
@@ -54,8 +55,9 @@ Env = dict[str, Any]
 
 def new_env(slots: Sequence[str], primary: str, booted: str | None = None) -> Env:
     """A fresh environment: both slots good, `primary` booted (as after a factory flash)."""
-    if len(slots) != 2 or primary not in slots:
-        raise ValueError(f"need two slots including the primary {primary!r}, got {list(slots)}")
+    problem = pair_problem(slots)
+    if problem or primary not in slots:
+        raise ValueError(problem or f"primary {primary!r} is not one of {list(slots)}")
     return {
         "version": FORMAT_VERSION,
         "slots": list(slots),
@@ -74,7 +76,7 @@ def load_env(env_path: Path) -> Env:
         raise BackendError(f"file: {exc}") from exc
     if doc is None:
         raise BackendError(f"file: environment {env_path} does not exist")
-    if not isinstance(doc.get("slots"), list) or len(doc["slots"]) != 2:
+    if not isinstance(doc.get("slots"), list) or pair_problem(doc["slots"]):
         raise BackendError(f"file: {env_path}: 'slots' must list two slot names")
     if doc.get("primary") not in doc["slots"]:
         raise BackendError(f"file: {env_path}: primary {doc.get('primary')!r} is not a slot")
@@ -198,9 +200,6 @@ class FileModelBackend(VerifiedBackend):
             env["primary"] = _other(env, slot)
 
         self._change(edit)
-
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
-        self._do_mark_bad(slot, before)
 
     def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         self._do_mark_bad(slot, before)

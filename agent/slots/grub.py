@@ -156,15 +156,12 @@ class GrubBackend(VerifiedBackend):
             {"ORDER": order, **self._state(slot, True), **self._state(other, True), TRIAL_VAR: slot}
         )
 
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
+    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         env, other = self.read_env(), self.other(slot)
         order = self._new_order(env, [self.values[other]])
         self._write(
             {"ORDER": order, **self._state(slot, False), **self._state(other, True), TRIAL_VAR: ""}
         )
-
-    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
-        self._do_disarm_trial(slot, before)
 
     def _do_commit(self, slot: str, before: BootObservation) -> None:
         env = self.read_env()

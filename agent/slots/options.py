@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.slots.base import BackendConfigError
+from agent.slots.errors import BackendConfigError
 
 Checker = Callable[[Any], Any]
 

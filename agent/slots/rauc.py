@@ -168,7 +168,7 @@ class RaucBackend(VerifiedBackend):
         if doc.get("boot_primary") != slots[slot]["name"] or before.health[slot] == SlotHealth.BAD:
             self._mark("active", slot)
 
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
+    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         if before.health[slot] != SlotHealth.BAD:
             self._mark("bad", slot)
         doc, slots = self.status()
@@ -176,9 +176,6 @@ class RaucBackend(VerifiedBackend):
         if doc.get("boot_primary") != slots[other]["name"]:
             self._mark("active", other)
         self._set_armed(None)
-
-    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
-        self._do_disarm_trial(slot, before)
 
     def _do_commit(self, slot: str, before: BootObservation) -> None:
         self._mark("good", slot)  # always: it also restores the boot attempts (per-boot confirm)

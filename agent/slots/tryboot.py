@@ -268,12 +268,9 @@ class TrybootBackend(VerifiedBackend):
         self._layout(self.other(slot))
         self._save_record(slot, set(self._record()["bad"]) - {slot})
 
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
+    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         self._layout(self.other(slot))
         self._save_record(None, set(self._record()["bad"]) | {slot})
-
-    def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
-        self._do_disarm_trial(slot, before)
 
     def _do_commit(self, slot: str, before: BootObservation) -> None:
         self._layout(slot)  # the one FAT write of an update: swap the boot partitions

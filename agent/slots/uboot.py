@@ -247,8 +247,8 @@ class UBootBackend(VerifiedBackend):
             out[TRIAL_VAR] = ""
         return out
 
-    def _rauc_unarm(self, env: Mapping[str, str], slot: str) -> dict[str, str]:
-        """disarm / abandon: the slot is bad, the other one first with attempts left."""
+    def _rauc_abandon(self, env: Mapping[str, str], slot: str) -> dict[str, str]:
+        """abandon: the slot is bad, the other one first with attempts left."""
         other = self.other(slot)
         out = {"BOOT_ORDER": self._order(env, [self.values[other]], [self.values[slot]])}
         out.update([self._left(slot, 0)])
@@ -278,7 +278,7 @@ class UBootBackend(VerifiedBackend):
             out.update(upgrade_available="0", bootcount="0")
         return out
 
-    def _mender_unarm(self, env: Mapping[str, str], slot: str) -> dict[str, str]:
+    def _mender_abandon(self, env: Mapping[str, str], slot: str) -> dict[str, str]:
         out = {BAD_VAR: self._bad_list(env, add=slot), **self._slot_assign(self.other(slot))}
         out.update(upgrade_available="0", bootcount="0")
         return out
@@ -298,9 +298,6 @@ class UBootBackend(VerifiedBackend):
 
     def _do_arm_trial(self, slot: str, before: BootObservation) -> None:
         self._write(self._plan("arm_trial", slot, before))
-
-    def _do_disarm_trial(self, slot: str, before: BootObservation) -> None:
-        self._write(self._plan("disarm_trial", slot, before))
 
     def _do_abandon_trial(self, slot: str, before: BootObservation) -> None:
         self._write(self._plan("abandon_trial", slot, before))
@@ -386,12 +383,10 @@ _REQUIRED: Final[Mapping[str, Callable[[UBootBackend, Mapping[str, str]], list[s
 _PLANS: Final[Mapping[tuple[str, str], Plan]] = {
     ("rauc", "mark_bad"): UBootBackend._rauc_mark_bad,
     ("rauc", "arm_trial"): UBootBackend._rauc_arm,
-    ("rauc", "disarm_trial"): UBootBackend._rauc_unarm,
-    ("rauc", "abandon_trial"): UBootBackend._rauc_unarm,
+    ("rauc", "abandon_trial"): UBootBackend._rauc_abandon,
     ("rauc", "commit"): UBootBackend._rauc_commit,
     ("mender", "mark_bad"): UBootBackend._mender_mark_bad,
     ("mender", "arm_trial"): UBootBackend._mender_arm,
-    ("mender", "disarm_trial"): UBootBackend._mender_unarm,
-    ("mender", "abandon_trial"): UBootBackend._mender_unarm,
+    ("mender", "abandon_trial"): UBootBackend._mender_abandon,
     ("mender", "commit"): UBootBackend._mender_commit,
 }

@@ -30,7 +30,7 @@ class UnconfiguredBackend:
     def observe(self) -> BootObservation:
         raise BackendError(PROBLEM)
 
-    mark_bad = arm_trial = disarm_trial = commit = abandon_trial = _refuse
+    mark_bad = arm_trial = commit = abandon_trial = _refuse
 
     def reboot_argument(self) -> str | None:
         return None

@@ -6,13 +6,16 @@ idempotence: doing it twice leaves the whole env exactly as once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from slot_rigs import Rig
 
-from agent.slots import describe
-from agent.slots.base import BackendError, SlotHealth
+from agent import config
+from agent.slots import BACKENDS, describe, load_backend
+from agent.slots.base import BackendConfigError, BackendError, SlotHealth
 
 
 def twice(rig: Rig, action: Callable[[], None]) -> str:
@@ -109,19 +112,6 @@ def test_abandon_trial(rig: Rig) -> None:
     assert routine_boot(rig, None) == "A"
 
 
-def test_disarm_trial(rig: Rig) -> None:
-    backend = rig.backend
-    twice(rig, lambda: backend.mark_bad("B"))
-    twice(rig, lambda: backend.arm_trial("B"))
-    twice(rig, lambda: backend.disarm_trial("B"))
-    obs = backend.observe()
-    assert (obs.primary, obs.health["B"], obs.booted) == ("A", SlotHealth.BAD, "A")
-    assert backend.reboot_argument() is None
-    assert routine_boot(rig, backend.reboot_argument()) == "A"
-    twice(rig, lambda: backend.arm_trial("B"))  # re-arming after a cancel works
-    assert reboot(rig) == "B"
-
-
 def test_bad_slot_is_never_booted(rig: Rig) -> None:
     rig.backend.mark_bad("B")
     for _ in range(4):
@@ -169,3 +159,24 @@ def test_describe(rig: Rig) -> None:
     assert (out["booted"], out["primary"], out["problems"]) == ("A", "A", [])
     assert out["health"] == {"A": "good", "B": "good"}
     assert set(out["slots"]) == {"A", "B"} and out["raw"]
+
+
+def test_loader_and_config_refuse_anything_but_a_pair(tmp_path: Path) -> None:
+    """The configuration and the loader use the one rule (agent/slots/pair.py) and its words."""
+    one = {"A": tmp_path / "A.img"}
+    for name in BACKENDS:
+        with pytest.raises(BackendConfigError, match=rf"'{name}': expected exactly two slots"):
+            load_backend(name, one, {}, state_dir=tmp_path)
+    source = tmp_path / "agent.toml"
+    source.write_text('[slots]\ndevices = { A = "/dev/null" }\n')
+    with pytest.raises(config.ConfigError, match=r"\[slots\] devices: expected exactly two"):
+        config.load(source)
+
+
+def test_backend_and_observation_refuse_anything_but_a_pair(rig: Rig, tmp_path: Path) -> None:
+    with pytest.raises(BackendConfigError, match=r"expected exactly two slots, got \['A'\]"):
+        type(rig.backend)({"A": tmp_path / "A.img"}, {}, tmp_path)
+    obs = rig.backend.observe()
+    three = dataclasses.replace(obs, health={**obs.health, "C": SlotHealth.GOOD})
+    with pytest.raises(BackendError, match=r"expected exactly two slots, got \['A', 'B', 'C'\]"):
+        three.other_than("A")
