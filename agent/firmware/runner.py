@@ -114,6 +114,7 @@ class JobRun:
         self._proof: Proof | None = None  # never persisted: every run proves the slot itself
         self._checked = False  # the image check accepted the proven slot in this run
         self._first: Resume | None = None  # how this run continues a saved job, if it does
+        self._uncounted = False  # a restart not yet counted by the crash-loop breaker
 
     # --- the run --------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class JobRun:
         the job pauses and tries again, 1 s later, then doubling up to STATE_RETRY_MAX, as if
         the daemon had restarted: every step is safe to repeat, what is on disk is whole."""
         wait = 1.0
+        self._uncounted = resumed  # a daemon start that continues the job counts, once
         while True:
             try:
                 self._run_once(resumed)
@@ -145,8 +147,9 @@ class JobRun:
             self._reconcile()
             if resumed and not job.finished:
                 self._first = resume(job.phase, new_boot=self._new_boot())
+                if self._uncounted:
+                    self._count_resume()
                 LOG.info("update %s in phase %s: %s", job.request_id, job.phase, self._first)
-                self._count_resume()
             self._drive()
         except (Cancelled, NotOwner) as exc:
             LOG.info("update %s stopped in phase %s (%s)", job.request_id, job.phase, exc)
@@ -180,16 +183,15 @@ class JobRun:
                 job.error = found.reason
             self.ctx.store.save(job, self.token)
             unique_id = self._announce(row.status, found.reason) if row.status else None
-        level = logging.WARNING if job.finished and row.status is not Status.INSTALLED else 20
-        LOG.log(
-            level,
-            "update %s: %s -> %s%s",
-            job.request_id,
-            found.event,
-            row.target if not job.finished else row.status,
-            f" ({found.reason})" if found.reason else "",
-            extra=fields(request_id=job.request_id, phase=job.phase.value, outcome=job.outcome),
-        )
+        extra = fields(request_id=job.request_id, phase=job.phase.value, outcome=job.outcome)
+        why = f" ({found.reason})" if found.reason else ""
+        if job.finished:
+            level = logging.INFO if row.status is Status.INSTALLED else logging.WARNING
+            LOG.log(level, "update %s finished: %s%s", job.request_id, row.status, why, extra=extra)
+        else:
+            LOG.info(
+                "update %s: %s -> %s%s", job.request_id, found.event, row.target, why, extra=extra
+            )
         if found.after is not None:
             found.after(unique_id or "")
         return unique_id
@@ -215,7 +217,18 @@ class JobRun:
         state-store counter). Planned steps (download attempts, phases) never count."""
         job = self.job
         job.resumes += 1
-        self._checkpoint()
+        try:
+            self._checkpoint()
+        except StateWriteError:
+            job.resumes -= 1  # not saved, not counted: a full disk must not trip the breaker
+            raise
+        self._uncounted = False
+        LOG.info(
+            "update %s: restart %d (given up at %d)",
+            job.request_id,
+            job.resumes,
+            self.ctx.config.health.max_transitions,
+        )
         if job.resumes < self.ctx.config.health.max_transitions:
             return
         why = f"gave up after {job.resumes} restarts of this update"
@@ -478,7 +491,7 @@ class JobRun:
             while not self._gate_open():
                 if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
                     raise Cancelled("cancelled while the install gate was closed")
-            self._reboot()
+            self._reboot(into="the old slot")
 
         return reboot_back
 
@@ -500,12 +513,12 @@ class JobRun:
                 LOG.warning("the CSMS did not confirm the status in time; rebooting anyway")
                 return
 
-    def _reboot(self) -> None:
+    def _reboot(self, into: str = "the new slot") -> None:
         argv = list(self.ctx.config.firmware.reboot_command)
         argument = self.ctx.backend.reboot_argument()
         if argument:
             argv.append(argument)
-        LOG.warning("rebooting: %s", " ".join(argv))
+        LOG.warning("rebooting into %s: %s", into, " ".join(argv))
         self.ctx.charger.reboot(argv)
 
 

@@ -103,17 +103,18 @@ def test_an_image_check_that_accepts_lets_the_install_go_on(
 def test_a_daemon_that_keeps_dying_gives_the_update_up(
     charger: Charger, rig: ChargerRig, firmware: Firmware, fileserver: FirmwareHttpServer
 ):
-    """Crash-loop breaker (issue #4, Mender's state-store counter): every resume is a saved
-    transition; past `max_transitions` the update is given up cleanly, once."""
+    """Crash-loop breaker (issue #4, Mender's state-store counter): every restart that
+    continues the update is counted (saved); at `max_transitions` it is given up cleanly, once.
+    Planned steps (download attempts, phases) are not restarts (issue #9)."""
     fileserver.faults.stall_after = 1000  # the download never finishes
     agent = charger.start(health={"max_transitions": 4})
     assert charger.update(firmware, 62) == "Accepted"
     assert fileserver.stalled.wait(60)
     charger.wait_acknowledged()  # else Downloading, unanswered when killed, is sent again
-    for _ in range(4):
+    for restart in range(1, 5):
         agent.kill9()
         agent = charger.restart()
-        agent.wait_log("continuing update 62")
+        agent.wait_log(f"update 62: restart {restart} (given up at 4)", 60)
     charger.wait_status("DownloadFailed")
     assert charger.statuses(62) == ["Downloading", "DownloadFailed"]
     assert "gave up after" in agent.log
@@ -270,7 +271,7 @@ def test_a_request_that_cannot_be_saved_leaves_the_running_update_going(
     try:
         assert charger.update(firmware, 69) == "Rejected"
         agent.wait_log("refusing request 69: ")
-        assert "Read-only file system" in agent.log
+        assert "read-only file system" in agent.log.lower()  # the save, or the self-check
     finally:
         subprocess.run([w.format("rw") for w in remount], check=True)
     (rig.base / "gate-open").touch()

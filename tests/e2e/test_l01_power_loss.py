@@ -233,7 +233,7 @@ def test_kill9_while_waiting_at_the_install_gate(
         lambda: agent.log.count("install gate closed") > closed_before, 60, "the gate polled"
     )
     assert charger.statuses() == GATED[:4] and not rig.reboot_marker.exists()
-    assert agent.log.count(" read back ") == 2  # before the first wait, and after the restart
+    assert agent.log.count(" read back with ") == 2  # before the first wait, after the restart
     (rig.base / "gate-open").touch()
     finish_after_reboot(charger, rig, 36, GATED)
 
