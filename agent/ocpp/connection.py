@@ -9,6 +9,10 @@ Profiles: 0 plain ws://; 1 ws:// + HTTP Basic; 2 wss:// + Basic + server certifi
 against `ca_file` with hostname verification, TLS 1.2 or newer; 3 wss:// + client certificate.
 The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol
 `ocpp1.6` is offered and required.
+
+Nothing the server says changes where the charger connects or how: a redirect answer to the
+handshake is refused, never followed (websocket-client follows up to 3 by default, in 1.2.3 as
+in current releases, resending our headers, Basic key included, to any scheme and host).
 """
 
 from __future__ import annotations
@@ -55,6 +59,48 @@ class CertificateRejected:
 
 
 TransportEvent = Connected | Received | Disconnected | CertificateRejected
+
+
+class RedirectRefused(ConnectionError):
+    """The CSMS answered the handshake with a redirect; the configured URL is the only one."""
+
+
+class _CsmsSocket(websocket.WebSocket):  # type: ignore[misc]
+    """A websocket that refuses redirects on every websocket-client version.
+
+    With `redirect_limit=0`, current releases raise "Redirect limit exhausted" while 1.2.3
+    (Debian 12) returns a "connected" socket whose handshake status is 3xx. Both cases are
+    turned into one `RedirectRefused` that names the status and the target."""
+
+    def connect(self, url: str, **options: Any) -> None:
+        options["redirect_limit"] = 0
+        try:
+            super().connect(url, **options)  # type: ignore[no-untyped-call]
+        except websocket.WebSocketBadStatusException as exc:  # 1.2.3: 307/308 end up here
+            _refuse_redirect(exc.status_code, getattr(exc, "resp_headers", None))
+            raise
+        except websocket.WebSocketException:
+            self._refuse_redirect()
+            raise
+        try:
+            self._refuse_redirect()
+        except RedirectRefused:
+            self.shutdown()  # type: ignore[no-untyped-call]
+            raise
+
+    def _refuse_redirect(self) -> None:
+        response = getattr(self, "handshake_response", None)
+        _refuse_redirect(getattr(response, "status", 101), getattr(response, "headers", None))
+
+
+def _refuse_redirect(status: int, headers: dict[str, str] | None) -> None:
+    if not 300 <= status < 400:
+        return
+    location = str((headers or {}).get("location", "(none)"))[:200]
+    raise RedirectRefused(
+        f"the CSMS answered the handshake with HTTP {status} to {location!r}: redirects are "
+        "not followed (the configured URL and security profile are the only ones used)"
+    )
 
 
 def basic_auth_header(charge_point_id: str, key: bytes) -> str:
@@ -164,7 +210,7 @@ class Transport:
             options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
         if csms.security_profile in (2, 3):
             options["sslopt"] = {"context": tls_context(csms)}
-        ws = websocket.create_connection(csms.endpoint, **options)
+        ws = websocket.create_connection(csms.endpoint, class_=_CsmsSocket, **options)
         if ws.getsubprotocol() != SUBPROTOCOL:
             ws.close()
             raise ConnectionError(f"the CSMS did not agree to subprotocol {SUBPROTOCOL}")
