@@ -10,13 +10,24 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agent.demo import pki
+from tests.e2e.conftest import wait_until
+
+__all__ = [
+    "NotifySink",
+    "Peer",
+    "RawServer",
+    "peak_rss_mib",
+    "record_all",
+    "server_tls",
+    "threads",
+    "wait_until",
+]
 
 Handler = Callable[["Peer"], None]
 
@@ -116,6 +127,32 @@ def record_all(peer: Peer) -> None:
         peer.note(data)
 
 
+class NotifySink:
+    """Stands in for PID 1's notify socket (the daemon's watchdog needs one): reads and drops."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nfy"))  # AF_UNIX paths are short
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        threading.Thread(target=self._drop, daemon=True).start()
+
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.sock.recv(4096):
+                pass
+
+    def __enter__(self) -> NotifySink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+        self.dir.rmdir()
+
+
 def status_of(pid: int) -> dict[str, str]:
     text = Path(f"/proc/{pid}/status").read_text()
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
@@ -128,16 +165,6 @@ def peak_rss_mib(pid: int) -> float:
 
 def threads(pid: int) -> int:
     return int(status_of(pid)["Threads"].strip())
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll a condition another process or thread makes true; a generous deadline only."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def server_tls(directory: Path, host: str = "localhost") -> tuple[ssl.SSLContext, Path]:
