@@ -58,20 +58,22 @@ class Peer:
 
 
 class RawServer:
-    """Accepts connections on 127.0.0.1 and runs `handler(peer)` for each, in a thread.
+    """Accepts connections on a loopback address and runs `handler(peer)` for each, in a thread.
 
     `received` holds what each connection sent (as far as its handler read it);
     `connections` counts accepted connections (a host that must never be contacted keeps 0).
     """
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.handler = handler
         self.tls = tls
         self.connections = 0
         self.received: list[bytes] = []
         self.lock = threading.Lock()
         self.done = threading.Event()  # handlers that hold a connection end when this is set
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
