@@ -192,6 +192,8 @@ class ChargerRig:
                 "reboot_command": self.reboot_command,
                 "default_retry_interval": 1,
                 "checkpoint_bytes": 1 << 20,
+                # Its firmware server is on loopback, which is refused unless named here.
+                "allowed_hosts": ["127.0.0.1", "localhost"],
             },
             "slots": {
                 "backend": "file",

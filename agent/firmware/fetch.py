@@ -243,7 +243,9 @@ class Fetcher:
         # TLS contexts are built on first use: loading the system CA store costs ~20 ms each,
         # which an http download would otherwise pay twice before its first byte.
         self._session = make_session(
-            lambda: tls_context(settings.ca_file, check_hostname=False), settings.check_url
+            lambda: tls_context(settings.ca_file, check_hostname=False),
+            settings.check_url,
+            settings.open_connection,
         )
 
     @functools.cached_property

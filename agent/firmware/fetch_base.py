@@ -9,15 +9,23 @@ protocol-neutral machinery around it (reader thread, cancel, length accounting) 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import socket
 import ssl
 import urllib.parse
 from pathlib import Path
 from typing import Protocol
 
 from agent.config import DOWNLOAD_SCHEMES, FirmwareConfig
-from agent.firmware.errors import HostNotAllowed, TlsFailed, UnsupportedScheme
+from agent.firmware.errors import ConnectFailed, HostNotAllowed, TlsFailed, UnsupportedScheme
 
 CHUNK_SIZE = 256 * 1024  # one queue item; a few of them in flight bound the memory used
+# Addresses of this machine or its link that a CSMS must not reach through the charger (blind
+# SSRF: a local admin API, a cloud metadata service) unless allowed_hosts names them.
+_INTERNAL = tuple(
+    ipaddress.ip_network(net)
+    for net in ("127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8", "::1/128", "fe80::/10", "::/128")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +69,50 @@ class FetchSettings:
                 f"allowed_hosts ({', '.join(self.allowed_hosts)})"
             )
         return scheme
+
+    def open_connection(self, host: str, port: int) -> socket.socket:
+        """A TCP connection to `host`, made to the very address that was checked.
+
+        The name is resolved once; loopback, link-local and unspecified addresses are dropped
+        unless allowed_hosts names the host or the address exactly (a `*.domain` pattern does
+        not: a name under it could be made to resolve anywhere). Nothing else resolves the
+        name again, so a DNS answer that changes between check and connect cannot redirect
+        the connection."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise ConnectFailed(f"cannot resolve {host!r}: {exc}") from None
+        permitted = [info for info in infos if self._address_allowed(host, str(info[4][0]))]
+        if not permitted:
+            shown = ", ".join(sorted({str(info[4][0]) for info in infos}))
+            raise HostNotAllowed(
+                f"download host {host!r} resolves to {shown}: loopback, link-local and "
+                "unspecified addresses are refused unless [firmware] allowed_hosts names them"
+            )
+        failure: OSError | None = None
+        for family, kind, proto, _, address in permitted:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(address)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            except OSError as exc:
+                sock.close()
+                failure = exc
+        if isinstance(failure, TimeoutError):
+            raise ConnectFailed(f"connect to {host}:{port} timed out")
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {failure}")
+
+    def _address_allowed(self, host: str, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if mapped is not None:
+            ip = mapped
+        if not any(ip in net for net in _INTERNAL if net.version == ip.version):
+            return True
+        named = {p.lower().rstrip(".") for p in self.allowed_hosts if not p.startswith("*.")}
+        return host.lower().rstrip(".") in named or str(ip) in named
 
 
 def host_matches(host: str, pattern: str) -> bool:

@@ -80,7 +80,12 @@ class FtpSource:
         else:
             ftp = ftplib.FTP(timeout=self._settings.connect_timeout)
         self._ftp = ftp
-        ftp.connect(self._host, self._port)
+        # ftplib.FTP.connect(), on a connection made to the checked address; `host` stays the
+        # name, for the TLS server name. PASV data connections go to this peer's address.
+        sock = self._settings.open_connection(self._host, self._port)
+        ftp.host, ftp.port, ftp.sock, ftp.af = self._host, self._port, sock, sock.family
+        ftp.file = sock.makefile("r", encoding=ftp.encoding)
+        ftp.welcome = ftp.getresp()
         if ftp.sock is not None:
             ftp.sock.settimeout(self._settings.stall_timeout)
         ftp.timeout = self._settings.stall_timeout  # used for the data connections

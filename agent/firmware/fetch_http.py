@@ -8,6 +8,12 @@ not resume at all: splicing two versions of a file would surface much later as a
 
 The body is read raw (`Accept-Encoding: identity`, no decoding) because the signature covers
 the file's bytes as stored on the server.
+
+Redirects are followed here, not by requests (which reads a redirect's whole body into memory
+to reuse the connection, even with `allow_redirects=False`): at most MAX_REDIRECTS, each target
+checked against the allow-lists before it is requested, the redirect's body never read, and no
+credentials carried to the next hop. Every connection goes through
+`FetchSettings.open_connection`, which connects to the address it checked.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import contextlib
 import re
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import requests
 import urllib3.exceptions
 from requests.adapters import BaseAdapter, HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from agent.firmware.errors import (
     BrokenConnection,
@@ -35,20 +44,49 @@ from agent.firmware.errors import (
 )
 from agent.firmware.fetch_base import FetchSettings, ResumeFrom, TransferInfo, redact_url
 
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 
 
-class _ContextAdapter(HTTPAdapter):
-    """Hands our SSLContext (system store + extra CA) to urllib3's pools."""
+Connect = Callable[[str, int], socket.socket]
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+
+def _pool_classes(connect: Connect) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 pools whose connections are opened by `connect` (resolve, check, connect)."""
+
+    class Checked(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return connect(self._dns_host, self.port)
+
+    class CheckedTls(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return connect(self._dns_host, self.port)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Checked
+
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = CheckedTls
+
+    return {"http": Pool, "https": TlsPool}
+
+
+class _CheckedAdapter(HTTPAdapter):
+    """No retries; connections through `connect`; for https, our SSLContext (system store +
+    extra CA)."""
+
+    def __init__(self, connect: Connect, context: ssl.SSLContext | None = None) -> None:
+        self._connect = connect
         self._context = context
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._context
+        if self._context is not None:
+            kwargs["ssl_context"] = self._context
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self._connect)
 
 
 class _Session(requests.Session):
@@ -61,29 +99,38 @@ class _Session(requests.Session):
     system CA store costs ~20 ms of CPU; a plain-http download need not pay it.
     """
 
-    def __init__(self, context: Callable[[], ssl.SSLContext], check: Callable[[str], str]) -> None:
+    def __init__(
+        self, context: Callable[[], ssl.SSLContext], check: Callable[[str], str], connect: Connect
+    ) -> None:
         super().__init__()
         self.trust_env = False
+        self.max_redirects = 0
         self._make_context = context
         self._check = check
+        self._connect = connect
         self._https_mounted = False
-        self.mount("http://", HTTPAdapter(max_retries=0))
+        self.mount("http://", _CheckedAdapter(connect))
 
     def get_adapter(self, url: str) -> BaseAdapter:
         self._check(url)
         if not self._https_mounted and url[:8].lower() == "https://":
-            self.mount("https://", _ContextAdapter(self._make_context()))
+            self.mount("https://", _CheckedAdapter(self._connect, self._make_context()))
             self._https_mounted = True
         return super().get_adapter(url)
 
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        """Never: requests would read the redirect's body to follow it (HttpSource does)."""
+        return None
+
 
 def make_session(
-    context: Callable[[], ssl.SSLContext], check: Callable[[str], str]
+    context: Callable[[], ssl.SSLContext], check: Callable[[str], str], connect: Connect
 ) -> requests.Session:
     """One session for all attempts. Environment proxies/netrc/CA variables are not consulted:
     the daemon's behaviour must follow its configuration only. `context` is called once, on
-    the first https request; `check` on every URL before it is requested (it raises)."""
-    return _Session(context, check)
+    the first https request; `check` on every URL before it is requested (it raises);
+    `connect` opens every connection."""
+    return _Session(context, check, connect)
 
 
 def validator_of(response: requests.Response) -> str | None:
@@ -109,23 +156,39 @@ class HttpSource:
             assert resume is not None and resume.validator is not None
             headers["Range"] = f"bytes={resume.offset}-"
             headers["If-Range"] = resume.validator
-        timeout = (self._settings.connect_timeout, self._settings.stall_timeout)
-        try:
-            response = self._session.get(
-                self._url, headers=headers, stream=True, timeout=timeout, allow_redirects=True
-            )
-        except requests.exceptions.SSLError as exc:
-            raise TlsFailed(f"TLS failure talking to {self._shown}: {_reason(exc)}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise ConnectFailed(f"connect to {self._shown} timed out") from None
-        except requests.exceptions.ReadTimeout:
-            raise Stalled(f"no response from {self._shown} within the stall timeout") from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            raise UnsupportedScheme(f"invalid URL {self._shown}: {_reason(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise ConnectFailed(f"cannot reach {self._shown}: {_reason(exc)}") from None
+        url = self._url
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._get(url, headers)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or location is None:
+                break
+            response.close()  # unread: a redirect's body is never taken in
+            url = _next_hop(url, location)
+            self._settings.check_url(url)  # before anything is sent to it
+            self._shown = redact_url(url)
+        else:
+            response.close()
+            raise ServerRefused(f"more than {MAX_REDIRECTS} redirects from {redact_url(self._url)}")
         self._response = response
         return self._announced(response, resume if asked else None, resume)
+
+    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        timeout = (self._settings.connect_timeout, self._settings.stall_timeout)
+        shown = redact_url(url)
+        try:
+            return self._session.get(
+                url, headers=headers, stream=True, timeout=timeout, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TlsFailed(f"TLS failure talking to {shown}: {_reason(exc)}") from None
+        except requests.exceptions.ConnectTimeout:
+            raise ConnectFailed(f"connect to {shown} timed out") from None
+        except requests.exceptions.ReadTimeout:
+            raise Stalled(f"no response from {shown} within the stall timeout") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+            raise UnsupportedScheme(f"invalid URL {shown}: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise ConnectFailed(f"cannot reach {shown}: {_reason(exc)}") from None
 
     def _announced(
         self,
@@ -208,6 +271,17 @@ class HttpSource:
         if self._response is not None:
             with contextlib.suppress(Exception):
                 self._response.close()
+
+
+def _next_hop(url: str, location: str) -> str:
+    """The redirect's absolute target, without any user:password (ours or the server's):
+    credentials never follow a redirect."""
+    try:
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(url, location.strip()))
+    except ValueError:
+        raise UnsupportedScheme(f"unusable redirect target from {redact_url(url)}") from None
+    netloc = target.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((target.scheme, netloc, target.path, target.query, ""))
 
 
 def _reason(exc: BaseException) -> str:

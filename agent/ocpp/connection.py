@@ -9,25 +9,40 @@ Profiles: 0 plain ws://; 1 ws:// + HTTP Basic; 2 wss:// + Basic + server certifi
 against `ca_file` with hostname verification, TLS 1.2 or newer; 3 wss:// + client certificate.
 The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol
 `ocpp1.6` is offered and required.
+
+Nothing the server says changes where the charger connects or how: a redirect answer to the
+handshake is refused, never followed (websocket-client follows up to 3 by default, in 1.2.3 as
+in current releases, resending our headers, Basic key included, to any scheme and host).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import websocket
+from websocket._abnf import ABNF, frame_buffer  # the same names in 1.2.3 and current
 
 from agent.config import CsmsConfig
 
 LOG = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp1.6"
+# The largest legitimate CSMS message (a SignedUpdateFirmware with a certificate chain) is
+# ~7 KB; anything past this is refused unread and the connection closed with 1009.
+MAX_MESSAGE = 64 * 1024
+# Messages read but not yet handled by the daemon's loop. Past this the reader stops reading,
+# so a flooding CSMS fills its own TCP window, not our memory.
+PENDING_MESSAGES = 8
+STATUS_TOO_BIG = 1009  # RFC 6455 §7.4.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +70,84 @@ class CertificateRejected:
 
 
 TransportEvent = Connected | Received | Disconnected | CertificateRejected
+
+
+class RedirectRefused(ConnectionError):
+    """The CSMS answered the handshake with a redirect; the configured URL is the only one."""
+
+
+class MessageTooBig(Exception):
+    """A CSMS message longer than the limit was announced; its payload is never read."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a CSMS message of {size} bytes is over the {limit}-byte limit")
+        self.size, self.limit = size, limit
+
+
+class _BoundedFrames(frame_buffer):  # type: ignore[misc]
+    """websocket-client's frame reader, refusing a message once its announced length passes
+    `limit`, before any of its payload is read. Fragments of one message count together (a
+    message split into many small frames is as big as their sum); control frames alone."""
+
+    def __init__(self, recv: Callable[[int], bytes], skip_utf8: bool, limit: int) -> None:
+        super().__init__(recv, skip_utf8)
+        self.limit = limit
+        self.partial = 0  # bytes announced so far by the fragments of the current message
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        assert self.header is not None  # recv_frame reads the header first
+        fin, opcode = self.header[0], self.header[4]
+        size = int(self.length or 0)
+        if opcode < ABNF.OPCODE_CLOSE:
+            size += self.partial if opcode == ABNF.OPCODE_CONT else 0
+            self.partial = 0 if fin else size
+        if size > self.limit:
+            raise MessageTooBig(size, self.limit)
+
+
+class _CsmsSocket(websocket.WebSocket):  # type: ignore[misc]
+    """A websocket that refuses redirects on every websocket-client version.
+
+    With `redirect_limit=0`, current releases raise "Redirect limit exhausted" while 1.2.3
+    (Debian 12) returns a "connected" socket whose handshake status is 3xx. Both cases are
+    turned into one `RedirectRefused` that names the status and the target. Its frame reader
+    is `_BoundedFrames`."""
+
+    def __init__(self, *args: Any, max_message: int = MAX_MESSAGE, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        skip_utf8 = bool(getattr(self.frame_buffer, "skip_utf8_validation", False))
+        self.frame_buffer = _BoundedFrames(self._recv, skip_utf8, max_message)
+
+    def connect(self, url: str, **options: Any) -> None:
+        options["redirect_limit"] = 0
+        try:
+            super().connect(url, **options)  # type: ignore[no-untyped-call]
+        except websocket.WebSocketBadStatusException as exc:  # 1.2.3: 307/308 end up here
+            _refuse_redirect(exc.status_code, getattr(exc, "resp_headers", None))
+            raise
+        except websocket.WebSocketException:
+            self._refuse_redirect()
+            raise
+        try:
+            self._refuse_redirect()
+        except RedirectRefused:
+            self.shutdown()  # type: ignore[no-untyped-call]
+            raise
+
+    def _refuse_redirect(self) -> None:
+        response = getattr(self, "handshake_response", None)
+        _refuse_redirect(getattr(response, "status", 101), getattr(response, "headers", None))
+
+
+def _refuse_redirect(status: int, headers: dict[str, str] | None) -> None:
+    if not 300 <= status < 400:
+        return
+    location = str((headers or {}).get("location", "(none)"))[:200]
+    raise RedirectRefused(
+        f"the CSMS answered the handshake with HTTP {status} to {location!r}: redirects are "
+        "not followed (the configured URL and security profile are the only ones used)"
+    )
 
 
 def basic_auth_header(charge_point_id: str, key: bytes) -> str:
@@ -100,10 +193,13 @@ class Transport:
         post: Callable[[TransportEvent], None],
         *,
         jitter: Callable[[], float] = random.random,
+        max_message: int = MAX_MESSAGE,
     ) -> None:
         self._csms = csms
         self._post = post
         self._jitter = jitter
+        self._max_message = max_message
+        self._credits = threading.Semaphore(PENDING_MESSAGES)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._ws: Any = None
@@ -118,6 +214,17 @@ class Transport:
         self._stop.set()
         self._close_socket()
         self._thread.join(timeout=5)
+
+    def consumed(self) -> None:
+        """The loop handled one `Received`: the reader may read one more message."""
+        self._credits.release()
+
+    def _take_credit(self) -> bool:
+        """Wait until fewer than PENDING_MESSAGES messages await the loop; False on stop."""
+        while not self._credits.acquire(timeout=0.2):
+            if self._stop.is_set():
+                return False
+        return True
 
     def send(self, text: str) -> None:
         """Send one text frame; raises when not connected (the session treats it as a loss)."""
@@ -164,7 +271,8 @@ class Transport:
             options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
         if csms.security_profile in (2, 3):
             options["sslopt"] = {"context": tls_context(csms)}
-        ws = websocket.create_connection(csms.endpoint, **options)
+        make: Any = functools.partial(_CsmsSocket, max_message=self._max_message)
+        ws = websocket.create_connection(csms.endpoint, class_=make, **options)
         if ws.getsubprotocol() != SUBPROTOCOL:
             ws.close()
             raise ConnectionError(f"the CSMS did not agree to subprotocol {SUBPROTOCOL}")
@@ -204,15 +312,25 @@ class Transport:
         self._post(Connected(generation))
         reason = "closed"
         try:
-            while True:
-                text = ws.recv()
+            while self._take_credit():
+                try:
+                    text = ws.recv()
+                except BaseException:
+                    self._credits.release()
+                    raise
                 if not text:  # close frame, or an empty message we cannot act on
+                    self._credits.release()
                     if not ws.connected:
                         break
                     continue
                 if isinstance(text, bytes):
                     text = text.decode("utf-8", errors="replace")
                 self._post(Received(generation, text))
+        except MessageTooBig as exc:
+            reason = f"{exc}, closed with {STATUS_TOO_BIG} (message too big)"
+            with contextlib.suppress(Exception):
+                ws.send_close(STATUS_TOO_BIG, b"message too big")
+                _discard_until_closed(ws.sock)
         except Exception as exc:
             reason = _describe(exc)
         self._close_socket()
@@ -223,6 +341,22 @@ class Transport:
         if not self._stop.is_set():
             LOG.warning("disconnected from the CSMS: %s", reason)
         self._post(Disconnected(generation, reason))
+
+
+def _discard_until_closed(sock: Any, seconds: float = 2.0, limit: int = 8 << 20) -> None:
+    """After our close frame, read and drop what the peer still sends until it closes, for a
+    moment and a few MiB at most. Closing with unread data would send a TCP reset, and the
+    peer could lose our close frame (and its 1009) with it."""
+    deadline = time.monotonic() + seconds
+    sock.settimeout(0.2)
+    while limit > 0 and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            return
+        limit -= len(data)
 
 
 def _describe(exc: BaseException) -> str:

@@ -169,7 +169,14 @@ class Session:
     def send_live(
         self, action: v16.Action, request: Any, on_result: ResultHook | None = None
     ) -> None:
-        """Queue a non-durable CALL (triggered messages, heartbeats), sent before the outbox."""
+        """Queue a non-durable CALL (triggered messages, heartbeats), sent before the outbox.
+
+        One of each action at most: a CALL of the same action still waiting takes the newer
+        payload and answers both triggers, so a CSMS repeating a trigger cannot grow the queue."""
+        for queued in self._live:
+            if queued.action is action:
+                queued.payload, queued.on_result = to_wire(request), on_result
+                return
         self._live.append(_Outgoing(action, to_wire(request), self._new_id(), on_result=on_result))
 
     def poll(self) -> float:

@@ -196,6 +196,7 @@ class Daemon:
             self._generation = event.generation
             self.session.connected_with(self.transport.send)
         elif isinstance(event, Received):
+            self.transport.consumed()  # the reader may read the next message (bounded queue)
             if event.generation == self._generation:
                 self.session.receive(event.text)
         elif isinstance(event, Disconnected):

@@ -109,7 +109,14 @@ def ftp_server(ftp_root: Path) -> Iterator[FirmwareFtpServer]:
 
 @pytest.fixture
 def fetcher() -> Iterator[Fetcher]:
-    with Fetcher(FetchSettings(connect_timeout=5, stall_timeout=5, chunk_size=64 * 1024)) as f:
+    with Fetcher(
+        FetchSettings(
+            connect_timeout=5,
+            stall_timeout=5,
+            chunk_size=64 * 1024,
+            allowed_hosts=("127.0.0.1", "localhost"),
+        )
+    ) as f:
         yield f
 
 

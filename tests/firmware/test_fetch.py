@@ -29,6 +29,8 @@ from agent.firmware.fetch_base import host_matches, tls_context
 from tests.firmware.conftest import FTP_PASSWORD, FTP_USER
 from tests.firmware.fwservers import FirmwareFtpServer, FirmwareHttpServer
 
+LOCAL = ("127.0.0.1", "localhost")  # the test servers' loopback, refused unless named
+
 
 def fetch_all(fetcher: Fetcher, url: str, resume: ResumeFrom | None = None) -> tuple[bytes, object]:
     with fetcher.open(url, resume=resume) as transfer:
@@ -163,7 +165,7 @@ def test_truncated_body(fetcher, http_server, image):
 def test_stall(http_server, image):
     http_server.put("/fw.bin", image)
     http_server.faults.stall_after = 100_000
-    settings = FetchSettings(connect_timeout=5, stall_timeout=0.3)
+    settings = FetchSettings(allowed_hosts=LOCAL, connect_timeout=5, stall_timeout=0.3)
     with Fetcher(settings) as fetcher, fetcher.open(http_server.url("/fw.bin")) as transfer:
         started = time.monotonic()
         with pytest.raises(Stalled):
@@ -198,7 +200,7 @@ def test_other_schemes_are_refused(fetcher, url):
 
 def test_scheme_not_allowed_by_config(http_server, image):
     http_server.put("/fw.bin", image)
-    settings = FetchSettings(allowed_schemes=("https",))
+    settings = FetchSettings(allowed_hosts=LOCAL, allowed_schemes=("https",))
     with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme, match="allowed: https"):
         fetcher.open(http_server.url("/fw.bin"))
 
@@ -223,7 +225,7 @@ def test_credentials_never_appear(fetcher, http_server, caplog):
 
 def test_https_with_extra_ca(https_server, tls_pki, image):
     https_server.put("/fw.bin", image)
-    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"])) as fetcher:
         data, _ = fetch_all(fetcher, https_server.url("/fw.bin", host="localhost"))
     assert data == image
 
@@ -236,14 +238,17 @@ def test_extra_ca_is_added_to_the_system_store(tls_pki):
 
 def test_https_without_the_ca_fails_verification(https_server, image):
     https_server.put("/fw.bin", image)
-    with Fetcher(FetchSettings()) as fetcher, pytest.raises(TlsFailed) as caught:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL)) as fetcher, pytest.raises(TlsFailed) as caught:
         fetcher.open(https_server.url("/fw.bin", host="localhost"))
     assert caught.value.status == "DownloadFailed"
 
 
 def test_https_hostname_is_checked(https_server, tls_pki, image):
     https_server.put("/fw.bin", image)
-    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher, pytest.raises(TlsFailed):
+    with (
+        Fetcher(FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"])) as fetcher,
+        pytest.raises(TlsFailed),
+    ):
         fetcher.open(https_server.url("/fw.bin", host="127.0.0.1"))
 
 
@@ -253,7 +258,7 @@ def test_https_to_an_ip_address_with_ip_san(tls_pki, image):
     context.load_cert_chain(tls_pki["ip_cert"], tls_pki["ip_key"])
     with FirmwareHttpServer(tls=context) as server:
         server.put("/fw.bin", image)
-        with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+        with Fetcher(FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"])) as fetcher:
             data, _ = fetch_all(fetcher, server.url("/fw.bin", host="127.0.0.1"))
             assert data == image
             with pytest.raises(TlsFailed):
@@ -265,7 +270,7 @@ def test_redirect_to_disallowed_scheme_is_refused_before_it_is_sent(
 ):
     https_server.redirect("/fw.bin", http_server.url("/fw.bin"))
     http_server.put("/fw.bin", image)
-    settings = FetchSettings(ca_file=tls_pki["ca"], allowed_schemes=("https",))
+    settings = FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"], allowed_schemes=("https",))
     with Fetcher(settings) as fetcher, pytest.raises(UnsupportedScheme) as caught:
         fetcher.open(https_server.url("/fw.bin", host="localhost"))
     assert f"'http' of {http_server.url('/fw.bin')} is not allowed" in caught.value.message
@@ -323,10 +328,10 @@ def test_redirect_from_http_to_https_trusts_the_configured_ca(
     default adapter (which would not know the extra CA and fail verification)."""
     https_server.put("/fw.bin", image)
     http_server.redirect("/fw.bin", https_server.url("/fw.bin", host="localhost"))
-    with Fetcher(FetchSettings(ca_file=tls_pki["ca"])) as fetcher:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"])) as fetcher:
         data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
     assert data == image
-    with Fetcher(FetchSettings()) as fetcher, pytest.raises(TlsFailed):
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL)) as fetcher, pytest.raises(TlsFailed):
         fetcher.open(http_server.url("/fw.bin"))  # and verification stays on
 
 
@@ -343,7 +348,7 @@ def test_plain_http_does_not_load_a_trust_store(http_server, image, monkeypatch)
 
     monkeypatch.setattr(fetch_module, "tls_context", counting)
     http_server.put("/fw.bin", image)
-    with Fetcher(FetchSettings()) as fetcher:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL)) as fetcher:
         data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
         assert (data == image, built) == (True, [])
 
@@ -352,7 +357,10 @@ def test_an_unreadable_ca_file_is_a_tls_failure(https_server, tmp_path, image):
     bogus = tmp_path / "ca.pem"
     bogus.write_text("not a certificate\n")
     https_server.put("/fw.bin", image)
-    with Fetcher(FetchSettings(ca_file=bogus)) as fetcher, pytest.raises(TlsFailed) as caught:
+    with (
+        Fetcher(FetchSettings(allowed_hosts=LOCAL, ca_file=bogus)) as fetcher,
+        pytest.raises(TlsFailed) as caught,
+    ):
         fetcher.open(https_server.url("/fw.bin", host="localhost"))
     assert "cannot load the CA file" in caught.value.message
 
@@ -383,7 +391,7 @@ def test_cancel_interrupts_a_blocked_transfer_within_a_second(http_server, image
     else:
         http_server.faults.stall_after = 100_000
     cancel = threading.Event()
-    settings = FetchSettings(connect_timeout=30, stall_timeout=30)
+    settings = FetchSettings(allowed_hosts=LOCAL, connect_timeout=30, stall_timeout=30)
     with Fetcher(settings) as fetcher:
 
         def download() -> int:
@@ -420,7 +428,7 @@ def test_a_speed_limit_holds_the_average_rate(http_server, image):
     fast the link (a lower bound: a slow machine only makes it longer), and arrives intact."""
     http_server.put("/fw.bin", image)
     rate = 1 << 20
-    with Fetcher(FetchSettings(max_rate=rate)) as fetcher:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL, max_rate=rate)) as fetcher:
         started = time.monotonic()
         data, _ = fetch_all(fetcher, http_server.url("/fw.bin"))
         elapsed = time.monotonic() - started
@@ -435,11 +443,11 @@ def test_unlimited_is_not_throttled_and_limited_reads_small_pieces(http_server, 
     sizes: dict[int, set[int]] = {}
     for rate in (0, 512 * 1024):
         with (
-            Fetcher(FetchSettings(max_rate=rate)) as fetcher,
+            Fetcher(FetchSettings(allowed_hosts=LOCAL, max_rate=rate)) as fetcher,
             fetcher.open(http_server.url("/fw.bin")) as transfer,
         ):
             sizes[rate] = {len(chunk) for chunk in transfer.chunks()}
-    assert max(sizes[0]) == FetchSettings().chunk_size
+    assert max(sizes[0]) == FetchSettings(allowed_hosts=LOCAL).chunk_size
     assert max(sizes[512 * 1024]) == 64 * 1024
 
 
@@ -447,7 +455,7 @@ def test_cancel_is_prompt_while_throttled(http_server, image):
     """A throttled reader sleeps on the stop event: cancel still ends it within a second."""
     http_server.put("/fw.bin", image)
     cancel = threading.Event()
-    with Fetcher(FetchSettings(max_rate=64 * 1024)) as fetcher:
+    with Fetcher(FetchSettings(allowed_hosts=LOCAL, max_rate=64 * 1024)) as fetcher:
 
         def download() -> int:
             with fetcher.open(http_server.url("/fw.bin"), cancel=cancel) as transfer:
@@ -519,10 +527,15 @@ def test_ftps_with_extra_ca(tls_pki, ftp_root: Path, image):
         ftp_root, FTP_USER, FTP_PASSWORD, (tls_pki["cert"], tls_pki["key"])
     ) as s:
         url = ftp_url(s).replace("ftp://", "ftps://").replace("127.0.0.1", "localhost")
-        with Fetcher(FetchSettings(ca_file=tls_pki["ca"], stall_timeout=5)) as fetcher:
+        with Fetcher(
+            FetchSettings(allowed_hosts=LOCAL, ca_file=tls_pki["ca"], stall_timeout=5)
+        ) as fetcher:
             data, _ = fetch_all(fetcher, url)
         assert data == image
-        with Fetcher(FetchSettings(stall_timeout=5)) as fetcher, pytest.raises(TlsFailed):
+        with (
+            Fetcher(FetchSettings(allowed_hosts=LOCAL, stall_timeout=5)) as fetcher,
+            pytest.raises(TlsFailed),
+        ):
             fetcher.open(url)
 
 

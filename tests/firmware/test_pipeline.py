@@ -185,7 +185,9 @@ def test_cancel_keeps_the_durable_prefix(http_server, image, tmp_path: Path):
             cancel.set()  # as the updater would on a newer SignedUpdateFirmware
 
     with (
-        Fetcher(FetchSettings(stall_timeout=30, chunk_size=chunk)) as fetcher,
+        Fetcher(
+            FetchSettings(stall_timeout=30, chunk_size=chunk, allowed_hosts=("127.0.0.1",))
+        ) as fetcher,
         SlotWriter(new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 20) as writer,
         pytest.raises(DownloadCancelled),
     ):
@@ -200,7 +202,10 @@ def test_cancel_keeps_the_durable_prefix(http_server, image, tmp_path: Path):
     durable = checkpoints[-1].offset
     assert durable == 2 * chunk  # synced on the way out, although below the watermark
     http_server.faults.stall_after = None
-    with Fetcher() as fetcher, SlotWriter(new_slot(tmp_path / "slot")) as writer:
+    with (
+        Fetcher(FetchSettings(allowed_hosts=("127.0.0.1",))) as fetcher,
+        SlotWriter(new_slot(tmp_path / "slot")) as writer,
+    ):
         result = run_pass(fetcher, http_server.url("/fw.bin"), writer, resume=checkpoints[-1])
     assert result.digest == hashlib.sha256(image).digest()
     assert http_server.requests[-1].header("Range") == f"bytes={durable}-"
@@ -212,7 +217,10 @@ def test_memory_stays_flat(http_server, tmp_path: Path):
     for size in (4 << 20, 32 << 20):
         big = hashlib.shake_256(str(size).encode()).digest(1 << 16) * (size >> 16)
         http_server.put(f"/{size}.bin", big)
-        with Fetcher() as fetcher, SlotWriter(new_slot(tmp_path / f"slot{size}", size)) as writer:
+        with (
+            Fetcher(FetchSettings(allowed_hosts=("127.0.0.1",))) as fetcher,
+            SlotWriter(new_slot(tmp_path / f"slot{size}", size)) as writer,
+        ):
             tracemalloc.start()
             result = run_pass(fetcher, http_server.url(f"/{size}.bin"), writer)
             peaks.append(tracemalloc.get_traced_memory()[1])

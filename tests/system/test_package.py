@@ -708,6 +708,7 @@ boot_id_file = "/srv/boot_id"
 [firmware]
 manufacturer_roots = "/etc/ocpp-fw-agent/roots"
 checkpoint_bytes = 262144
+allowed_hosts = ["127.0.0.1"]  # the test's firmware server, on the host's loopback
 # The integrator's commands run under the unit's sandbox too: the image check reads the slot.
 image_check = [
     "/bin/sh", "-c",
