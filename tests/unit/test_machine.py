@@ -83,22 +83,18 @@ def test_finished_is_final_so_a_request_gets_exactly_one_terminal_status():
     assert terminal == machine.TERMINAL
 
 
+def closure(start: set[Phase], edges: set[tuple[Phase, Phase]]) -> set[Phase]:
+    """Every phase reachable from `start` along `edges`."""
+    seen = set(start)
+    while more := {b for a, b in edges if a in seen} - seen:
+        seen |= more
+    return seen
+
+
 def test_every_phase_is_reachable_and_every_phase_can_end():
     edges = {(source, row.target) for source, row in ROWS}
-    reach = set(machine.INITIAL)
-    while True:
-        more = {target for source, target in edges if source in reach} - reach
-        if not more:
-            break
-        reach |= more
-    assert reach == set(Phase)
-    ends = {Phase.FINISHED}
-    while True:
-        more = {source for source, target in edges if target in ends} - ends
-        if not more:
-            break
-        ends |= more
-    assert ends == set(Phase)
+    assert closure(set(machine.INITIAL), edges) == set(Phase)
+    assert closure({Phase.FINISHED}, {(b, a) for a, b in edges}) == set(Phase)
 
 
 def test_the_trial_is_armed_only_from_installing_and_nothing_moves_back_before_it():
