@@ -23,9 +23,11 @@ import dataclasses
 import functools
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +45,9 @@ MAX_MESSAGE = 64 * 1024
 # so a flooding CSMS fills its own TCP window, not our memory.
 PENDING_MESSAGES = 8
 STATUS_TOO_BIG = 1009  # RFC 6455 §7.4.1
+# The server's answer to the handshake (status line and headers, ~300 bytes from a CSMS) may
+# not exceed this; websocket-client bounds neither its lines nor a refusal's body.
+MAX_HANDSHAKE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,39 @@ TransportEvent = Connected | Received | Disconnected | CertificateRejected
 
 class RedirectRefused(ConnectionError):
     """The CSMS answered the handshake with a redirect; the configured URL is the only one."""
+
+
+class HandshakeTooBig(Exception):
+    """The handshake answer passed MAX_HANDSHAKE bytes (not an OSError: websocket-client
+    would inspect it as one)."""
+
+
+class _Budgeted:
+    """The connection's socket, made by us (so nothing but the configuration picks where it
+    goes: no proxy from the environment), counting what the handshake answer brings in.
+
+    websocket-client reads the answer through `recv`; every other attribute is the socket's.
+    `lift()` ends the budget once the handshake is done: frames have their own bound."""
+
+    def __init__(self, sock: socket.socket, budget: int) -> None:
+        self._sock = sock
+        self._budget: int | None = budget
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        if self._budget is not None:
+            self._budget -= len(data)
+            if self._budget < 0:
+                raise HandshakeTooBig(
+                    f"the CSMS's handshake answer over {MAX_HANDSHAKE} bytes: not read further"
+                )
+        return data
+
+    def lift(self) -> None:
+        self._budget = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class MessageTooBig(Exception):
@@ -269,16 +307,37 @@ class Transport:
         }
         if csms.security_profile in (1, 2) and csms.authorization_key is not None:
             options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
-        if csms.security_profile in (2, 3):
-            options["sslopt"] = {"context": tls_context(csms)}
+        sock = _Budgeted(self._open_socket(), MAX_HANDSHAKE)
         make: Any = functools.partial(_CsmsSocket, max_message=self._max_message)
-        ws = websocket.create_connection(csms.endpoint, class_=make, **options)
+        try:
+            ws = websocket.create_connection(csms.endpoint, class_=make, socket=sock, **options)
+        except BaseException:
+            sock.close()
+            raise
+        sock.lift()
         if ws.getsubprotocol() != SUBPROTOCOL:
             ws.close()
             raise ConnectionError(f"the CSMS did not agree to subprotocol {SUBPROTOCOL}")
         # recv() times out when neither data nor a pong arrived for two ping intervals.
         ws.settimeout(max(2 * csms.ping_interval, 30.0) if csms.ping_interval > 0 else None)
         return ws
+
+    def _open_socket(self) -> socket.socket:
+        """TCP (and for profiles 2 and 3 TLS, server name checked) to the configured URL."""
+        csms = self._csms
+        parts = urllib.parse.urlsplit(csms.endpoint)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        sock = socket.create_connection(
+            (host, parts.port or (443 if secure else 80)), timeout=csms.call_timeout
+        )
+        if not secure:
+            return sock
+        try:
+            return tls_context(csms).wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
     def _run(self) -> None:
         waits = reconnect_waits(self._csms.reconnect_min, self._csms.reconnect_max, self._jitter)
