@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.firmware.certpolicy import CRL_POLICIES, CRL_REFUSE, DEFAULT_EC_CURVES, KNOWN_EC_CURVES
+
 DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/ocpp-fw-agent")
 # Tells a daemon restart from a reboot: the kernel makes a new one at every boot.
@@ -77,6 +79,8 @@ class IdentityConfig:
 class FirmwareConfig:
     manufacturer_roots: Path | None = None
     crl_dir: Path | None = None
+    crl_policy: str = CRL_REFUSE
+    allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -227,6 +231,15 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {list(allowed)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
 _HOST_PATTERN = re.compile(
     r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$"
 )
@@ -320,6 +333,8 @@ SECTIONS: dict[str, dict[str, Checker]] = {
     "firmware": {
         "manufacturer_roots": _existing_path,
         "crl_dir": _existing_path,
+        "crl_policy": _one_of(CRL_POLICIES),
+        "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),

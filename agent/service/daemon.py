@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.durable import StateWriteError
+from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter
 from agent.firmware.updater import Updater
@@ -66,6 +67,7 @@ class Daemon:
         self._events: queue.SimpleQueue[TransportEvent | _Stop | Task | None] = queue.SimpleQueue()
         self._loop_thread: threading.Thread | None = None
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        certs.install_policy(certs.policy_from_config(config.firmware))
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
         self.reporter = Reporter(self.outbox)
         self.session = Session(
@@ -260,6 +262,7 @@ class Daemon:
             "queued": len(self.outbox),
             "job": self.updater.snapshot(),
             "problems": self.updater.problems,
+            "revocation": certs.revocation_status(),
         }
 
     @staticmethod
