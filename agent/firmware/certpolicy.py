@@ -113,12 +113,30 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
         return None
 
 
-def extensions_problem(cert: x509.Certificate) -> str | None:
-    """Certificates whose extensions do not parse (duplicates, bad DER) are refused whole."""
+def parse_problem(cert: x509.Certificate) -> str | None:
+    """cryptography parses names, validity and extensions only when asked: a certificate
+    whose outer DER loads can still hold a field that does not. Ask for all of them now, so
+    a broken one is refused whole instead of raising deep inside a check (found by fuzzing)."""
     try:
-        _ = cert.extensions
-    except ValueError as exc:
-        return f"certificate extensions do not parse ({exc})"
+        for value in (cert.subject, cert.issuer, cert.serial_number, cert.extensions):
+            str(value)
+        for name in ("not_valid_before", "not_valid_after"):  # no _utc on cryptography 38
+            getattr(cert, f"{name}_utc") if hasattr(cert, f"{name}_utc") else getattr(cert, name)
+        str(cert.signature_algorithm_oid)
+    except (ValueError, KeyError, TypeError) as exc:  # KeyError: an unknown string tag on 38
+        return f"certificate does not parse ({exc!r})"
+    return None
+
+
+def crl_parse_problem(crl: x509.CertificateRevocationList) -> str | None:
+    """The same for a CRL: its issuer, dates and every entry."""
+    try:
+        str(crl.issuer)
+        for name in ("next_update", "last_update"):
+            getattr(crl, f"{name}_utc") if hasattr(crl, f"{name}_utc") else getattr(crl, name)
+        _ = [entry.serial_number for entry in crl]
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"CRL does not parse ({exc!r})"
     return None
 
 
@@ -142,7 +160,7 @@ def signer_usage_problem(cert: x509.Certificate) -> str | None:
 
 def root_problem(cert: x509.Certificate, policy: CertPolicy) -> str | None:
     """Why an installed root must not be used, or None: a CA with a strong key."""
-    problem = extensions_problem(cert)
+    problem = parse_problem(cert)
     if problem is not None:
         return problem
     constraints = _extension(cert, x509.BasicConstraints)

@@ -182,10 +182,12 @@ def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore
             if problem is None:
                 roots.append(cert)
                 continue
-            problems.append(f"{file} ({describe_name(cert.subject)}): {problem}")
-            log.warning(
-                "refusing manufacturer root %s (%s): %s", file, describe_name(cert.subject), problem
-            )
+            try:
+                name = describe_name(cert.subject)
+            except (ValueError, KeyError, TypeError):
+                name = "subject does not parse"
+            problems.append(f"{file} ({name}): {problem}")
+            log.warning("refusing manufacturer root %s (%s): %s", file, name, problem)
     return RootStore(tuple(roots), tuple(problems))
 
 
@@ -202,9 +204,13 @@ def load_crls(path: Path | None) -> CrlSet:
                 blocks = _PEM_CRL.findall(data)
                 if not blocks:
                     raise ValueError("no X509 CRL block in PEM data")
-                crls.extend(x509.load_pem_x509_crl(block) for block in blocks)
+                found = [x509.load_pem_x509_crl(block) for block in blocks]
             else:
-                crls.append(x509.load_der_x509_crl(data))
+                found = [x509.load_der_x509_crl(data)]
+            for crl in found:
+                if (problem := certpolicy.crl_parse_problem(crl)) is not None:
+                    raise ValueError(problem)
+            crls.extend(found)
         except (OSError, ValueError) as exc:
             problems.append(f"{file}: {exc}")
             log.warning("skipping CRL %s: %s", file, exc)
@@ -327,8 +333,8 @@ def check_signing_certificate(
         return CertificateRejected(INVALID, reason)
 
     cert = _parse_signing_certificate(pem_text)
-    if (problem := certpolicy.extensions_problem(cert)) is not None:
-        raise invalid(problem)
+    if (problem := certpolicy.parse_problem(cert)) is not None:
+        raise invalid(f"signing {problem}")
     if not roots.roots:
         raise invalid("no manufacturer root certificate installed")
     der = cert.public_bytes(serialization.Encoding.DER)

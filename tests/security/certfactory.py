@@ -9,6 +9,7 @@ cryptography 38 and on current releases.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 
@@ -145,3 +146,12 @@ def crl(
             .build()
         )
     return built.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def garbled_issuer(issued: pki.Issued) -> str:
+    """The certificate with its issuer's CN retagged to an unknown string type (13): the DER
+    loads, the name does not (cryptography parses names lazily). Found by fuzzing."""
+    cn_utf8 = b"\x06\x03U\x04\x03\x0c"  # OID 2.5.4.3, then a UTF8String; the issuer's first
+    der = issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1)
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"

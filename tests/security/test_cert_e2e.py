@@ -67,6 +67,11 @@ CASES: dict[str, tuple[Callable[[ChargerRig], str | None], Callable, str]] = {
         _none,
         "EC curve secp256k1 (256 bits) not allowed",
     ),
+    "garbled issuer name": (
+        lambda rig: make.garbled_issuer(rig.signer),
+        _none,
+        "signing certificate does not parse",
+    ),
     "stale CRL": (lambda rig: None, _crl(STALE), "is stale since"),
     "missing CRL": (lambda rig: None, _crl(None), "no CRL from CN=Example Manufacturer Root"),
 }

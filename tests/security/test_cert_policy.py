@@ -293,3 +293,10 @@ def test_policy_refuses_unknown_names() -> None:
         CertPolicy(crl_policy="maybe")
     with pytest.raises(ValueError):
         CertPolicy(ec_curves=("secp192r1",))
+
+
+def test_a_name_that_does_not_parse_is_refused_not_raised() -> None:
+    """cryptography parses names lazily: the DER loads, the issuer raises ValueError (or
+    KeyError on cryptography 38) when read; that used to escape the check."""
+    error = refused(make.garbled_issuer(SIGNER), store(ROOT))
+    assert "signing certificate does not parse" in error.tech_info
