@@ -83,6 +83,7 @@ class CrlSet:
 
 _policy = CertPolicy()
 _revocation_note = "no signing certificate checked yet"
+_roots_reported: set[tuple[str, str]] = set()  # the roots are read at every request
 
 
 def policy_from_config(firmware: FirmwareConfig) -> CertPolicy:
@@ -93,10 +94,6 @@ def install_policy(policy: CertPolicy) -> None:
     """Make `policy` the one `check_signing_certificate` and `load_roots` apply by default."""
     global _policy
     _policy = policy
-
-
-def current_policy() -> CertPolicy:
-    return _policy
 
 
 def revocation_status() -> str:
@@ -187,7 +184,9 @@ def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore
             except (ValueError, KeyError, TypeError):
                 name = "subject does not parse"
             problems.append(f"{file} ({name}): {problem}")
-            log.warning("refusing manufacturer root %s (%s): %s", file, name, problem)
+            if (str(file), problem) not in _roots_reported:  # once, not at every request
+                _roots_reported.add((str(file), problem))
+                log.warning("refusing manufacturer root %s (%s): %s", file, name, problem)
     return RootStore(tuple(roots), tuple(problems))
 
 

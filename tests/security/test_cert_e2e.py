@@ -92,8 +92,11 @@ def test_the_policy_refuses_before_anything_starts(
     assert fileserver.requests == []
     if case == "RSA-1024 root":
         agent.wait_log("refusing manufacturer root")
-        line = next(s for s in agent.log.splitlines() if "refusing manufacturer root" in s)
-        assert "weak.pem" in line and "RSA key of 1024 bits" in line
+        assert charger.update(firmware, 4, **extra) == "InvalidCertificate"  # read again
+        agent.wait_log("request 4: ")  # logged after the roots were read for it
+        lines = [s for s in agent.log.splitlines() if "refusing manufacturer root" in s]
+        assert len(lines) == 1, lines  # one line, not one per request
+        assert "weak.pem" in lines[0] and "RSA key of 1024 bits" in lines[0]
 
 
 def e2e_nothing_started(charger: e2e.Charger) -> None:
