@@ -81,6 +81,7 @@ class FirmwareConfig:
     crl_dir: Path | None = None
     crl_policy: str = CRL_REFUSE
     allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
+    online_crl: bool = False
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -335,6 +336,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "crl_dir": _existing_path,
         "crl_policy": _one_of(CRL_POLICIES),
         "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
+        "online_crl": _boolean,
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),

@@ -13,9 +13,10 @@ One place for every rule, so the README, the man page and the code say the same 
   A root's own self-signature is not judged: it is trusted because it is installed, not
   because of it;
 * revocation: `[firmware] crl_policy` says what a missing or stale CRL means once `crl_dir`
-  is configured (`refuse`, the default: InvalidCertificate; `warn`: accepted with a warning;
-  `ignore`: accepted, logged at info). A serial listed in a root's CRL is revoked whatever the
-  CRL's age.
+  is configured, or `online_crl` is on and the signing certificate names a CRL distribution
+  point (fetched before answering, a few seconds at most, signed by the root to count):
+  `refuse`, the default: InvalidCertificate; `warn`: accepted with a warning; `ignore`:
+  accepted, logged at info. A serial listed in a root's CRL is revoked whatever the CRL's age.
 
 Every rule returns a short reason (for techInfo, <= 255 characters) or None.
 """
@@ -60,6 +61,7 @@ class CertPolicy:
 
     crl_policy: str = CRL_REFUSE
     ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
+    online_crl: bool = False  # fetch the CRL the signing certificate names (http/https)
 
     def __post_init__(self) -> None:
         if self.crl_policy not in CRL_POLICIES:

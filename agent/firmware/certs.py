@@ -87,7 +87,11 @@ _roots_reported: set[tuple[str, str]] = set()  # the roots are read at every req
 
 
 def policy_from_config(firmware: FirmwareConfig) -> CertPolicy:
-    return CertPolicy(crl_policy=firmware.crl_policy, ec_curves=firmware.allowed_ec_curves)
+    return CertPolicy(
+        crl_policy=firmware.crl_policy,
+        ec_curves=firmware.allowed_ec_curves,
+        online_crl=firmware.online_crl,
+    )
 
 
 def install_policy(policy: CertPolicy) -> None:
@@ -343,6 +347,14 @@ def check_signing_certificate(
     root = _find_issuer(cert, roots.roots)
 
     counted = _root_crls(root, crls)
+    sources = [str(crls.source)] if crls.source is not None else []
+    online = _online_crls(cert) if policy.online_crl else None
+    if online is not None:
+        fetched, urls, failures = online
+        counted += _root_crls(root, CrlSet(fetched))
+        sources += urls
+        for failure in failures:
+            log.warning("online CRL check: %s", failure)
     revoked = _revocation(cert, root, counted)
     if revoked is not None:
         raise CertificateRejected(REVOKED, revoked)
@@ -358,7 +370,7 @@ def check_signing_certificate(
             raise invalid(f"{who} not valid before {_iso(not_before)} {when}")
         if reading.now > not_after:
             raise invalid(f"{who} expired {_iso(not_after)} {when}")
-    _require_current_crl(root, crls.source, counted, reading.now, policy)
+    _require_current_crl(root, sources, counted, reading.now, policy)
 
     description, problem = certpolicy.describe_key(cert, policy)
     if problem is not None:
@@ -415,6 +427,68 @@ def _find_issuer(cert: x509.Certificate, roots: Iterable[x509.Certificate]) -> x
     )
 
 
+ONLINE_TIMEOUT = 5.0  # seconds to connect, and between bytes
+ONLINE_MAX_BYTES = 1 << 20
+
+
+def _online_crls(
+    cert: x509.Certificate,
+) -> tuple[tuple[x509.CertificateRevocationList, ...], list[str], list[str]] | None:
+    """The CRLs fetched from the certificate's http(s) distribution points, the URLs tried
+    and what went wrong; None when it names none. Only called once the chain is proven, so
+    the URLs are the root's word, not the CSMS's."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return None
+    urls = [
+        name.value
+        for point in points
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+        and name.value.lower().startswith(("http://", "https://"))
+    ]
+    if not urls:
+        return None
+    found: list[x509.CertificateRevocationList] = []
+    failures: list[str] = []
+    for url in urls[:2]:  # two at most: each may take ONLINE_TIMEOUT
+        try:
+            found.append(_fetch_crl(url))
+        except (OSError, ValueError) as exc:
+            failures.append(f"{url}: {exc}")
+    return tuple(found), urls[:2], failures
+
+
+def _fetch_crl(url: str) -> x509.CertificateRevocationList:
+    """GET one CRL: TLS verified, no redirect, bounded in time and size."""
+    import requests  # only when online_crl is on: the daemon's start stays light
+
+    try:
+        with requests.get(
+            url, timeout=ONLINE_TIMEOUT, stream=True, allow_redirects=False
+        ) as response:
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            data = b""
+            for chunk in response.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > ONLINE_MAX_BYTES:
+                    raise ValueError(f"larger than {ONLINE_MAX_BYTES} bytes")
+    except requests.RequestException as exc:
+        raise ValueError(f"not fetched ({type(exc).__name__})") from exc
+    if b"-----BEGIN" in data:
+        blocks = _PEM_CRL.findall(data)
+        if not blocks:
+            raise ValueError("no X509 CRL block")
+        crl = x509.load_pem_x509_crl(blocks[0])
+    else:
+        crl = x509.load_der_x509_crl(data)
+    if (problem := certpolicy.crl_parse_problem(crl)) is not None:
+        raise ValueError(problem)
+    return crl
+
+
 def _root_crls(root: x509.Certificate, crls: CrlSet) -> list[x509.CertificateRevocationList]:
     """The CRLs that count for `root`: issued in its name and signed with its key."""
     counted = []
@@ -455,7 +529,7 @@ def _next_update(crl: x509.CertificateRevocationList) -> datetime.datetime | Non
 
 def _require_current_crl(
     root: x509.Certificate,
-    source: Path | None,
+    sources: list[str],
     counted: list[x509.CertificateRevocationList],
     now: datetime.datetime,
     policy: CertPolicy,
@@ -464,9 +538,10 @@ def _require_current_crl(
     decides: refuse (InvalidCertificate), warn, or ignore. The outcome is logged and kept for
     `revocation_status()`."""
     issuer = describe_name(root.subject)
-    if source is None:
+    if not sources:
         _note_revocation("not checked: no crl_dir configured")
         return
+    source = ", ".join(sources)
     if not counted:
         problem = f"no CRL from {issuer}"
     else:
