@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.firmware.certpolicy import CRL_POLICIES, CRL_REFUSE, DEFAULT_EC_CURVES, KNOWN_EC_CURVES
 from agent.slots.pair import DEFAULT_STATE_DIR, pair_problem
 
 DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
@@ -86,6 +87,9 @@ class IdentityConfig:
 class FirmwareConfig:
     manufacturer_roots: Path | None = None
     crl_dir: Path | None = None
+    crl_policy: str = CRL_REFUSE
+    allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
+    online_crl: bool = False
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -236,6 +240,15 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {list(allowed)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
 _HOST_PATTERN = re.compile(
     r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$"
 )
@@ -351,6 +364,9 @@ SECTIONS: dict[str, dict[str, Checker]] = {
     "firmware": {
         "manufacturer_roots": _existing_path,
         "crl_dir": _existing_path,
+        "crl_policy": _one_of(CRL_POLICIES),
+        "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
+        "online_crl": _boolean,
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),

@@ -3,14 +3,14 @@
 A `SignedUpdateFirmware.req` carries the certificate the manufacturer signed the image with.
 The white paper forbids intermediate CAs for it, so the rule is simple and strict: the
 certificate must be issued *directly* by one of the installed ManufacturerRootCertificates (or
-be byte-identical to one), inside its validity period, with an RSA key of at least 2048 bits or
-an EC key of at least 224 bits (A00.FR.501-503), in PEM of at most 5500 characters. It is
-checked before the request is answered; a failure answers `InvalidCertificate`, a serial listed
-in a CRL that a root signed answers `RevokedCertificate`.
+be byte-identical to one), inside its validity period, in PEM of at most 5500 characters, and
+pass the certificate policy (`agent.firmware.certpolicy`: hashes, key sizes and curves, key
+usages, CA flags, roots). It is checked before the request is answered; a failure answers
+`InvalidCertificate`, a serial listed in a CRL that a root signed answers `RevokedCertificate`.
 
 Revocation comes from CRL files in a configured directory. A CRL counts only when its signature
 verifies with the key of an installed root, so a CRL dropped in by anyone else cannot revoke
-(or un-revoke) anything.
+(or un-revoke) anything; what a missing or stale CRL means is `crl_policy`'s to say.
 
 Written against the cryptography 38 API (Debian 12): `not_valid_before` (naive UTC) when the
 `_utc` properties are absent, no `verify_directly_issued_by`, and no `signature_algorithm_
@@ -34,14 +34,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from agent.config import FirmwareConfig
+from agent.firmware import certpolicy
+from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import ClockSource, TrustedClock
 from agent.firmware.errors import CertificateRejected, UntrustedTime
 
 log = logging.getLogger(__name__)
 
 MAX_PEM_CHARS = 5500  # firmware.signingCertificate maxLength in the schema
-MIN_RSA_BITS = 2048
-MIN_EC_BITS = 224
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
 CRL_SUFFIXES = (".pem", ".crl", ".der")
 INVALID = "InvalidCertificate"
@@ -68,10 +69,40 @@ class RootStore:
 
 @dataclasses.dataclass(frozen=True)
 class CrlSet:
-    """CRLs as read from disk; whether each one counts is decided against the roots."""
+    """CRLs as read from disk; whether each one counts is decided against the roots.
+    `source` is the configured crl_dir: None means revocation is not checked at all."""
 
     crls: tuple[x509.CertificateRevocationList, ...]
     problems: tuple[str, ...] = ()
+    source: Path | None = None
+
+
+# --- the policy ---------------------------------------------------------------------------
+# The daemon passes its configured policy (`policy_from_config`) to every check; callers
+# without a configuration (`ocpp-fw-agent verify`, tests) get the documented defaults.
+
+DEFAULT_POLICY = CertPolicy()
+_revocation_note = "no signing certificate checked yet"
+_roots_reported: set[tuple[str, str]] = set()  # the roots are read at every request
+
+
+def policy_from_config(firmware: FirmwareConfig) -> CertPolicy:
+    return CertPolicy(
+        crl_policy=firmware.crl_policy,
+        ec_curves=firmware.allowed_ec_curves,
+        online_crl=firmware.online_crl,
+    )
+
+
+def revocation_status() -> str:
+    """What the last check found about revocation (for `ocpp-fw-agent status`): the CRL that
+    was current, or that it was missing or stale and what crl_policy made of it."""
+    return _revocation_note
+
+
+def _note_revocation(text: str) -> None:
+    global _revocation_note
+    _revocation_note = text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,21 +154,37 @@ def parse_certificates(data: bytes) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(data)]
 
 
-def load_roots(path: Path | None) -> RootStore:
+def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore:
     """Read the roots from a directory (*.pem/*.crt/*.cer/*.der) or a PEM bundle file.
 
-    Unreadable or unparsable entries are skipped and logged; they never stop the others.
+    Unreadable or unparsable entries, and roots the policy refuses (not a CA, a weak key), are
+    skipped with one log line naming the file and the reason; they never stop the others.
     """
     if path is None:
         return RootStore(())
+    policy = policy or DEFAULT_POLICY
     roots: list[x509.Certificate] = []
     problems: list[str] = []
     for file in _files(Path(path), CERT_SUFFIXES):
         try:
-            roots.extend(parse_certificates(file.read_bytes()))
+            found = parse_certificates(file.read_bytes())
         except (OSError, ValueError) as exc:
             problems.append(f"{file}: {exc}")
             log.warning("skipping manufacturer root %s: %s", file, exc)
+            continue
+        for cert in found:
+            problem = certpolicy.root_problem(cert, policy)
+            if problem is None:
+                roots.append(cert)
+                continue
+            try:
+                name = describe_name(cert.subject)
+            except (ValueError, KeyError, TypeError):
+                name = "subject does not parse"
+            problems.append(f"{file} ({name}): {problem}")
+            if (str(file), problem) not in _roots_reported:  # once, not at every request
+                _roots_reported.add((str(file), problem))
+                log.warning("refusing manufacturer root %s (%s): %s", file, name, problem)
     return RootStore(tuple(roots), tuple(problems))
 
 
@@ -154,13 +201,17 @@ def load_crls(path: Path | None) -> CrlSet:
                 blocks = _PEM_CRL.findall(data)
                 if not blocks:
                     raise ValueError("no X509 CRL block in PEM data")
-                crls.extend(x509.load_pem_x509_crl(block) for block in blocks)
+                found = [x509.load_pem_x509_crl(block) for block in blocks]
             else:
-                crls.append(x509.load_der_x509_crl(data))
+                found = [x509.load_der_x509_crl(data)]
+            for crl in found:
+                if (problem := certpolicy.crl_parse_problem(crl)) is not None:
+                    raise ValueError(problem)
+            crls.extend(found)
         except (OSError, ValueError) as exc:
             problems.append(f"{file}: {exc}")
             log.warning("skipping CRL %s: %s", file, exc)
-    return CrlSet(tuple(crls), tuple(problems))
+    return CrlSet(tuple(crls), tuple(problems), Path(path))
 
 
 # --- signatures and keys ----------------------------------------------------------------------
@@ -239,24 +290,11 @@ def crl_signed_by(crl: x509.CertificateRevocationList, root: x509.Certificate) -
         return False
 
 
-def describe_key(cert: x509.Certificate) -> tuple[str, str | None]:
-    """("RSA 2048", None) for an acceptable key, or (description, reason to reject)."""
-    try:
-        key = cert.public_key()
-    except (UnsupportedAlgorithm, ValueError) as exc:
-        return "unknown key", f"unsupported public key ({exc})"
-    if isinstance(key, rsa.RSAPublicKey):
-        text = f"RSA {key.key_size}"
-        if key.key_size < MIN_RSA_BITS:
-            return text, f"RSA key of {key.key_size} bits, at least {MIN_RSA_BITS} required"
-        return text, None
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        text = f"EC {key.curve.name} ({key.curve.key_size})"
-        if key.curve.key_size < MIN_EC_BITS:
-            return text, f"EC key of {key.curve.key_size} bits, at least {MIN_EC_BITS} required"
-        return text, None
-    # The signature module verifies RSA and ECDSA only; anything else could never verify.
-    return type(key).__name__, "key type not usable for firmware signatures (RSA or EC only)"
+def describe_key(
+    cert: x509.Certificate, policy: CertPolicy = DEFAULT_POLICY
+) -> tuple[str, str | None]:
+    """("RSA 2048", None) for an acceptable key under `policy`, or why not."""
+    return certpolicy.describe_key(cert, policy)
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -278,38 +316,42 @@ def check_signing_certificate(
     clock: TrustedClock,
     *,
     pins: Collection[str] = (),
+    policy: CertPolicy | None = None,
 ) -> CertVerdict:
     """Accept the firmware signing certificate or raise `CertificateRejected` saying why.
 
-    Order: form (PEM, size, one certificate) -> a root installed -> issued directly by a root
-    (or identical to one) -> revocation -> validity period -> key type and size -> when `pins`
-    are configured, its key among them (a second, independent anchor: a root that signs too
-    much, or a certificate it should not have issued, is still refused).
+    Order: form (PEM, size, one certificate, extensions) -> a root installed -> the hash the
+    root signed with -> issued directly by a root (or identical to one) -> listed in a CRL ->
+    validity period -> a current CRL (crl_policy) -> key type and size -> usages and CA flag
+    -> when `pins` are configured, its key among them (a second, independent anchor: a root
+    that signs too much, or a certificate it should not have issued, is still refused).
     """
+    policy = policy or DEFAULT_POLICY
 
     def invalid(reason: str) -> CertificateRejected:
         return CertificateRejected(INVALID, reason)
 
-    if not pem_text or not pem_text.strip():
-        raise invalid("signing certificate missing")
-    if len(pem_text) > MAX_PEM_CHARS:
-        raise invalid(f"signing certificate is {len(pem_text)} characters, at most 5500 allowed")
-    data = pem_text.encode("utf-8", errors="replace")
-    blocks = _PEM_CERT.findall(data)
-    if not blocks:
-        raise invalid("signing certificate is not a PEM certificate")
-    if len(blocks) > 1:
-        raise invalid("signing certificate contains more than one certificate (no chains)")
-    try:
-        cert = x509.load_pem_x509_certificate(blocks[0])
-    except ValueError as exc:
-        raise invalid(f"signing certificate does not parse: {exc}") from exc
-
+    cert = _parse_signing_certificate(pem_text)
+    if (problem := certpolicy.parse_problem(cert)) is not None:
+        raise invalid(f"signing {problem}")
     if not roots.roots:
         raise invalid("no manufacturer root certificate installed")
+    der = cert.public_bytes(serialization.Encoding.DER)
+    is_root = any(root.public_bytes(serialization.Encoding.DER) == der for root in roots.roots)
+    if not is_root and (problem := certpolicy.signature_hash_problem(cert)) is not None:
+        raise invalid(problem)
     root = _find_issuer(cert, roots.roots)
 
-    revoked = _revocation(cert, root, crls)
+    counted = _root_crls(root, crls)
+    sources = [str(crls.source)] if crls.source is not None else []
+    online = _online_crls(cert) if policy.online_crl else None
+    if online is not None:
+        fetched, urls, failures = online
+        counted += _root_crls(root, CrlSet(fetched))
+        sources += urls
+        for failure in failures:
+            log.warning("online CRL check: %s", failure)
+    revoked = _revocation(cert, root, counted)
     if revoked is not None:
         raise CertificateRejected(REVOKED, revoked)
 
@@ -324,19 +366,39 @@ def check_signing_certificate(
             raise invalid(f"{who} not valid before {_iso(not_before)} {when}")
         if reading.now > not_after:
             raise invalid(f"{who} expired {_iso(not_after)} {when}")
+    _require_current_crl(root, sources, counted, reading.now, policy)
 
-    description, problem = describe_key(cert)
+    description, problem = certpolicy.describe_key(cert, policy)
     if problem is not None:
         raise invalid(problem)
-    if cert.public_bytes(serialization.Encoding.DER) != root.public_bytes(
-        serialization.Encoding.DER
-    ):
-        _check_key_usage(cert)
+    if not is_root and (problem := certpolicy.signer_usage_problem(cert)) is not None:
+        raise invalid(problem)
     if pins and (pin := key_pin(cert)) not in pins:
         raise invalid(f"signing key {pin[:16]}… is not one of the pinned keys")
     verdict = CertVerdict(cert, root, reading.source, description)
     log.info("signing certificate accepted: %s", verdict.summary)
     return verdict
+
+
+def _parse_signing_certificate(pem_text: str) -> x509.Certificate:
+    """Exactly one PEM certificate of at most 5500 characters (the schema's maxLength)."""
+    if not pem_text or not pem_text.strip():
+        raise CertificateRejected(INVALID, "signing certificate missing")
+    if len(pem_text) > MAX_PEM_CHARS:
+        raise CertificateRejected(
+            INVALID, f"signing certificate is {len(pem_text)} characters, at most 5500 allowed"
+        )
+    blocks = _PEM_CERT.findall(pem_text.encode("utf-8", errors="replace"))
+    if not blocks:
+        raise CertificateRejected(INVALID, "signing certificate is not a PEM certificate")
+    if len(blocks) > 1:
+        raise CertificateRejected(
+            INVALID, "signing certificate contains more than one certificate (no chains)"
+        )
+    try:
+        return x509.load_pem_x509_certificate(blocks[0])
+    except ValueError as exc:
+        raise CertificateRejected(INVALID, f"signing certificate does not parse: {exc}") from exc
 
 
 def _find_issuer(cert: x509.Certificate, roots: Iterable[x509.Certificate]) -> x509.Certificate:
@@ -361,7 +423,71 @@ def _find_issuer(cert: x509.Certificate, roots: Iterable[x509.Certificate]) -> x
     )
 
 
-def _revocation(cert: x509.Certificate, root: x509.Certificate, crls: CrlSet) -> str | None:
+ONLINE_TIMEOUT = 5.0  # seconds to connect, and between bytes
+ONLINE_MAX_BYTES = 1 << 20
+
+
+def _online_crls(
+    cert: x509.Certificate,
+) -> tuple[tuple[x509.CertificateRevocationList, ...], list[str], list[str]] | None:
+    """The CRLs fetched from the certificate's http(s) distribution points, the URLs tried
+    and what went wrong; None when it names none. Only called once the chain is proven, so
+    the URLs are the root's word, not the CSMS's."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return None
+    urls = [
+        name.value
+        for point in points
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+        and name.value.lower().startswith(("http://", "https://"))
+    ]
+    if not urls:
+        return None
+    found: list[x509.CertificateRevocationList] = []
+    failures: list[str] = []
+    for url in urls[:2]:  # two at most: each may take ONLINE_TIMEOUT
+        try:
+            found.append(_fetch_crl(url))
+        except (OSError, ValueError) as exc:
+            failures.append(f"{url}: {exc}")
+    return tuple(found), urls[:2], failures
+
+
+def _fetch_crl(url: str) -> x509.CertificateRevocationList:
+    """GET one CRL: TLS verified, no redirect, bounded in time and size."""
+    import requests  # only when online_crl is on: the daemon's start stays light
+
+    try:
+        with requests.get(
+            url, timeout=ONLINE_TIMEOUT, stream=True, allow_redirects=False
+        ) as response:
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            data = b""
+            for chunk in response.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > ONLINE_MAX_BYTES:
+                    raise ValueError(f"larger than {ONLINE_MAX_BYTES} bytes")
+    except requests.RequestException as exc:
+        raise ValueError(f"not fetched ({type(exc).__name__})") from exc
+    if b"-----BEGIN" in data:
+        blocks = _PEM_CRL.findall(data)
+        if not blocks:
+            raise ValueError("no X509 CRL block")
+        crl = x509.load_pem_x509_crl(blocks[0])
+    else:
+        crl = x509.load_der_x509_crl(data)
+    if (problem := certpolicy.crl_parse_problem(crl)) is not None:
+        raise ValueError(problem)
+    return crl
+
+
+def _root_crls(root: x509.Certificate, crls: CrlSet) -> list[x509.CertificateRevocationList]:
+    """The CRLs that count for `root`: issued in its name and signed with its key."""
+    counted = []
     for crl in crls.crls:
         if crl.issuer != root.subject:
             continue
@@ -371,6 +497,15 @@ def _revocation(cert: x509.Certificate, root: x509.Certificate, crls: CrlSet) ->
                 describe_name(crl.issuer),
             )
             continue
+        counted.append(crl)
+    return counted
+
+
+def _revocation(
+    cert: x509.Certificate, root: x509.Certificate, counted: list[x509.CertificateRevocationList]
+) -> str | None:
+    """Listed is revoked, however old the CRL: a revocation is never taken back."""
+    for crl in counted:
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None:
             return (
@@ -380,14 +515,50 @@ def _revocation(cert: x509.Certificate, root: x509.Certificate, crls: CrlSet) ->
     return None
 
 
-def _check_key_usage(cert: x509.Certificate) -> None:
-    """A KeyUsage extension, when present, must allow digital signatures (A00.FR.512)."""
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
+def _next_update(crl: x509.CertificateRevocationList) -> datetime.datetime | None:
+    """nextUpdate as an aware UTC datetime on cryptography 38 and on current releases."""
+    if hasattr(crl, "next_update_utc"):
+        return crl.next_update_utc  # type: ignore[no-any-return]
+    naive = crl.next_update
+    return None if naive is None else naive.replace(tzinfo=datetime.UTC)
+
+
+def _require_current_crl(
+    root: x509.Certificate,
+    sources: list[str],
+    counted: list[x509.CertificateRevocationList],
+    now: datetime.datetime,
+    policy: CertPolicy,
+) -> None:
+    """With a crl_dir configured, the root must have a current CRL; otherwise crl_policy
+    decides: refuse (InvalidCertificate), warn, or ignore. The outcome is logged and kept for
+    `revocation_status()`."""
+    issuer = describe_name(root.subject)
+    if not sources:
+        _note_revocation("not checked: no crl_dir configured")
         return
-    if not (usage.digital_signature or usage.content_commitment):
-        raise CertificateRejected(INVALID, "key usage of the certificate excludes signatures")
+    source = ", ".join(sources)
+    if not counted:
+        problem = f"no CRL from {issuer}"
+    else:
+        latest = max(
+            (_next_update(crl) for crl in counted),
+            key=lambda moment: moment or datetime.datetime.min.replace(tzinfo=datetime.UTC),
+        )
+        stale = certpolicy.crl_staleness(latest, now)
+        if stale is None and latest is not None:
+            _note_revocation(f"CRL of {issuer} current until {_iso(latest)}")
+            return
+        problem = f"CRL of {issuer} {stale}"
+    text = f"{problem} (crl_policy = {policy.crl_policy})"
+    _note_revocation(text)
+    if policy.crl_policy == certpolicy.CRL_REFUSE:
+        log.warning("revocation cannot be checked (CRLs in %s): %s", source, text)
+        raise CertificateRejected(INVALID, f"revocation unknown: {text}")
+    if policy.crl_policy == certpolicy.CRL_WARN:
+        log.warning("revocation cannot be checked (CRLs in %s), accepted: %s", source, text)
+    else:
+        log.info("revocation not checked (CRLs in %s): %s", source, text)
 
 
 def _iso(moment: datetime.datetime) -> str:

@@ -69,6 +69,7 @@ class Updater:
             charger,
             wait_delivered=wait_delivered,
         )
+        self._cert_policy = certs.policy_from_config(config.firmware)
         self._job: Job | None = self.store.load()
         self.problems: list[str] = []  # the last self_check, shown by `status`
         self._cancel = threading.Event()  # the running worker's
@@ -131,7 +132,7 @@ class Updater:
         """Check the signing certificate first (L01.FR.23), then accept, cancel or refuse."""
         answer = v16.UpdateFirmwareStatus
         try:
-            roots = certs.load_roots(self.config.firmware.manufacturer_roots)
+            roots = certs.load_roots(self.config.firmware.manufacturer_roots, self._cert_policy)
             crls = certs.load_crls(self.config.firmware.crl_dir)
             certs.check_signing_certificate(
                 request.firmware.signing_certificate,
@@ -139,6 +140,7 @@ class Updater:
                 crls,
                 self.clock,
                 pins=self.config.firmware.signing_key_pins,
+                policy=self._cert_policy,
             )
         except CertificateRejected as exc:
             # L01.FR.02: sent although the event table calls it non-critical.

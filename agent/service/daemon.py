@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.durable import StateWriteError
+from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter
 from agent.firmware.updater import Updater
@@ -255,6 +256,7 @@ class Daemon:
             "queued": len(self.outbox),
             "job": self.updater.snapshot(),
             "problems": self.updater.problems,
+            "revocation": certs.revocation_status(),
         }
 
     @staticmethod

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.config import Config
 from agent.firmware import certs
+from agent.firmware.certpolicy import CertPolicy
 from agent.slots.base import BackendError, BootBackend
 
 DENIED: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -239,7 +240,7 @@ def file_problems(config: Config) -> list[str]:
     out = []
     roots = config.firmware.manufacturer_roots
     if roots is not None:
-        out += roots_problems(roots)
+        out += roots_problems(roots, certs.policy_from_config(config.firmware))
     if config.firmware.crl_dir is not None:
         crls = certs.load_crls(config.firmware.crl_dir)
         out += [f"[firmware] crl_dir: {p}" for p in crls.problems]
@@ -253,7 +254,7 @@ def file_problems(config: Config) -> list[str]:
     return out
 
 
-def roots_problems(path: Path) -> list[str]:
+def roots_problems(path: Path, policy: CertPolicy = certs.DEFAULT_POLICY) -> list[str]:
     """At least one usable root certificate; each file that is not one is named."""
     key = "[firmware] manufacturer_roots"
     files = certs._files(path, certs.CERT_SUFFIXES) if path.exists() else []
@@ -286,7 +287,7 @@ def roots_problems(path: Path) -> list[str]:
     # What the certificate policy refuses (a root that is not a CA, a weak key), once per file
     # not already named above.
     named = list(out)
-    store = certs.load_roots(path)
+    store = certs.load_roots(path, policy)
     for problem in store.problems:
         if not any(problem.startswith(f"{file}:") and str(file) in line
                    for file in files for line in named):  # fmt: skip

@@ -132,6 +132,8 @@ def human(document: dict[str, Any]) -> str:
             lines.append(f"last error:   {job['error']}")
     else:
         lines.append("update:       none")
+    if document.get("revocation"):
+        lines.append(f"revocation:   {document['revocation']}")
     problems = document.get("problems")
     if problems:
         lines.extend(f"problem:      {p}" for p in problems)

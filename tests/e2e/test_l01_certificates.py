@@ -167,6 +167,8 @@ def test_a_crl_not_signed_by_the_root_revokes_nothing(
     crl_dir.mkdir()
     forged = pki.crl(_impostor_root(rig), [rig.signer.cert.serial_number])
     (crl_dir / "forged.pem").write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    genuine = pki.crl(rig.root, [])  # the root's own, current: crl_policy is satisfied
+    (crl_dir / "root.crl").write_bytes(genuine.public_bytes(serialization.Encoding.DER))
     charger.start(firmware={"crl_dir": str(crl_dir)})
     assert charger.update(firmware, 5) == "Accepted"
     charger.wait_status("SignatureVerified")

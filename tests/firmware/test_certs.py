@@ -163,9 +163,13 @@ def test_revoked_by_root_signed_crl(tmp_path: Path, rsa_root, rsa_signer):
 
 
 def test_crl_not_signed_by_root_is_ignored(tmp_path: Path, rsa_root, rsa_signer):
+    """The forged CRL lists the serial and does not revoke; the root's own (current, without
+    the serial) is there too, or crl_policy would refuse for the want of a CRL."""
     impostor = fwpki.issue("Manufacturer Root RSA", fwpki.rsa_key(2048, 3), ca=True)
     crl = fwpki.crl(impostor, [rsa_signer.cert.serial_number])
     (tmp_path / "fake.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    genuine = fwpki.crl(rsa_root, [1])
+    (tmp_path / "root.crl").write_bytes(genuine.public_bytes(serialization.Encoding.DER))
     crls = certs.load_crls(tmp_path)
     verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
     assert verdict.certificate.serial_number == rsa_signer.cert.serial_number

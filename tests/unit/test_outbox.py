@@ -3,14 +3,19 @@ safe across restarts, and an unreadable file is kept aside rather than silently 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import resource
+import signal
 import threading
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.durable import StateWriteError
+from agent.ocpp import outbox as outbox_module
 from agent.ocpp.outbox import Outbox
 
 STATUS = "SignedFirmwareStatusNotification"
@@ -31,29 +36,85 @@ def test_entries_survive_a_new_instance_in_order(tmp_path: Path) -> None:
     assert len(set(ids)) == 3 and all(len(i) <= 36 for i in ids)  # OCPP-J 1.6 §4.1.4
 
 
-def test_an_append_that_cannot_be_saved_queues_nothing(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def no_file_may_grow_past(limit: int) -> Iterator[None]:
+    """The kernel refuses writes past `limit` bytes (EFBIG), as a full state dir would."""
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_an_append_that_cannot_be_saved_queues_nothing(tmp_path: Path, journal_mode: None) -> None:
     """A full state dir: the caller hears StateWriteError and nothing is sent that is not on
     disk; an acknowledgement that cannot be saved still counts as delivered."""
     path = tmp_path / "outbox.json"
     outbox = Outbox(path)
     first, second = fill(outbox, 2)
-    path.with_name(f".{path.name}.tmp-{os.getpid()}").mkdir()  # the next writes fail
-    with pytest.raises(StateWriteError):
-        outbox.append(STATUS, {"status": "Downloaded", "requestId": 9})
-    assert [e.unique_id for e in outbox.entries()] == [first, second]
-    assert outbox.acknowledge(first)
+    journal = path.with_suffix(".journal")
+    size = journal.stat().st_size
+    with no_file_may_grow_past(size):
+        with pytest.raises(StateWriteError):
+            outbox.append(STATUS, {"status": "Downloaded", "requestId": 9})
+        assert [e.unique_id for e in outbox.entries()] == [first, second]
+        assert journal.stat().st_size == size  # no part of the record left behind
+        assert outbox.acknowledge(first)
     assert [e.unique_id for e in outbox.entries()] == [second]
     assert outbox.wait_delivered(first, 0)
     reopened = Outbox(path)  # what a restart would send: the acknowledged one again
     assert [e.unique_id for e in reopened.entries()] == [first, second]
 
 
-def test_the_file_is_a_versioned_json_document(tmp_path: Path) -> None:
+def test_the_snapshot_is_a_versioned_json_document_and_the_journal_one_line_a_change(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """Appends go to the journal (a checksummed JSON line each); a new instance folds them
+    into outbox.json (the format of earlier releases, plus `seq`) and empties the journal."""
     path = tmp_path / "outbox.json"
-    (unique_id,) = fill(Outbox(path), 1)
+    first, second = fill(Outbox(path), 2)  # the first to an empty snapshot: written whole
+    lines = path.with_suffix(".journal").read_bytes().splitlines()
+    assert len(lines) == 1
+    crc, body = lines[0].split(b" ", 1)
+    assert int(crc, 16) == zlib.crc32(body)
+    assert [e["unique_id"] for e in json.loads(body)["add"]] == [second]
+    Outbox(path)
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["version"] == 1
-    assert [e["unique_id"] for e in document["entries"]] == [unique_id]
+    assert [e["unique_id"] for e in document["entries"]] == [first, second]
+    assert path.with_suffix(".journal").read_bytes() == b""
+
+
+def test_a_small_queue_is_always_whole_in_the_snapshot(tmp_path: Path) -> None:
+    """The usual queue (a few entries) is written whole at each change, so outbox.json
+    alone says what is queued, as tools and earlier releases read it."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+
+    def on_disk() -> list[str]:
+        return [e["unique_id"] for e in json.loads(path.read_text())["entries"]]
+
+    ids = []
+    for _ in range(3):
+        ids += fill(outbox, 1)
+        assert on_disk() == ids
+    for unique_id in ids:
+        outbox.acknowledge(unique_id)
+        assert on_disk() == [e.unique_id for e in outbox.entries()]
+    assert on_disk() == [] and path.with_suffix(".journal").read_bytes() == b""
+
+
+def test_a_snapshot_of_an_earlier_release_is_read(tmp_path: Path) -> None:
+    """An upgrade keeps what the previous version queued (its outbox.json had no seq)."""
+    path = tmp_path / "outbox.json"
+    row = {"unique_id": "u1", "action": STATUS, "payload": {"status": "Downloading"}}
+    document = {"version": 1, "entries": [{**row, "queued_at": 1.0}], "notes": {"k": 1}}
+    path.write_text(json.dumps(document))
+    outbox = Outbox(path)
+    assert [e.unique_id for e in outbox.entries()] == ["u1"] and outbox.note("k") == 1
 
 
 def test_head_is_the_oldest_and_acknowledge_removes_only_that_entry(tmp_path: Path) -> None:
@@ -164,3 +225,139 @@ def test_an_unreadable_outbox_is_moved_aside_and_the_agent_starts(
     assert kept[0].read_bytes() == content
     (unique_id,) = fill(outbox, 1)
     assert [e.unique_id for e in Outbox(path).entries()] == [unique_id]
+
+
+# --- the journal: one record a change, a torn tail ignored (issue 11) -----------------------
+
+
+EVENT = "SecurityEventNotification"
+
+
+def event(tech_info: str) -> dict[str, str]:
+    return {"type": "InvalidFirmwareSigningCertificate", "timestamp": "2026-01-01T00:00:00Z",
+            "techInfo": tech_info}  # fmt: skip
+
+
+def test_a_torn_last_record_is_ignored_and_the_next_append_goes_after_the_last_whole_one(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A power cut in the middle of an append leaves part of a record: that change never
+    counted (append had not returned), the ones before it all did."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    whole = journal.read_bytes()
+    with no_compaction():
+        outbox = Outbox(path)  # folds the three into the snapshot; the journal is empty
+        (fourth,) = fill(outbox, 1)
+    record = journal.read_bytes()
+    for cut in (1, len(record) // 2, len(record) - 1):  # every kind of torn tail
+        journal.write_bytes(record[:cut])
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+        journal.write_bytes(whole[:0])
+    journal.write_bytes(record + b'0badc0de {"seq": 9')  # a torn record after a whole one
+    reopened = Outbox(path)
+    assert [e.unique_id for e in reopened.entries()] == [*ids, fourth]
+    (fifth,) = fill(reopened, 1)
+    assert [e.unique_id for e in Outbox(path).entries()] == [*ids, fourth, fifth]
+    assert not list(tmp_path.glob("*.broken-*"))  # a torn tail is not damage
+
+
+def test_a_damaged_record_ends_the_journal_and_a_copy_is_kept(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 4)  # the first in the snapshot, three records
+    journal = path.with_suffix(".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    damaged = lines[1].replace(b"Downloading", b"Downloadinf")  # the checksum no longer fits
+    journal.write_bytes(lines[0] + damaged + lines[2])
+    assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    (kept,) = tmp_path.glob("outbox.journal.broken-*")
+    assert kept.read_bytes() == lines[0] + damaged + lines[2]
+
+
+def test_records_the_snapshot_already_holds_are_not_applied_twice(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A power cut between the snapshot's rename and the journal's truncation: the journal's
+    records are older than the snapshot (by seq) and skipped."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 2)
+    journal = path.with_suffix(".journal").read_bytes()
+    outbox.acknowledge(ids[0])
+    outbox.acknowledge(ids[1])  # the queue empties: a snapshot, the journal emptied
+    path.with_suffix(".journal").write_bytes(journal)  # as if the truncation was lost
+    assert Outbox(path).entries() == []
+
+
+def test_two_instances_on_the_same_files_lose_nothing(tmp_path: Path, journal_mode: None) -> None:
+    """A test or a tool polling the queue opens another Outbox (which folds the journal);
+    the daemon's next change then writes its whole queue."""
+    path = tmp_path / "outbox.json"
+    daemon = Outbox(path)
+    ids = fill(daemon, 2)
+    assert len(Outbox(path)) == 2  # folds the journal into the snapshot
+    ids += fill(daemon, 1)
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+@pytest.fixture
+def journal_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records from the first change on (a small queue is otherwise written whole)."""
+    monkeypatch.setattr(outbox_module, "SNAPSHOT_BELOW", 0)
+
+
+@contextlib.contextmanager
+def no_compaction() -> Iterator[None]:
+    saved = outbox_module.COMPACT_EVERY
+    outbox_module.COMPACT_EVERY = 1 << 30
+    try:
+        yield
+    finally:
+        outbox_module.COMPACT_EVERY = saved
+
+
+# --- bounds and the drop order ----------------------------------------------------------------
+
+
+def test_identical_security_events_waiting_are_coalesced(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    head = outbox.append(EVENT, event("bad certificate"))  # the head may be in flight
+    second = outbox.append(EVENT, event("bad certificate"))
+    assert second != head
+    for _ in range(100):
+        assert outbox.append(EVENT, event("bad certificate")) == second
+    other = outbox.append(EVENT, event("another reason"))
+    assert [e.unique_id for e in Outbox(path).entries()] == [head, second, other]
+    assert outbox.coalesced == 100
+
+
+def test_the_drop_order_never_drops_a_status(tmp_path: Path) -> None:
+    """Over max_entries: the oldest security events go first (the head excepted, it may be
+    in flight); statuses stay even above the bounds."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path, max_entries=4)
+    first = outbox.append(EVENT, event("e0"))
+    status_1 = outbox.append(STATUS, {"status": "Downloading", "requestId": 1})
+    e1 = outbox.append(EVENT, event("e1"))
+    e2 = outbox.append(EVENT, event("e2"))
+    e3 = outbox.append(EVENT, event("e3"))  # 5 > 4: e1 (the oldest but the head) goes
+    assert [e.unique_id for e in outbox.entries()] == [first, status_1, e2, e3]
+    statuses = [outbox.append(STATUS, {"status": "Downloaded", "requestId": n}) for n in range(4)]
+    assert [e.unique_id for e in outbox.entries()] == [first, status_1, *statuses]
+    assert [e.unique_id for e in Outbox(path, max_entries=4).entries()] == [
+        first, status_1, *statuses
+    ]  # fmt: skip
+    assert outbox.dropped == 3 and e1 not in {e.unique_id for e in outbox.entries()}
+
+
+def test_max_bytes_bounds_the_queue_too(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.json", max_bytes=4096)
+    for n in range(100):
+        outbox.append(EVENT, event(f"reason {n} " + "x" * 200))
+    assert outbox.size_bytes <= 4096
+    assert outbox.entries()[-1].payload["techInfo"].startswith("reason 99 ")

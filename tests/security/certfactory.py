@@ -1,0 +1,157 @@
+"""Certificates and CRLs that the certificate policy must refuse, built for the tests.
+
+cryptography (since 40-ish) refuses to *sign* with MD5 or SHA-1, but a manufacturer's old
+tooling did, and OpenSSL still verifies such signatures. `weak_hash` builds the certificate
+with SHA-256, swaps the signature-algorithm OID (same length in DER) and signs the new TBS
+with the root's key over MD5 or SHA-1: a genuine md5WithRSA/sha1WithRSA certificate, on
+cryptography 38 and on current releases.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from agent.demo import pki
+
+# DER of the AlgorithmIdentifier OIDs (1.2.840.113549.1.1.x): 11 = sha256WithRSAEncryption.
+_RSA_OID = bytes.fromhex("06092a864886f70d0101")
+_SHA256_RSA = _RSA_OID + b"\x0b"
+_WEAK = {"md5": (_RSA_OID + b"\x04", hashes.MD5()), "sha1": (_RSA_OID + b"\x05", hashes.SHA1())}
+
+
+def _naive(moment: datetime.datetime) -> datetime.datetime:
+    return moment.astimezone(datetime.UTC).replace(tzinfo=None)
+
+
+def _usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
+    """digitalSignature, nonRepudiation, keyEncipherment, dataEncipherment, keyAgreement,
+    keyCertSign, cRLSign, encipherOnly, decipherOnly."""
+    return x509.KeyUsage(sign, False, False, False, False, ca, ca, False, False)
+
+
+def builder(subject: str, key: pki.PrivateKey, issuer: pki.Issued) -> x509.CertificateBuilder:
+    """A signing certificate's builder with no extensions yet (the caller adds them)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(pki.name(subject))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_naive(pki.NOW - pki.DAY))
+        .not_valid_after(_naive(pki.NOW + 365 * pki.DAY))
+    )
+
+
+def weak_hash(algorithm: str, issuer: pki.Issued, key: pki.PrivateKey) -> pki.Issued:
+    """A signing certificate the (RSA) root signed with MD5 or SHA-1 (PKCS#1 v1.5)."""
+    oid, weak = _WEAK[algorithm]
+    good = (
+        builder(f"Firmware Signing {algorithm.upper()}", key, issuer)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(sign=True, ca=False), critical=True)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    assert isinstance(issuer.key, rsa.RSAPrivateKey)
+    tbs = good.tbs_certificate_bytes
+    assert tbs.count(_SHA256_RSA) == 1
+    tbs = tbs.replace(_SHA256_RSA, oid)
+    signature = issuer.key.sign(tbs, padding.PKCS1v15(), weak)
+    der = good.public_bytes(serialization.Encoding.DER)
+    assert der.count(good.signature) == 1
+    # Outer: SEQUENCE { tbs, AlgorithmIdentifier, BIT STRING }; every length is unchanged.
+    der = der.replace(good.tbs_certificate_bytes, tbs).replace(_SHA256_RSA, oid)
+    der = der.replace(good.signature, signature)
+    return pki.Issued(x509.load_der_x509_certificate(der), key)
+
+
+def server_auth_only(issuer: pki.Issued, key: pki.PrivateKey) -> pki.Issued:
+    """digitalSignature allowed, but the extendedKeyUsage says TLS server only."""
+    cert = (
+        builder("Firmware Signing TLS", key, issuer)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(sign=True, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return pki.Issued(cert, key)
+
+
+def code_signing(issuer: pki.Issued, key: pki.PrivateKey) -> pki.Issued:
+    """The good counterpart: extendedKeyUsage codeSigning (with serverAuth beside it)."""
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING]
+    cert = (
+        builder("Firmware Signing Code", key, issuer)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(sign=True, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return pki.Issued(cert, key)
+
+
+def ca_leaf(issuer: pki.Issued, key: pki.PrivateKey) -> pki.Issued:
+    """A CA:TRUE certificate the root issued, with digitalSignature too (so no key-usage
+    rule catches it): a sub-CA that could sign firmware."""
+    cert = (
+        builder("Firmware Signing CA", key, issuer)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(sign=True, ca=True), critical=True)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return pki.Issued(cert, key)
+
+
+def no_extensions(issuer: pki.Issued, key: pki.PrivateKey) -> pki.Issued:
+    """A bare signing certificate: no basicConstraints, keyUsage or extendedKeyUsage."""
+    return pki.Issued(
+        builder("Firmware Signing Bare", key, issuer).sign(issuer.key, hashes.SHA256()), key
+    )
+
+
+@functools.cache
+def secp256k1_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256K1())
+
+
+def not_a_ca_root(key: pki.PrivateKey) -> pki.Issued:
+    """A self-signed certificate with CA:FALSE, installed as if it were a root."""
+    return pki.issue("Example Manufacturer Root", key, ca=False)
+
+
+def crl(
+    issuer: pki.Issued,
+    serials: tuple[int, ...] = (),
+    *,
+    next_update: datetime.datetime = pki.NOW + 30 * pki.DAY,
+) -> bytes:
+    """A CRL (DER) signed by `issuer`; `next_update` in the past makes it stale."""
+    built = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(_naive(min(next_update, pki.NOW) - 7 * pki.DAY))
+        .next_update(_naive(next_update))
+    )
+    for serial in serials:
+        built = built.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(_naive(pki.NOW - pki.DAY))
+            .build()
+        )
+    return built.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def garbled_issuer(issued: pki.Issued) -> str:
+    """The certificate with its issuer's CN retagged to an unknown string type (13): the DER
+    loads, the name does not (cryptography parses names lazily). Found by fuzzing."""
+    cn_utf8 = b"\x06\x03U\x04\x03\x0c"  # OID 2.5.4.3, then a UTF8String; the issuer's first
+    der = issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1)
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"

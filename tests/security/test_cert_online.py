@@ -1,0 +1,134 @@
+"""`[firmware] online_crl`: the CRL named in the signing certificate, fetched before answering.
+
+WP3 Table 13 recommends online revocation for the firmware signing certificate (L01.FR.25).
+With online_crl on, a certificate with an http(s) CRL distribution point has that CRL fetched
+(from a real HTTP server here, with injected faults) and judged as a CRL from crl_dir would be:
+it counts when the root signed it; a listed serial is RevokedCertificate; a fetch that fails,
+stalls, is too large or is not the root's is a missing CRL for crl_policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from agent.demo import pki
+from agent.demo.fileserver import FirmwareHttpServer
+from agent.demo.rig import ChargerRig, Firmware
+from agent.firmware import certs
+from agent.firmware.certpolicy import CertPolicy
+from agent.firmware.clock import TrustedClock
+from agent.firmware.errors import CertificateRejected
+from tests.e2e import conftest as e2e
+from tests.security import certfactory as make
+
+rig, charger, firmware, fileserver = e2e.rig, e2e.charger, e2e.firmware, e2e.fileserver
+
+ROOT = pki.issue("Manufacturer Root RSA", pki.rsa_key(2048, 0), ca=True)
+KEY = pki.rsa_key(2048, 1)
+ONLINE = CertPolicy(online_crl=True)
+
+
+def with_crl_point(url: str, issuer: pki.Issued = ROOT) -> pki.Issued:
+    point = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
+    )
+    cert = (
+        make.builder("Firmware Signing Online", KEY, issuer)
+        .add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return pki.Issued(cert, KEY)
+
+
+@pytest.fixture
+def crl_server() -> Iterator[FirmwareHttpServer]:
+    with FirmwareHttpServer() as server:
+        yield server
+
+
+def check(signer: pki.Issued, policy: CertPolicy = ONLINE) -> certs.CertVerdict:
+    roots = certs.RootStore((ROOT.cert,))
+    return certs.check_signing_certificate(
+        signer.pem, roots, certs.CrlSet(()), TrustedClock(), policy=policy
+    )
+
+
+def refused(signer: pki.Issued, policy: CertPolicy = ONLINE) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        check(signer, policy)
+    return caught.value
+
+
+def test_a_serial_in_the_fetched_crl_is_revoked(crl_server: FirmwareHttpServer) -> None:
+    signer = with_crl_point(crl_server.url("/root.crl"))
+    crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    assert refused(signer).status == "RevokedCertificate"
+    assert [r.path for r in crl_server.requests] == ["/root.crl"]
+
+
+def test_a_current_fetched_crl_without_the_serial_passes(crl_server: FirmwareHttpServer) -> None:
+    signer = with_crl_point(crl_server.url("/root.crl"))
+    crl_server.put("/root.crl", make.crl(ROOT, (7,)))
+    check(signer)
+    assert "current until" in certs.revocation_status()
+
+
+def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -> None:
+    signer = with_crl_point(crl_server.url("/root.crl"))
+    crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    check(signer, CertPolicy())
+    assert crl_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("missing", "HTTP 404"),
+        ("stale", "is stale since"),
+        ("forged", "no CRL from"),
+        ("too large", "larger than"),
+        ("stalled", "not fetched"),
+        ("garbage", "CRL from"),
+    ],
+)
+def test_a_crl_that_cannot_be_used_is_a_missing_one(
+    crl_server: FirmwareHttpServer, caplog: pytest.LogCaptureFixture, fault: str, reason: str
+) -> None:
+    signer = with_crl_point(crl_server.url("/root.crl"))
+    impostor = pki.issue("Manufacturer Root RSA", pki.rsa_key(2048, 3), ca=True)
+    bodies: dict[str, Any] = {
+        "stale": make.crl(ROOT, (), next_update=pki.NOW - 3 * pki.DAY),
+        "forged": make.crl(impostor, ()),
+        "too large": b"\x30" * (certs.ONLINE_MAX_BYTES + 1),
+        "stalled": make.crl(ROOT, ()),
+        "garbage": b"not a CRL",
+    }
+    if fault in bodies:
+        crl_server.put("/root.crl", bodies[fault])
+    if fault == "stalled":
+        crl_server.faults.stall_before_headers = True
+    error = refused(signer)
+    assert error.status == "InvalidCertificate" and "crl_policy = refuse" in error.tech_info
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert reason in error.tech_info or reason in said
+    assert check(signer, CertPolicy(online_crl=True, crl_policy="warn")).root == ROOT.cert
+
+
+def test_the_daemon_fetches_before_answering(
+    charger: e2e.Charger, rig: ChargerRig, firmware: Firmware, crl_server: FirmwareHttpServer
+) -> None:
+    """End to end: online_crl reaches the daemon; the fetched CRL revokes the signer."""
+    signer = with_crl_point(crl_server.url("/root.crl"), rig.root)
+    crl_server.put("/root.crl", make.crl(rig.root, (signer.cert.serial_number,)))
+    charger.start(firmware={"online_crl": True})
+    assert charger.update(firmware, 8, certificate=signer.pem) == "RevokedCertificate"
+    assert "revoked" in charger.wait_event("InvalidFirmwareSigningCertificate")["tech_info"]
+    assert [r.path for r in crl_server.requests] == ["/root.crl"]
