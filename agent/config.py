@@ -24,6 +24,7 @@ DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
 DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
 DOWNLOAD_SCHEMES = ("https", "http", "ftp", "ftps")
+OCPP_VERSIONS = ("1.6", "2.0.1")  # the websocket subprotocol offered: ocpp1.6 or ocpp2.0.1
 MASK = "********"
 
 
@@ -52,6 +53,7 @@ class CsmsConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 300.0
     ping_interval: float = 60.0
+    ocpp_version: str = "1.6"
 
     @property
     def endpoint(self) -> str:
@@ -241,6 +243,15 @@ _HOST_PATTERN = re.compile(
 )
 
 
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {list(allowed)}")
+        return str(value)
+
+    return check
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     """Host names, IP addresses or `*.domain` patterns; an empty list allows every host."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -334,6 +345,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "reconnect_min": _seconds(0.1),
         "reconnect_max": _seconds(1),
         "ping_interval": _seconds(0),
+        "ocpp_version": _one_of(OCPP_VERSIONS),
     },
     "identity": {
         "vendor": _string(20),
