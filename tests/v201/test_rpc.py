@@ -27,6 +27,8 @@ def test_callerrors_use_the_2x_codes_and_unknown_actions_are_not_implemented(
     assert answer[2] == "OccurrenceConstraintViolation"
     answer = station.raw("UpdateFirmware", {"requestId": "one", "firmware": good})
     assert answer[2] == "TypeConstraintViolation"
+    station.csms.send_raw(station.rig.charge_point_id, '[2,"frame-1","UpdateFirmware",[]]')
+    assert station.csms.answer_to("frame-1")[2] == "FormatViolation"  # caught by the framing
     answer = station.raw("GetVariables", {"getVariableData": []})
     assert answer[2] == "NotImplemented"
     answer = station.raw(
