@@ -25,6 +25,7 @@ DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
 DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
 DOWNLOAD_SCHEMES = ("https", "http", "ftp", "ftps")
+OCPP_VERSIONS = ("1.6", "2.0.1")  # the websocket subprotocol offered: ocpp1.6 or ocpp2.0.1
 MASK = "********"
 
 
@@ -53,6 +54,7 @@ class CsmsConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 300.0
     ping_interval: float = 60.0
+    ocpp_version: str = "1.6"
 
     @property
     def endpoint(self) -> str:
@@ -347,6 +349,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "reconnect_min": _seconds(0.1),
         "reconnect_max": _seconds(1),
         "ping_interval": _seconds(0),
+        "ocpp_version": _one_of(OCPP_VERSIONS),
     },
     "identity": {
         "vendor": _string(20),

@@ -119,6 +119,9 @@ class TestCsms:
     """Start with `start()`; `url` is the base URL the agent appends its identity to."""
 
     __test__ = False  # not a pytest test class
+    # The OCPP version spoken: the library's ChargePoint class and the schemas checked.
+    side_class: type[Any] = _CentralSystemSide
+    schema_version = "1.6"
 
     def __init__(
         self,
@@ -142,7 +145,7 @@ class TestCsms:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Any = None
-        self._peers: dict[str, tuple[_CentralSystemSide, ServerConnection]] = {}
+        self._peers: dict[str, tuple[Any, ServerConnection]] = {}
         # Return False to answer a status or security notification with CALLERROR InternalError.
         self.answer_filter: Callable[[str, dict[str, Any]], bool] = lambda action, payload: True
 
@@ -216,7 +219,7 @@ class TestCsms:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         charge_point_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
-        side = _CentralSystemSide(charge_point_id, _RecordingConnection(ws, self))
+        side = self.side_class(charge_point_id, _RecordingConnection(ws, self))
         side.csms = self
         self._peers[charge_point_id] = (side, ws)
         with self._changed:
@@ -243,7 +246,9 @@ class TestCsms:
             return
         if isinstance(parsed, list) and parsed and parsed[0] == 2:
             try:
-                await validate_payload(LibCall(parsed[1], parsed[2], parsed[3]), "1.6")
+                await validate_payload(
+                    LibCall(parsed[1], parsed[2], parsed[3]), self.schema_version
+                )
             except Exception as exc:
                 self.schema_violations.append(f"{parsed[2]}: {exc}")
 

@@ -6,6 +6,8 @@ restart or reboot: `Idle` when nothing ever ran or the last status was `Installe
 otherwise the last status with its requestId (L01.FR.29). Security events go out whatever the
 white paper's criticality table says: L01.FR.02/03 require InvalidFirmwareSigningCertificate and
 InvalidFirmwareSignature, which the table lists as non-critical (a trap other stacks fell into).
+The status CALL itself comes from a per-version hook (`StatusCall`): 1.6 sends
+SignedFirmwareStatusNotification, 2.0.1 FirmwareStatusNotification, with the same fields.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from agent.logfields import fields
@@ -22,13 +25,24 @@ from agent.ocpp.validate import to_wire
 
 LOG = logging.getLogger(__name__)
 LAST_STATUS_NOTE = "last_firmware_status"
+# (status, requestId) -> (action, payload) of the firmware status notification to queue.
+StatusCall = Callable[[v16.FirmwareStatus, int | None], tuple[str, dict[str, Any]]]
+
+
+def signed_status_call(
+    status: v16.FirmwareStatus, request_id: int | None
+) -> tuple[str, dict[str, Any]]:
+    """OCPP 1.6 Security Extension: SignedFirmwareStatusNotification."""
+    request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
+    return v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
 
 
 class Reporter:
     """Queues firmware statuses and security events durably; remembers the last status."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, status_call: StatusCall = signed_status_call) -> None:
         self._outbox = outbox
+        self._status_call = status_call
         self._lock = threading.Lock()
         self._last: tuple[v16.FirmwareStatus, int | None] | None = self._load()
 
@@ -51,8 +65,7 @@ class Reporter:
 
         The status and the record of it as the last one are one write: a power cut leaves
         both or neither, so a resumed job neither loses nor repeats a status."""
-        request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
-        calls = [(v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request))]
+        calls = [self._status_call(status, request_id)]
         if event is not None:
             calls.append(self._event_call(event, tech_info))
         note = {LAST_STATUS_NOTE: {"status": status.value, "request_id": request_id}}

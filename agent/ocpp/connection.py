@@ -7,8 +7,8 @@ loop. Sending happens from the loop's thread (websocket-client serialises writer
 
 Profiles: 0 plain ws://; 1 ws:// + HTTP Basic; 2 wss:// + Basic + server certificate checked
 against `ca_file` with hostname verification, TLS 1.2 or newer; 3 wss:// + client certificate.
-The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol
-`ocpp1.6` is offered and required.
+The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol of
+`[csms] ocpp_version` (`ocpp1.6` or `ocpp2.0.1`) is offered and required.
 
 Nothing the server says changes where the charger connects or how: a redirect answer to the
 handshake is refused, never followed (websocket-client follows up to 3 by default, in 1.2.3 as
@@ -35,9 +35,9 @@ import websocket
 from websocket._abnf import ABNF, frame_buffer  # the same names in 1.2.3 and current
 
 from agent.config import CsmsConfig
+from agent.ocpp.dialect import DIALECTS
 
 LOG = logging.getLogger(__name__)
-SUBPROTOCOL = "ocpp1.6"
 # The largest legitimate CSMS message (a SignedUpdateFirmware with a certificate chain) is
 # ~7 KB; anything past this is refused unread and the connection closed with 1009.
 MAX_MESSAGE = 64 * 1024
@@ -299,9 +299,10 @@ class Transport:
 
     def _connect(self) -> Any:
         csms = self._csms
+        subprotocol = DIALECTS[csms.ocpp_version].subprotocol
         options: dict[str, Any] = {
             "timeout": csms.call_timeout,
-            "subprotocols": [SUBPROTOCOL],
+            "subprotocols": [subprotocol],
             "enable_multithread": True,
             "suppress_origin": True,
         }
@@ -315,9 +316,9 @@ class Transport:
             sock.close()
             raise
         sock.lift()
-        if ws.getsubprotocol() != SUBPROTOCOL:
+        if ws.getsubprotocol() != subprotocol:
             ws.close()
-            raise ConnectionError(f"the CSMS did not agree to subprotocol {SUBPROTOCOL}")
+            raise ConnectionError(f"the CSMS did not agree to subprotocol {subprotocol}")
         # recv() times out when neither data nor a pong arrived for two ping intervals.
         ws.settimeout(max(2 * csms.ping_interval, 30.0) if csms.ping_interval > 0 else None)
         return ws

@@ -1,9 +1,9 @@
-"""OCPP-J 1.6 session logic: routing, one outstanding CALL, registration and heartbeat.
+"""OCPP-J session logic: routing, one outstanding CALL, registration and heartbeat.
 
 The session does no I/O of its own. The daemon's loop feeds it transport events (`connected`,
 `receive`, `disconnected`) and calls `poll()`, which does whatever is due and says how long the
 loop may sleep. That keeps every protocol rule testable without sockets and keeps a single thread
-in charge of the protocol state.
+in charge of the protocol state. What differs between 1.6 and 2.0.1 comes from its `Dialect`.
 
 Rules enforced here (OCPP 1.6 §4.2, OCPP-J 1.6 §4, §5.4):
 - nothing but BootNotification (and triggered messages while Pending) before Accepted; while
@@ -26,10 +26,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from agent.ocpp import v16
-from agent.ocpp.errors import InternalError, NotImplementedAction, NotSupported, OcppError
+from agent.ocpp.dialect import V16, Dialect
+from agent.ocpp.errors import InternalError, OcppError
 from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
 from agent.ocpp.outbox import Outbox
+from agent.ocpp.v16 import RegistrationStatus
 from agent.ocpp.validate import from_wire, to_wire
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ Handler = Callable[[Any], Any]
 AfterHook = Callable[[Any, Any], None]
 ResultHook = Callable[[Any], None]
 
+BOOT_NOTIFICATION, HEARTBEAT = "BootNotification", "Heartbeat"  # the same in every version
 RETRY_MIN, RETRY_MAX = 5.0, 300.0
 REGISTRATION_RETRY_DEFAULT = 60
 
@@ -51,7 +53,7 @@ class Registration(enum.StrEnum):
 
 @dataclasses.dataclass
 class _Outgoing:
-    action: v16.Action
+    action: str
     payload: dict[str, Any]
     unique_id: str
     durable: bool = False
@@ -66,13 +68,14 @@ class _Route:
 
 
 class Session:
-    """The charge point's side of one OCPP-J 1.6 conversation, across reconnects."""
+    """The charge point's side of one OCPP-J conversation, across reconnects."""
 
     def __init__(
         self,
         outbox: Outbox,
-        boot_request: Callable[[], v16.BootNotificationReq],
+        boot_request: Callable[[], Any],
         *,
+        dialect: Dialect = V16,
         call_timeout: float = 30.0,
         heartbeat_interval: int = 300,
         monotonic: Callable[[], float] = time.monotonic,
@@ -80,6 +83,7 @@ class Session:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._outbox = outbox
+        self._dialect = dialect
         self._boot_request = boot_request
         self._call_timeout = call_timeout
         self.heartbeat_interval = heartbeat_interval
@@ -102,9 +106,9 @@ class Session:
 
     # --- wiring -----------------------------------------------------------------------------
 
-    def route(self, action: v16.Action, handler: Handler, after: AfterHook | None = None) -> None:
+    def route(self, action: str, handler: Handler, after: AfterHook | None = None) -> None:
         """Handle incoming `action`: `handler(request) -> conf`; `after` runs once conf is sent."""
-        self._routes[action.value] = _Route(v16.INCOMING_REQUESTS[action], handler, after)
+        self._routes[str(action)] = _Route(self._dialect.incoming[action], handler, after)
 
     def on_accepted(self, hook: Callable[[], None]) -> None:
         """Run `hook` each time the CSMS accepts our BootNotification."""
@@ -153,7 +157,9 @@ class Session:
         except FrameError as exc:
             LOG.warning("malformed frame from the CSMS: %s", exc)
             if exc.answer is not None and not self._silenced():
-                self._transmit(exc.answer.to_json())
+                answer = exc.answer
+                code = self._dialect.rpc_code(answer.code)
+                self._transmit(dataclasses.replace(answer, code=code).to_json())
             return
         if frame is None:
             LOG.warning("ignoring a frame of unknown message type")
@@ -166,15 +172,13 @@ class Session:
 
     # --- outgoing ---------------------------------------------------------------------------
 
-    def send_live(
-        self, action: v16.Action, request: Any, on_result: ResultHook | None = None
-    ) -> None:
+    def send_live(self, action: str, request: Any, on_result: ResultHook | None = None) -> None:
         """Queue a non-durable CALL (triggered messages, heartbeats), sent before the outbox.
 
         One of each action at most: a CALL of the same action still waiting takes the newer
         payload and answers both triggers, so a CSMS repeating a trigger cannot grow the queue."""
         for queued in self._live:
-            if queued.action is action:
+            if queued.action == action:
                 queued.payload, queued.on_result = to_wire(request), on_result
                 return
         self._live.append(_Outgoing(action, to_wire(request), self._new_id(), on_result=on_result))
@@ -205,7 +209,7 @@ class Session:
         if self._boot_due is not None and now >= self._boot_due:
             self._boot_due = None
             request = self._boot_request()
-            self._start(_Outgoing(v16.Action.BOOT_NOTIFICATION, to_wire(request), self._new_id()))
+            self._start(_Outgoing(BOOT_NOTIFICATION, to_wire(request), self._new_id()))
             return
         if self.registration in (Registration.UNREGISTERED, Registration.REJECTED):
             return
@@ -216,17 +220,16 @@ class Session:
             return
         head = self._outbox.head()
         if head is not None and now >= self._outbox_retry_at:
-            action = v16.Action(head.action)
-            self._start(_Outgoing(action, head.payload, head.unique_id, durable=True))
+            self._start(_Outgoing(head.action, head.payload, head.unique_id, durable=True))
             return
         if self._heartbeat_due is not None and now >= self._heartbeat_due:
             self._heartbeat_due = now + self.heartbeat_interval
-            self._start(_Outgoing(v16.Action.HEARTBEAT, {}, self._new_id()))
+            self._start(_Outgoing(HEARTBEAT, {}, self._new_id()))
 
     def _start(self, outgoing: _Outgoing) -> None:
         self._outstanding = outgoing
         self._outstanding_deadline = self._now() + self._call_timeout
-        call = Call(outgoing.unique_id, outgoing.action.value, outgoing.payload)
+        call = Call(outgoing.unique_id, outgoing.action, outgoing.payload)
         self._transmit(call.to_json())
 
     def _transmit(self, text: str) -> None:
@@ -252,8 +255,8 @@ class Session:
         after: Callable[[], None] | None = None
         try:
             if route is None:
-                raise self._unhandled(call.action)
-            request = from_wire(route.request_type, call.payload)
+                raise self._dialect.unhandled(call.action)
+            request = from_wire(route.request_type, self._dialect.clean(call.payload))
             conf = route.handler(request)
             reply = CallResult(call.unique_id, to_wire(conf))
             if route.after is not None:
@@ -263,8 +266,10 @@ class Session:
                     hook(request, conf)
 
         except OcppError as exc:
-            LOG.warning("answering %s with %s: %s", call.action, exc.code, exc.description)
-            self._transmit(CallError.answering(call.unique_id, exc).to_json())
+            code = self._dialect.rpc_code(exc.code)
+            LOG.warning("answering %s with %s: %s", call.action, code, exc.description)
+            answer = CallError(call.unique_id, code, exc.description, exc.details)
+            self._transmit(answer.to_json())
             return
         except Exception:
             LOG.exception("handler for %s failed", call.action)
@@ -277,15 +282,6 @@ class Session:
                 after()
             except Exception:
                 LOG.exception("after-hook for %s failed", call.action)
-
-    @staticmethod
-    def _unhandled(action: str) -> OcppError:
-        if action == v16.Action.UPDATE_FIRMWARE:
-            # L01.FR.20: the legacy, unsigned update is refused and no update starts.
-            return NotSupported("UpdateFirmware is not supported; use SignedUpdateFirmware")
-        if action in v16.OTHER_KNOWN_ACTIONS or action in v16.Action.__members__.values():
-            return NotSupported(f"{action} is not supported by this charge point")
-        return NotImplementedAction(f"unknown action {action!r}")
 
     # --- answers to our CALLs ---------------------------------------------------------------
 
@@ -300,8 +296,12 @@ class Session:
         outgoing = self._take_outstanding(result.unique_id)
         if outgoing is None:
             return
+        # An outbox entry queued under another version's config has no type here: its answer
+        # is taken as is rather than retried forever.
+        response_type = self._dialect.responses.get(outgoing.action)
         try:
-            conf = from_wire(v16.RESPONSES[outgoing.action], result.payload)
+            payload = self._dialect.clean(result.payload)
+            conf = payload if response_type is None else from_wire(response_type, payload)
         except OcppError as exc:
             LOG.warning("invalid %s.conf from the CSMS: %s", outgoing.action, exc.description)
             self._failed(outgoing)
@@ -309,9 +309,9 @@ class Session:
         if outgoing.durable:
             self._outbox.acknowledge(outgoing.unique_id)
             self._outbox_backoff = RETRY_MIN
-        if isinstance(conf, v16.BootNotificationConf):
+        if outgoing.action == BOOT_NOTIFICATION:
             self._registered(conf)
-        elif isinstance(conf, v16.HeartbeatConf):
+        elif outgoing.action == HEARTBEAT:
             self._measure_offset(conf.current_time)
         if outgoing.on_result is not None:
             outgoing.on_result(conf)
@@ -331,15 +331,17 @@ class Session:
         if outgoing.durable:
             self._outbox_retry_at = now + self._outbox_backoff
             self._outbox_backoff = min(self._outbox_backoff * 2, RETRY_MAX)
-        elif outgoing.action is v16.Action.BOOT_NOTIFICATION and not self.accepted:
+        elif outgoing.action == BOOT_NOTIFICATION and not self.accepted:
             self._boot_due = now + self._outbox_backoff
             self._outbox_backoff = min(self._outbox_backoff * 2, RETRY_MAX)
 
-    def _registered(self, conf: v16.BootNotificationConf) -> None:
+    def _registered(self, conf: Any) -> None:
+        """`conf`: the BootNotification answer of either version (status, currentTime,
+        interval: the same fields and words in 1.6 and 2.0.1)."""
         self._measure_offset(conf.current_time)
         now = self._now()
         LOG.info("BootNotification %s, interval %ss", conf.status, conf.interval)
-        if conf.status is v16.RegistrationStatus.ACCEPTED:
+        if conf.status is RegistrationStatus.ACCEPTED:
             self.registration = Registration.ACCEPTED
             if conf.interval > 0:
                 self.heartbeat_interval = conf.interval
@@ -351,7 +353,7 @@ class Session:
             return
         retry = conf.interval if conf.interval > 0 else REGISTRATION_RETRY_DEFAULT
         self._boot_due = now + retry
-        if conf.status is v16.RegistrationStatus.PENDING:
+        if conf.status is RegistrationStatus.PENDING:
             self.registration = Registration.PENDING
         else:
             self.registration = Registration.REJECTED

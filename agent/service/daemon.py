@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.durable import StateWriteError
 from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
-from agent.firmware.reporting import Reporter
+from agent.firmware.reporting import Reporter, signed_status_call
 from agent.firmware.updater import Updater
 from agent.ocpp import v16
 from agent.ocpp.connection import (
@@ -34,11 +34,13 @@ from agent.ocpp.connection import (
     Transport,
     TransportEvent,
 )
+from agent.ocpp.dialect import DIALECTS, V16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
+from agent.service.v201_adapter import V201Adapter, boot_reason, firmware_status_call
 from agent.slots.base import BootBackend, SerializedBackend
 
 LOG = logging.getLogger(__name__)
@@ -67,10 +69,15 @@ class Daemon:
         self._events: queue.SimpleQueue[TransportEvent | _Stop | Task | None] = queue.SimpleQueue()
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
-        self.reporter = Reporter(self.outbox)
+        dialect = DIALECTS[config.csms.ocpp_version]
+        v16_mode = dialect is V16
+        self.reporter = Reporter(
+            self.outbox, signed_status_call if v16_mode else firmware_status_call
+        )
         self.session = Session(
             self.outbox,
             self._boot_request,
+            dialect=dialect,
             call_timeout=config.csms.call_timeout,
             heartbeat_interval=config.csms.heartbeat_interval,
         )
@@ -84,9 +91,21 @@ class Daemon:
             policy.CommandCharger(config, serialized),
             wait_delivered=self.outbox.wait_delivered,
         )
-        self.session.route(
-            v16.Action.SIGNED_UPDATE_FIRMWARE, self.updater.on_request, self.updater.after_request
-        )
+        self._v201: V201Adapter | None = None
+        if v16_mode:
+            self.session.route(
+                v16.Action.SIGNED_UPDATE_FIRMWARE,
+                self.updater.on_request,
+                self.updater.after_request,
+            )
+            self.session.route(
+                v16.Action.EXTENDED_TRIGGER_MESSAGE, self._on_trigger, self._after_trigger
+            )
+            self.session.route(v16.Action.TRIGGER_MESSAGE, self._on_trigger, self._after_trigger)
+        else:  # before updater.start(): the saved job's phase says why we booted
+            job = self.updater.snapshot() or {}
+            reason = boot_reason(job.get("phase"))
+            self._v201 = V201Adapter(config.identity, self.session, self.updater, reason)
         self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0
         self._running = False
@@ -95,10 +114,6 @@ class Daemon:
         self._publish_error = ""
         self._last_snapshot: dict[str, Any] = {}
         self._hang_file = os.environ.get(HANG_FILE_ENV)
-        self.session.route(
-            v16.Action.EXTENDED_TRIGGER_MESSAGE, self._on_trigger, self._after_trigger
-        )
-        self.session.route(v16.Action.TRIGGER_MESSAGE, self._on_trigger, self._after_trigger)
 
     # --- cross-thread API -------------------------------------------------------------------
 
@@ -115,7 +130,9 @@ class Daemon:
 
     # --- BootNotification and triggers ------------------------------------------------------
 
-    def _boot_request(self) -> v16.BootNotificationReq:
+    def _boot_request(self) -> Any:
+        if self._v201 is not None:
+            return self._v201.boot_request()
         identity = self.config.identity
         return v16.BootNotificationReq(
             charge_point_vendor=identity.vendor,

@@ -1,0 +1,234 @@
+"""The OCPP 2.0.1 vocabulary the agent speaks as the only OCPP client of a charging station.
+
+Only what the firmware use case (L01) and registration need: BootNotification (with its
+reason), Heartbeat, UpdateFirmware, FirmwareStatusNotification, SecurityEventNotification,
+TriggerMessage. The firmware statuses and answer statuses are the same words as 1.6's security
+extension (1.6 took L01 from 2.0.1), so the enums are shared with `v16`; the payloads are not.
+`signingCertificate` and `signature` are optional in the 2.0.1 schema: a request without them
+must be answered Rejected/InvalidCertificate (TC_L_18_CS), never a CALLERROR, so they are
+optional here and the adapter refuses their absence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any
+
+from agent.ocpp.errors import NotImplementedAction, OcppError
+from agent.ocpp.v16 import (
+    FirmwareStatus,
+    RegistrationStatus,
+    TriggerStatus,
+    UpdateFirmwareStatus,
+    wire,
+)
+
+__all__ = ["FirmwareStatus", "RegistrationStatus", "TriggerStatus", "UpdateFirmwareStatus"]
+
+SUBPROTOCOL = "ocpp2.0.1"
+REASON_CODE_MAX, ADDITIONAL_INFO_MAX = 20, 512
+
+
+class Action(enum.StrEnum):
+    # charging station → CSMS
+    BOOT_NOTIFICATION = "BootNotification"
+    HEARTBEAT = "Heartbeat"
+    FIRMWARE_STATUS_NOTIFICATION = "FirmwareStatusNotification"
+    SECURITY_EVENT_NOTIFICATION = "SecurityEventNotification"
+    # CSMS → charging station
+    UPDATE_FIRMWARE = "UpdateFirmware"
+    TRIGGER_MESSAGE = "TriggerMessage"
+
+
+# OCPP-J 2.0.1 §4.3 spells two of the 1.6 codes differently; `validate` raises the 1.6 classes.
+_RPC_CODES = {
+    "FormationViolation": "FormatViolation",
+    "OccurenceConstraintViolation": "OccurrenceConstraintViolation",
+}
+RPC_ERROR_CODES = frozenset(
+    {
+        "FormatViolation", "GenericError", "InternalError", "MessageTypeNotSupported",
+        "NotImplemented", "NotSupported", "OccurrenceConstraintViolation",
+        "PropertyConstraintViolation", "ProtocolError", "RpcFrameworkError", "SecurityError",
+        "TypeConstraintViolation",
+    }
+)  # fmt: skip
+
+
+def rpc_code(code: str) -> str:
+    """The 2.0.1 spelling of a CALLERROR code raised with its 1.6 name."""
+    return _RPC_CODES.get(code, code)
+
+
+def unhandled(action: str) -> OcppError:
+    """Every CSMS action but those routed: the agent does not implement it (OCPP-J 2.0.1 §4.3)."""
+    return NotImplementedAction(f"{action} is not implemented by this agent"[:255])
+
+
+def strip_custom_data(payload: Any) -> Any:
+    """Every 2.0.1 object may carry `customData` (vendor extensions): accepted and ignored."""
+    if isinstance(payload, dict):
+        return {k: strip_custom_data(v) for k, v in payload.items() if k != "customData"}
+    if isinstance(payload, list):
+        return [strip_custom_data(v) for v in payload]
+    return payload
+
+
+class BootReason(enum.StrEnum):
+    APPLICATION_RESET = "ApplicationReset"
+    FIRMWARE_UPDATE = "FirmwareUpdate"
+    LOCAL_RESET = "LocalReset"
+    POWER_UP = "PowerUp"
+    REMOTE_RESET = "RemoteReset"
+    SCHEDULED_RESET = "ScheduledReset"
+    TRIGGERED = "Triggered"
+    UNKNOWN = "Unknown"
+    WATCHDOG = "Watchdog"
+
+
+class MessageTrigger(enum.StrEnum):
+    BOOT_NOTIFICATION = "BootNotification"
+    LOG_STATUS_NOTIFICATION = "LogStatusNotification"
+    FIRMWARE_STATUS_NOTIFICATION = "FirmwareStatusNotification"
+    HEARTBEAT = "Heartbeat"
+    METER_VALUES = "MeterValues"
+    SIGN_CHARGING_STATION_CERTIFICATE = "SignChargingStationCertificate"
+    SIGN_V2G_CERTIFICATE = "SignV2GCertificate"
+    STATUS_NOTIFICATION = "StatusNotification"
+    TRANSACTION_EVENT = "TransactionEvent"
+    SIGN_COMBINED_CERTIFICATE = "SignCombinedCertificate"
+    PUBLISH_FIRMWARE_STATUS_NOTIFICATION = "PublishFirmwareStatusNotification"
+
+
+# --- shared types ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusInfo:
+    reason_code: str = wire("reasonCode", max_length=REASON_CODE_MAX)
+    additional_info: str | None = wire(
+        "additionalInfo", max_length=ADDITIONAL_INFO_MAX, default=None
+    )
+
+    @classmethod
+    def of(cls, reason_code: str, additional_info: str | None = None) -> StatusInfo:
+        """Truncated to the schema's limits: our own words must never break the schema."""
+        info = additional_info[:ADDITIONAL_INFO_MAX] if additional_info else None
+        return cls(reason_code=reason_code[:REASON_CODE_MAX], additional_info=info)
+
+
+@dataclasses.dataclass(frozen=True)
+class Modem:
+    iccid: str | None = wire("iccid", max_length=20, default=None)
+    imsi: str | None = wire("imsi", max_length=20, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChargingStation:
+    model: str = wire("model", max_length=20)
+    vendor_name: str = wire("vendorName", max_length=50)
+    serial_number: str | None = wire("serialNumber", max_length=25, default=None)
+    firmware_version: str | None = wire("firmwareVersion", max_length=50, default=None)
+    modem: Modem | None = wire("modem", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evse:
+    id: int = wire("id")
+    connector_id: int | None = wire("connectorId", default=None)
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BootNotificationRequest:
+    charging_station: ChargingStation = wire("chargingStation")
+    reason: BootReason = wire("reason")
+
+
+@dataclasses.dataclass(frozen=True)
+class BootNotificationResponse:
+    current_time: datetime.datetime = wire("currentTime")
+    interval: int = wire("interval")
+    status: RegistrationStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeartbeatRequest:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HeartbeatResponse:
+    current_time: datetime.datetime = wire("currentTime")
+
+
+@dataclasses.dataclass(frozen=True)
+class Firmware:
+    location: str = wire("location", max_length=512)
+    retrieve_date_time: datetime.datetime = wire("retrieveDateTime")
+    install_date_time: datetime.datetime | None = wire("installDateTime", default=None)
+    # maxLength 5500 is left to the certificate check (InvalidCertificate + event), as in 1.6.
+    signing_certificate: str | None = wire("signingCertificate", default=None)
+    signature: str | None = wire("signature", max_length=800, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateFirmwareRequest:
+    request_id: int = wire("requestId")
+    firmware: Firmware = wire("firmware")
+    retries: int | None = wire("retries", default=None)
+    retry_interval: int | None = wire("retryInterval", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateFirmwareResponse:
+    status: UpdateFirmwareStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class FirmwareStatusNotificationRequest:
+    status: FirmwareStatus = wire("status")
+    request_id: int | None = wire("requestId", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecurityEventNotificationRequest:
+    type: str = wire("type", max_length=50)
+    timestamp: datetime.datetime = wire("timestamp")
+    tech_info: str | None = wire("techInfo", max_length=255, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerMessageRequest:
+    requested_message: MessageTrigger = wire("requestedMessage")
+    evse: Evse | None = wire("evse", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerMessageResponse:
+    status: TriggerStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmptyResponse:
+    """`{}`: the answer to FirmwareStatusNotification and SecurityEventNotification."""
+
+
+INCOMING_REQUESTS: dict[str, type[Any]] = {
+    Action.UPDATE_FIRMWARE: UpdateFirmwareRequest,
+    Action.TRIGGER_MESSAGE: TriggerMessageRequest,
+}
+
+RESPONSES: dict[str, type[Any]] = {
+    Action.BOOT_NOTIFICATION: BootNotificationResponse,
+    Action.HEARTBEAT: HeartbeatResponse,
+    Action.FIRMWARE_STATUS_NOTIFICATION: EmptyResponse,
+    Action.SECURITY_EVENT_NOTIFICATION: EmptyResponse,
+}

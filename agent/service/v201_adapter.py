@@ -1,0 +1,156 @@
+"""OCPP 2.0.1 direct mode: the thin adapter between a 2.0.1 session and the firmware core.
+
+The core (Updater, JobRun, Reporter) takes and answers the one request shape it always had,
+`v16.SignedUpdateFirmwareReq` / `.Conf` (the 1.6 Security Extension's copy of 2.0.1 L01, field
+for field). This adapter converts UpdateFirmware to it and the answer back, adding `statusInfo`;
+it answers TriggerMessage, and builds the BootNotification with its reason. The agent is the
+station's only OCPP client here, so it registers the station itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agent.config import IdentityConfig
+from agent.firmware.updater import Updater
+from agent.ocpp import v16, v201
+from agent.ocpp.session import Session
+from agent.ocpp.validate import to_wire
+
+LOG = logging.getLogger(__name__)
+# Job phases (machine.Phase values) in which this boot is the update's reboot.
+UPDATE_REBOOT_PHASES = frozenset({"rebooting", "trial"})
+_REASONS = {
+    v16.UpdateFirmwareStatus.REJECTED: "Rejected",
+    v16.UpdateFirmwareStatus.INVALID_CERTIFICATE: "InvalidCertificate",
+    v16.UpdateFirmwareStatus.REVOKED_CERTIFICATE: "RevokedCertificate",
+}
+
+
+def firmware_status_call(
+    status: v16.FirmwareStatus, request_id: int | None
+) -> tuple[str, dict[str, Any]]:
+    """The Reporter's status hook for 2.0.1: FirmwareStatusNotification."""
+    request = v201.FirmwareStatusNotificationRequest(status=status, request_id=request_id)
+    return v201.Action.FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
+
+
+def boot_reason(job_phase: str | None) -> v201.BootReason:
+    """FirmwareUpdate when the job on disk says this boot is the update's reboot."""
+    if job_phase in UPDATE_REBOOT_PHASES:
+        return v201.BootReason.FIRMWARE_UPDATE
+    return v201.BootReason.POWER_UP
+
+
+def to_core(request: v201.UpdateFirmwareRequest) -> v16.SignedUpdateFirmwareReq | None:
+    """The core's request, or None when the certificate or signature is missing."""
+    firmware = request.firmware
+    if firmware.signing_certificate is None or firmware.signature is None:
+        return None
+    return v16.SignedUpdateFirmwareReq(
+        request_id=request.request_id,
+        firmware=v16.Firmware(
+            location=firmware.location,
+            retrieve_date_time=firmware.retrieve_date_time,
+            signing_certificate=firmware.signing_certificate,
+            signature=firmware.signature,
+            install_date_time=firmware.install_date_time,
+        ),
+        retries=request.retries,
+        retry_interval=request.retry_interval,
+    )
+
+
+class V201Adapter:
+    """Routes a 2.0.1 session's firmware and trigger CALLs to the shared core."""
+
+    def __init__(
+        self, identity: IdentityConfig, session: Session, updater: Updater, reason: v201.BootReason
+    ) -> None:
+        self.identity = identity
+        self.session = session
+        self.updater = updater
+        self.reason = reason
+        session.route(v201.Action.UPDATE_FIRMWARE, self.on_update, self.after_update)
+        session.route(v201.Action.TRIGGER_MESSAGE, self.on_trigger, self.after_trigger)
+
+    def boot_request(self) -> v201.BootNotificationRequest:
+        identity = self.identity
+        modem = None
+        if identity.iccid or identity.imsi:
+            modem = v201.Modem(iccid=identity.iccid, imsi=identity.imsi)
+        station = v201.ChargingStation(
+            model=identity.model,
+            vendor_name=identity.vendor,
+            serial_number=identity.serial_number,
+            firmware_version=identity.current_firmware_version(),
+            modem=modem,
+        )
+        return v201.BootNotificationRequest(charging_station=station, reason=self.reason)
+
+    # --- UpdateFirmware ---------------------------------------------------------------------
+
+    def on_update(self, request: v201.UpdateFirmwareRequest) -> v201.UpdateFirmwareResponse:
+        core = to_core(request)
+        if core is None:
+            # TC_L_18_CS: a secure update needs both; answered, never a CALLERROR.
+            missing = "signingCertificate" if request.firmware.signing_certificate is None else ""
+            missing = missing or "signature"
+            LOG.warning("refusing request %s: no %s", request.request_id, missing)
+            return v201.UpdateFirmwareResponse(
+                status=v201.UpdateFirmwareStatus.REJECTED,
+                status_info=v201.StatusInfo.of("MissingParam", f"{missing} is required"),
+            )
+        conf = self.updater.on_request(core)
+        reason = _REASONS.get(conf.status)
+        return v201.UpdateFirmwareResponse(
+            status=conf.status,
+            status_info=v201.StatusInfo.of(reason) if reason is not None else None,
+        )
+
+    def after_update(
+        self, request: v201.UpdateFirmwareRequest, conf: v201.UpdateFirmwareResponse
+    ) -> None:
+        core = to_core(request)
+        if core is not None:
+            self.updater.after_request(core, v16.SignedUpdateFirmwareConf(status=conf.status))
+
+    # --- TriggerMessage ---------------------------------------------------------------------
+
+    def on_trigger(self, request: v201.TriggerMessageRequest) -> v201.TriggerMessageResponse:
+        wanted = request.requested_message
+        status = v201.TriggerStatus.ACCEPTED
+        if wanted is v201.MessageTrigger.BOOT_NOTIFICATION and self.session.accepted:
+            status = v201.TriggerStatus.REJECTED  # F06.FR.17: already accepted
+        elif wanted not in _TRIGGERABLE:
+            status = v201.TriggerStatus.NOT_IMPLEMENTED
+        return v201.TriggerMessageResponse(status=status)
+
+    def after_trigger(
+        self, request: v201.TriggerMessageRequest, conf: v201.TriggerMessageResponse
+    ) -> None:
+        """The answer went out first; now the triggered message (F06.FR.04)."""
+        if conf.status is not v201.TriggerStatus.ACCEPTED:
+            return
+        wanted = request.requested_message
+        if wanted is v201.MessageTrigger.FIRMWARE_STATUS_NOTIFICATION:
+            last = self.updater.reporter.triggered()  # Idle, or the last status (L01.FR.28/.29)
+            notification = v201.FirmwareStatusNotificationRequest(
+                status=last.status, request_id=last.request_id
+            )
+            self.session.send_live(v201.Action.FIRMWARE_STATUS_NOTIFICATION, notification)
+        elif wanted is v201.MessageTrigger.HEARTBEAT:
+            self.session.send_live(v201.Action.HEARTBEAT, v201.HeartbeatRequest())
+        elif wanted is v201.MessageTrigger.BOOT_NOTIFICATION:
+            self.reason = v201.BootReason.TRIGGERED
+            self.session.request_boot_notification()
+
+
+_TRIGGERABLE = frozenset(
+    {
+        v201.MessageTrigger.BOOT_NOTIFICATION,
+        v201.MessageTrigger.HEARTBEAT,
+        v201.MessageTrigger.FIRMWARE_STATUS_NOTIFICATION,
+    }
+)
