@@ -242,6 +242,9 @@ class Transport:
         self._lock = threading.Lock()
         self._ws: Any = None
         self._generation = 0
+        # Why the last connection failed or ended, for `ocpp-fw-agent status` while offline.
+        # Written by the transport thread only; a str assignment is atomic for the reader.
+        self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="csms-transport", daemon=True)
 
     def start(self) -> None:
@@ -347,12 +350,14 @@ class Transport:
             try:
                 ws = self._connect()
             except ssl.SSLCertVerificationError as exc:
+                self.last_error = f"CSMS certificate rejected: {exc.verify_message or exc}"
                 LOG.error("CSMS certificate rejected: %s", exc.verify_message or exc)
                 if not rejected_reported:  # once per run of failures (A00.FR.309 note)
                     self._post(CertificateRejected(str(exc.verify_message or exc)[:200]))
                     rejected_reported = True
             except Exception as exc:
-                LOG.warning("cannot connect to %s: %s", self._csms.endpoint, _describe(exc))
+                self.last_error = f"cannot connect to {self._csms.endpoint}: {_describe(exc)}"
+                LOG.warning("%s", self.last_error)
             else:
                 rejected_reported = False
                 waits = reconnect_waits(
@@ -399,7 +404,8 @@ class Transport:
         except Exception as exc:
             LOG.debug("shutdown: %s", exc)
         if not self._stop.is_set():
-            LOG.warning("disconnected from the CSMS: %s", reason)
+            self.last_error = f"disconnected from the CSMS: {reason}"
+            LOG.warning("%s", self.last_error)
         self._post(Disconnected(generation, reason))
 
 

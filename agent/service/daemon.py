@@ -269,6 +269,7 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         return {
             "connection": "connected" if self.session.connected else "offline",
+            "connection_error": self.transport.last_error,
             "registration": self.session.registration.value,
             "queued": len(self.outbox),
             "job": self.updater.snapshot(),
