@@ -52,6 +52,7 @@ class CsmsConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 300.0
     ping_interval: float = 60.0
+    mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
 
     @property
     def endpoint(self) -> str:
@@ -119,6 +120,19 @@ class HealthConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SidecarConfig:
+    """`[csms] mode = "sidecar"`: where the charger's own OCPP stack connects to the agent."""
+
+    listen: str = "127.0.0.1:8180"
+    update_firmware: str = "refuse"  # legacy UpdateFirmware: "refuse" (NotSupported) or "forward"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: Path
     csms: CsmsConfig
@@ -128,6 +142,7 @@ class Config:
     firmware: FirmwareConfig
     slots: SlotsConfig
     health: HealthConfig
+    sidecar: SidecarConfig = SidecarConfig()
 
     def effective(self) -> dict[str, Any]:
         """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
@@ -142,7 +157,7 @@ class Config:
             return value
 
         out: dict[str, Any] = {}
-        for section in ("csms", "identity", "firmware", "slots", "health"):
+        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar"):
             values = dataclasses.asdict(getattr(self, section))
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
@@ -311,6 +326,27 @@ def _slot_kind(name: str, path: Path) -> str | None:
     return None
 
 
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return str(value)
+
+    return check
+
+
+def _listen(value: Any) -> str:
+    """host:port to listen on; an IP literal, so nothing is resolved at start."""
+    if not isinstance(value, str):
+        raise ValueError('expected "host:port"')
+    host, _, port = value.rpartition(":")
+    if not host or not _is_ip(host.strip("[]")):
+        raise ValueError(f"expected an IP address before the port, got {host!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected a port 1-65535, got {port!r}")
+    return value
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("expected a table")
@@ -334,6 +370,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "reconnect_min": _seconds(0.1),
         "reconnect_max": _seconds(1),
         "ping_interval": _seconds(0),
+        "mode": _one_of("direct", "sidecar"),
     },
     "identity": {
         "vendor": _string(20),
@@ -374,6 +411,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "require_system_running": _boolean,
         "max_transitions": _integer(4, 1000),
     },
+    "sidecar": {"listen": _listen, "update_firmware": _one_of("refuse", "forward")},
 }
 REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
 
@@ -463,6 +501,7 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         firmware=FirmwareConfig(**values.get("firmware", {})),
         slots=SlotsConfig(**values.get("slots", {})),
         health=HealthConfig(**values.get("health", {})),
+        sidecar=SidecarConfig(**values.get("sidecar", {})),
     )
 
 

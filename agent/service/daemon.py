@@ -38,6 +38,7 @@ from agent.ocpp.session import Session
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
+from agent.sidecar.mode import Sidecar, TransactionGate
 from agent.slots.base import BootBackend, SerializedBackend
 
 LOG = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         # SimpleQueue.put is reentrant: the SIGTERM handler may post while the interrupted loop
         # is inside get(). With queue.Queue that deadlocks on its mutex.
-        self._events: queue.SimpleQueue[TransportEvent | _Stop | Task | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
         self.reporter = Reporter(self.outbox)
@@ -72,15 +73,21 @@ class Daemon:
             self._boot_request,
             call_timeout=config.csms.call_timeout,
             heartbeat_interval=config.csms.heartbeat_interval,
+            own_registration=config.csms.mode != "sidecar",
         )
         self.transport = Transport(config.csms, self._events.put)
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
+        self.sidecar: Sidecar | None = None
+        charger = policy.CommandCharger(config, serialized)
+        if config.csms.mode == "sidecar":
+            self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
+            charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         self.updater = Updater(
             config,
             self.reporter,
             serialized,
             TrustedClock(lambda: self.session.csms_offset),
-            policy.CommandCharger(config, serialized),
+            charger,
             wait_delivered=self.outbox.wait_delivered,
         )
         self.session.route(
@@ -155,6 +162,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signal_handlers()
         self.transport.start()
+        if self.sidecar is not None:
+            self.sidecar.server.start()
         self.updater.start()
         self._running = True
         self._publish(force=True)
@@ -172,6 +181,8 @@ class Daemon:
                 self.transport.ping()
                 next_ping = now + self.config.csms.ping_interval
             idle = self.session.poll()
+            if self.sidecar is not None:
+                idle = min(idle, self.sidecar.router.poll())
             self._publish()
             timeout = min(idle, STATUS_INTERVAL)
             if self.config.csms.ping_interval > 0:
@@ -186,8 +197,8 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _handle(self, event: TransportEvent | _Stop | Task | None) -> None:
-        if event is None:
+    def _handle(self, event: Any) -> None:
+        if event is None or (self.sidecar is not None and self._sidecar_handle(event)):
             return
         if isinstance(event, _Stop):
             LOG.info("stopping")
@@ -208,6 +219,24 @@ class Daemon:
             )
         else:
             event()
+
+    def _sidecar_handle(self, event: TransportEvent | object) -> bool:
+        """Sidecar mode: the CSMS link's events go through the router, the stack's to it."""
+        assert self.sidecar is not None
+        router = self.sidecar.router
+        if isinstance(event, Connected):
+            self._generation = event.generation
+            router.csms_connected()
+        elif isinstance(event, Received):
+            self.transport.consumed()
+            if event.generation == self._generation:
+                router.from_csms(event.text)
+        elif isinstance(event, Disconnected):
+            if event.generation == self._generation:
+                router.csms_disconnected()
+        else:
+            return self.sidecar.handle(event)
+        return True
 
     def _drain(self, seconds: float) -> None:
         """Give a CALL in flight a moment for its answer: a status whose CALLRESULT arrives
@@ -241,6 +270,8 @@ class Daemon:
         self.notifier.stopping()
         self.updater.stop()
         self._drain(DRAIN_SECONDS)
+        if self.sidecar is not None:
+            self.sidecar.server.stop()
         self.transport.stop()
         self.session.disconnected()
         self._publish(force=True, stopped=True)
