@@ -115,13 +115,15 @@ class Stack:
         return self._run(self._side.call(payload, suppress=False))
 
     def close(self) -> None:
-        if self._ws is not None:
+        if self._ws is not None and self.connected:
             with contextlib.suppress(Exception):
                 self._run(self._ws.close())
         if self._task is not None:
             wait_until(lambda: self._task.done(), 10, "the stack's reader to end")
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         self.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
