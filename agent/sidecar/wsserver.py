@@ -254,10 +254,15 @@ class StackServer:
                     raise _Closed("a text message is not UTF-8", STATUS_BAD_DATA) from None
                 self._post(StackReceived(generation, text))
         except _Closed as exc:
-            if exc.status is not None:
-                self.drop(exc.status, str(exc)[:100])
-            else:
-                self.drop(1000, "")
+            with self._lock:
+                ours = self._conn is conn
+                if ours:
+                    self._conn = None
+                    with contextlib.suppress(OSError):
+                        code = struct.pack("!H", exc.status or 1000)
+                        conn.sendall(_frame(OP_CLOSE, code + str(exc)[:100].encode()))
+            if ours:
+                _discard_until_closed(conn)
             return str(exc)
         except (OSError, ConnectionError) as exc:
             return f"{type(exc).__name__}: {exc}"
@@ -275,6 +280,10 @@ class _FrameReader:
     def __init__(self, conn: socket.socket, limit: int) -> None:
         self._conn = conn
         self._limit = limit
+        # The message being assembled: a control frame may arrive between its fragments.
+        self._parts: list[bytes] = []
+        self._first = -1
+        self._total = 0
 
     def _exact(self, size: int) -> bytes:
         chunks, left = [], size
@@ -287,9 +296,6 @@ class _FrameReader:
         return b"".join(chunks)
 
     def message(self) -> tuple[int, bytes]:
-        parts: list[bytes] = []
-        first = -1
-        total = 0
         while True:
             b0, b1 = self._exact(2)
             fin, opcode, masked, length = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
@@ -310,22 +316,34 @@ class _FrameReader:
                 if opcode in (OP_PING, OP_PONG):
                     return opcode, payload
                 raise _Closed(f"unknown control opcode {opcode}", STATUS_PROTOCOL)
-            if (opcode == OP_CONT) != (first >= 0):
+            if (opcode == OP_CONT) != (self._first >= 0):
                 raise _Closed("a continuation frame out of place", STATUS_PROTOCOL)
             if opcode not in (OP_CONT, OP_TEXT):
                 status = STATUS_UNSUPPORTED if opcode == OP_BINARY else STATUS_PROTOCOL
                 raise _Closed(f"opcode {opcode} (OCPP-J uses text frames only)", status)
-            total += length
-            if total > self._limit:
+            self._total += length
+            if self._total > self._limit:
                 raise _Closed(
-                    f"a stack message of {total} bytes is over the {self._limit}-byte limit",
+                    f"a stack message of {self._total} bytes is over the {self._limit}-byte limit",
                     STATUS_TOO_BIG,
                 )
-            if first < 0:
-                first = opcode
-            parts.append(_unmask(self._exact(4), self._exact(length)))
+            if self._first < 0:
+                self._first = opcode
+            self._parts.append(_unmask(self._exact(4), self._exact(length)))
             if fin:
-                return first, b"".join(parts)
+                message = self._first, b"".join(self._parts)
+                self._parts, self._first, self._total = [], -1, 0
+                return message
+
+
+def _discard_until_closed(conn: socket.socket, seconds: float = 2.0, limit: int = 1 << 20) -> None:
+    """After our close frame, drop what the stack still sends, a moment and 1 MiB at most:
+    closing with unread data sends a TCP reset, which could destroy our close frame."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(seconds)
+        while limit > 0 and (data := conn.recv(65536)):
+            limit -= len(data)
 
 
 def _unmask(mask: bytes, data: bytes) -> bytes:
