@@ -79,7 +79,8 @@ class Router:
     # --- what others ask --------------------------------------------------------------------
 
     def transactions_running(self) -> list[int]:
-        """Transactions the stack started and has not stopped (read from the worker thread)."""
+        """Transactions the stack started and has not stopped, -1 for a StartTransaction still
+        awaiting its id (read from the worker thread)."""
         with self._lock:
             return sorted(self._transactions) + ([-1] if self._starting else [])
 
