@@ -245,8 +245,9 @@ class Router:
     def _to_stack_send(self, text: str) -> None:
         try:
             self._send_stack(text)
-        except Exception as exc:
-            LOG.warning("sending to the charging stack failed: %s", exc)
+        except Exception as exc:  # not reading, or gone: it reconnects and starts afresh
+            LOG.warning("sending to the charging stack failed, dropping it: %s", exc)
+            self._drop_stack()
 
     # --- learning from the stack's traffic ------------------------------------------------------
 

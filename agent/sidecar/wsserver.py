@@ -20,6 +20,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 
@@ -29,7 +30,9 @@ LOG = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp1.6"
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 HANDSHAKE_LIMIT = 8192
-HANDSHAKE_SECONDS = 10.0
+HANDSHAKE_SECONDS = 10.0  # for the whole upgrade request, not per read
+HANDSHAKES = 4  # connections in their handshake at once; more are closed at once
+SEND_SECONDS = 10  # a stack that stops reading blocks the daemon's loop no longer than this
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 STATUS_PROTOCOL, STATUS_UNSUPPORTED, STATUS_BAD_DATA = 1002, 1003, 1007
 
@@ -85,6 +88,7 @@ class StackServer:
         self._conn: socket.socket | None = None
         self._generation = 0
         self._stop = threading.Event()
+        self._handshakes = threading.BoundedSemaphore(HANDSHAKES)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,6 +152,10 @@ class StackServer:
                 if self._stop.is_set():
                     return
                 continue
+            if not self._handshakes.acquire(blocking=False):
+                LOG.warning("sidecar: refused %s: %d handshakes under way", peer[0], HANDSHAKES)
+                conn.close()
+                continue
             threading.Thread(
                 target=self._serve, args=(conn, peer), name="stack-conn", daemon=True
             ).start()
@@ -159,6 +167,8 @@ class StackServer:
             except (OSError, _Closed, UnicodeDecodeError) as exc:
                 LOG.warning("sidecar: handshake from %s failed: %s", peer[0], exc)
                 return
+            finally:
+                self._handshakes.release()
             if refusal:
                 return
             with self._lock:
@@ -175,9 +185,13 @@ class StackServer:
 
     def _handshake(self, conn: socket.socket) -> tuple[str, bool]:
         """Read the upgrade request and answer it; (path, refused)."""
-        conn.settimeout(HANDSHAKE_SECONDS)
+        deadline = time.monotonic() + HANDSHAKE_SECONDS
         data = b""
         while b"\r\n\r\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Closed(f"no complete handshake within {HANDSHAKE_SECONDS:.0f}s")
+            conn.settimeout(remaining)
             chunk = conn.recv(1024)
             if not chunk:
                 raise _Closed("closed during the handshake")
@@ -220,7 +234,8 @@ class StackServer:
                 f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
             ).encode()
         )
-        conn.settimeout(None)
+        conn.settimeout(None)  # reads block; sends give up after SEND_SECONDS
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_SECONDS, 0))
         with self._lock:
             if self._conn is not None:  # lost a race with another stack
                 raise _Closed("a charging stack is already connected")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import queue
+import select
 import socket
 import struct
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import websocket
 
+from agent.sidecar import wsserver
 from agent.sidecar.wsserver import (
     StackConnected,
     StackDisconnected,
@@ -19,6 +21,7 @@ from agent.sidecar.wsserver import (
     StackReceived,
     StackServer,
 )
+from tests.e2e.conftest import wait_until
 from tests.sidecar.conftest import free_port
 
 CP = "CP-1"
@@ -150,3 +153,46 @@ def test_an_oversized_handshake_is_refused(srv: Server) -> None:
         sock.sendall(f"GET /ocpp/{CP} HTTP/1.1\r\nSec-WebSocket-Key: {key}\r\n".encode())
         sock.sendall(b"X-Padding: " + b"a" * 9000 + b"\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 431")
+
+
+def test_a_dribbled_handshake_is_cut_at_the_deadline(
+    srv: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsserver, "HANDSHAKE_SECONDS", 0.5)
+    with socket.create_connection(("127.0.0.1", srv.server.port), timeout=30) as sock:
+        sock.sendall(b"GET /ocpp/CP-1 HTTP/1.1\r\n")
+        for _ in range(100):  # one header byte at a time, each within a per-read timeout
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+        else:
+            raise AssertionError("a handshake dribbled for 10 s is still open")
+        assert sock.recv(100) == b""  # closed by the server, no upgrade
+
+
+def test_handshakes_under_way_are_bounded(srv: Server) -> None:
+    waiting = [socket.create_connection(("127.0.0.1", srv.server.port)) for _ in range(4)]
+    try:
+        wait_until(lambda: srv.server._handshakes._value == 0, 15, "4 handshakes under way")  # type: ignore[attr-defined]
+        with socket.create_connection(("127.0.0.1", srv.server.port), timeout=15) as extra:
+            assert extra.recv(100) == b""  # closed at once
+    finally:
+        for sock in waiting:
+            sock.close()
+    client(srv.url()).close()  # and the slots come back
+
+
+def test_a_stack_that_stops_reading_cannot_block_the_sender(
+    srv: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsserver, "SEND_SECONDS", 1)
+    ws = client(srv.url())  # never reads
+    srv.next(StackConnected)
+    message = "[3," + '"x"' * 20000 + "]"
+    with pytest.raises(OSError):
+        for _ in range(10000):
+            srv.server.send(message)
+    ws.close()
