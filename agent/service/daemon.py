@@ -280,13 +280,16 @@ class Daemon:
     # --- status -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snap = {
             "connection": "connected" if self.session.connected else "offline",
             "registration": self.session.registration.value,
             "queued": len(self.outbox),
             "job": self.updater.snapshot(),
             "problems": self.updater.problems,
         }
+        if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
+            snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
+        return snap
 
     @staticmethod
     def _status_line(snap: dict[str, Any]) -> str:

@@ -4,9 +4,12 @@ Every frame either side sent arrives at the other unchanged and in order, byte f
 
 from __future__ import annotations
 
+import json
+
 from ocpp.v16 import call
 
 from agent.demo.csms import TestCsms
+from tests.e2e.conftest import wait_until
 from tests.sidecar.conftest import Sidecar
 
 
@@ -51,6 +54,9 @@ def test_a_charging_session_passes_through_byte_for_byte(sidecar: Sidecar, csms:
     assert csms_texts(csms, "out") == stack.texts("in")
     assert len(stack.texts("in")) == 9
     agent.wait_log("transaction 1 stopped")
+    status = sidecar.rig.state / "status.json"
+    wait_until(lambda: json.loads(status.read_text()).get("stack") == "connected", 15, "status")
+    assert json.loads(status.read_text())["registration"] == "accepted"  # the stack's boot
 
 
 def test_a_second_stack_is_refused_and_the_first_keeps_working(

@@ -119,3 +119,39 @@ def test_the_stack_away_and_back_and_the_csms_away_and_back(
     sent = stack.texts("out")
     arrived = [f.text for f in csms.frames if f.direction == "in"]
     assert arrived[-len(sent) :] == sent
+
+
+def test_the_agents_reports_survive_the_csms_going_away(sidecar: Sidecar, csms: TestCsms) -> None:
+    """A04.FR.02 / L01.FR.01: what the agent reports while the CSMS refuses it or is away
+    stays in its outbox and arrives, in order, once the CSMS is back and answering."""
+    rig = sidecar.rig
+    with FirmwareHttpServer() as server:
+        server.put("/fw/2.0.bin", IMAGE)
+        bad = Firmware(server.url("/fw/2.0.bin"), IMAGE, rig.sign(IMAGE + b"other"))
+        agent = sidecar.start()
+        stack = sidecar.stack()
+        assert stack.boot().status == "Accepted"
+        csms.answer_filter = lambda action, payload: False  # refuse every report for now
+        payload = rig.request(bad, 9)
+        reply = csms.call(rig.charge_point_id, call.SignedUpdateFirmware(**payload))
+        assert reply.status == "Accepted"
+        agent.wait_log("InvalidSignature")
+        csms.disconnect(rig.charge_point_id)
+        wait_until(lambda: not stack.connected, 15, "the stack's link to drop")
+        csms.answer_filter = lambda action, payload: True
+        stack = sidecar.stack()
+        wait_status(csms, 9, "InvalidSignature")
+    # Every attempt is recorded, refused ones too: each status was tried until it got
+    # through, and none was skipped or reordered across the drop.
+    tried = statuses(csms, 9)
+    assert list(dict.fromkeys(tried)) == ["Downloading", "Downloaded", "InvalidSignature"], tried
+    assert tried[-1] == "InvalidSignature"
+    assert len(tried) > 3  # some were refused and sent again
+    csms.wait_for(
+        lambda: any(
+            m.payload["type"] == "InvalidFirmwareSignature"
+            for m in csms.messages("SecurityEventNotification")
+        ),
+        60,
+        "the InvalidFirmwareSignature event",
+    )
