@@ -161,9 +161,9 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signal_handlers()
-        self.transport.start()
         if self.sidecar is not None:
-            self.sidecar.server.start()
+            self.sidecar.start()
+        self.transport.start()
         self.updater.start()
         self._running = True
         self._publish(force=True)

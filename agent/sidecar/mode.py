@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent.config import Config
+from agent.config import Config, ConfigError
 from agent.ocpp.session import Session
 from agent.service.policy import CommandCharger
 from agent.sidecar.router import Router
@@ -38,6 +38,18 @@ class Sidecar:
             call_timeout=config.csms.call_timeout,
         )
         self._generation = 0
+        self._config = config
+
+    def start(self) -> None:
+        """Listen for the stack; a port that cannot be had stops the daemon with one line."""
+        try:
+            self.server.start()
+        except OSError as exc:
+            listen = self._config.sidecar.listen
+            raise ConfigError(
+                f"{self._config.source}: [sidecar] listen: cannot listen on {listen}: "
+                f"{exc.strerror or exc}"
+            ) from None
 
     def handle(self, event: object) -> bool:
         """True when `event` was the server's."""

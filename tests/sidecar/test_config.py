@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from agent import config
+from agent.demo.csms import TestCsms
+from agent.demo.rig import AgentProcess, ChargerRig
 
 BASE = {
     "csms": {"url": "ws://127.0.0.1:9/ocpp", "charge_point_id": "CP-1", "security_profile": 0},
@@ -44,3 +47,19 @@ def test_mistakes_are_refused(sections: dict[str, dict[str, object]], problem: s
     with pytest.raises(config.ConfigError) as refused:
         parse(**sections)
     assert problem in str(refused.value)
+
+
+def test_a_listen_port_already_taken_stops_the_daemon_with_one_line(
+    tmp_path: Path, csms: TestCsms, agents: list[AgentProcess]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        rig = ChargerRig(tmp_path, csms.url)
+        listen = f"127.0.0.1:{port}"
+        agent = AgentProcess(rig.config(csms={"mode": "sidecar"}, sidecar={"listen": listen}))
+        agents.append(agent.start())
+        assert agent.wait() == 2
+    assert f"[sidecar] listen: cannot listen on {listen}: Address already in use" in agent.log
+    assert "Traceback" not in agent.log
