@@ -203,6 +203,9 @@ class Router:
             LOG.warning("the charging stack sends faster than the CSMS answers: dropping it")
             self._drop_stack()
             return
+        if len(self._uplink) >= 2 * UPLINK_LIMIT:  # the agent's answers to a flooding CSMS
+            LOG.warning("the CSMS sends calls faster than it answers ours: an answer dropped")
+            return
         self._uplink.append((owner, text, frame))
         self._pump()
 

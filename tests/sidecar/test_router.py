@@ -12,7 +12,7 @@ import pytest
 from agent.ocpp import v16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
-from agent.sidecar.router import Router
+from agent.sidecar.router import UPLINK_LIMIT, Router
 
 BOOT_CONF = {"status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300}
 
@@ -130,3 +130,18 @@ def test_losing_the_csms_drops_the_stack(tmp_path: Path) -> None:
     assert links.dropped == 1
     assert not links.session.connected
     assert v16.Action.BOOT_NOTIFICATION not in [f[2] for f in frames(links.csms) if f[0] == 2]
+
+
+def test_the_uplink_is_bounded_on_both_sides(tmp_path: Path) -> None:
+    """A stack that floods while a CALL is in flight is dropped; a CSMS that floods the
+    agent with triggers meanwhile gets its answers only up to the bound."""
+    links = Links(tmp_path)
+    links.boot()
+    links.router.from_stack('[2,"h1","Heartbeat",{}]')  # in flight, never answered
+    for n in range(UPLINK_LIMIT + 1):
+        links.router.from_stack(f'[2,"s{n}","Heartbeat",{{}}]')
+    assert links.dropped == 1
+    for n in range(3 * UPLINK_LIMIT):
+        trigger = {"requestedMessage": "FirmwareStatusNotification"}
+        links.router.from_csms(json.dumps([2, f"t{n}", "TriggerMessage", trigger]))
+    assert len(links.router._uplink) == 2 * UPLINK_LIMIT
