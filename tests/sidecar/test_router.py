@@ -145,3 +145,20 @@ def test_the_uplink_is_bounded_on_both_sides(tmp_path: Path) -> None:
         trigger = {"requestedMessage": "FirmwareStatusNotification"}
         links.router.from_csms(json.dumps([2, f"t{n}", "TriggerMessage", trigger]))
     assert len(links.router._uplink) == 2 * UPLINK_LIMIT
+
+
+def test_after_an_agent_restart_the_stacks_answered_calls_stand_for_registration(
+    tmp_path: Path,
+) -> None:
+    """The stack did not reboot with the agent, so no BootNotification comes: an answered
+    CALL of the stack lets the outbox flow, but the trial boot's acceptance hook still
+    waits for a real BootNotification.conf."""
+    links = Links(tmp_path)
+    hooks: list[str] = []
+    links.session.on_accepted(lambda: hooks.append("accepted"))
+    links.router.from_stack('[2,"h1","Heartbeat",{}]')
+    assert not links.session.accepted
+    links.router.from_csms('[3,"h1",{"currentTime":"2026-01-01T00:00:00Z"}]')
+    assert links.session.accepted and hooks == []
+    links.boot()
+    assert hooks == ["accepted"]
