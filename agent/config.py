@@ -55,6 +55,7 @@ class CsmsConfig:
     reconnect_max: float = 300.0
     ping_interval: float = 60.0
     ocpp_version: str = "1.6"
+    mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
 
     @property
     def endpoint(self) -> str:
@@ -125,6 +126,19 @@ class HealthConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SidecarConfig:
+    """`[csms] mode = "sidecar"`: where the charger's own OCPP stack connects to the agent."""
+
+    listen: str = "127.0.0.1:8180"
+    update_firmware: str = "refuse"  # legacy UpdateFirmware: "refuse" (NotSupported) or "forward"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: Path
     csms: CsmsConfig
@@ -134,6 +148,7 @@ class Config:
     firmware: FirmwareConfig
     slots: SlotsConfig
     health: HealthConfig
+    sidecar: SidecarConfig = SidecarConfig()
 
     def effective(self) -> dict[str, Any]:
         """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
@@ -148,7 +163,7 @@ class Config:
             return value
 
         out: dict[str, Any] = {}
-        for section in ("csms", "identity", "firmware", "slots", "health"):
+        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar"):
             values = dataclasses.asdict(getattr(self, section))
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
@@ -245,7 +260,7 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
 def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in allowed:
-            raise ValueError(f"expected one of {list(allowed)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return str(value)
 
     return check
@@ -326,6 +341,18 @@ def _slot_kind(name: str, path: Path) -> str | None:
     return None
 
 
+def _listen(value: Any) -> str:
+    """host:port to listen on; an IP literal, so nothing is resolved at start."""
+    if not isinstance(value, str):
+        raise ValueError('expected "host:port"')
+    host, _, port = value.rpartition(":")
+    if not host or not _is_ip(host.strip("[]")):
+        raise ValueError(f"expected an IP address before the port, got {host!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected a port 1-65535, got {port!r}")
+    return value
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("expected a table")
@@ -350,6 +377,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "reconnect_max": _seconds(1),
         "ping_interval": _seconds(0),
         "ocpp_version": _one_of(OCPP_VERSIONS),
+        "mode": _one_of(("direct", "sidecar")),
     },
     "identity": {
         "vendor": _string(20),
@@ -393,6 +421,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "require_system_running": _boolean,
         "max_transitions": _integer(4, 1000),
     },
+    "sidecar": {"listen": _listen, "update_firmware": _one_of(("refuse", "forward"))},
 }
 REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
 
@@ -482,6 +511,7 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         firmware=FirmwareConfig(**values.get("firmware", {})),
         slots=SlotsConfig(**values.get("slots", {})),
         health=HealthConfig(**values.get("health", {})),
+        sidecar=SidecarConfig(**values.get("sidecar", {})),
     )
 
 
@@ -508,4 +538,6 @@ def _profile_problems(csms: dict[str, Any]) -> list[tuple[str, str]]:
         for key in ("client_cert", "client_key"):
             if key not in csms:
                 out.append((key, "security profile 3 needs a client certificate and key"))
+    if csms.get("mode") == "sidecar" and csms.get("ocpp_version", "1.6") != "1.6":
+        out.append(("mode", "sidecar mode speaks OCPP 1.6 only for now; use ocpp_version = 1.6"))
     return out

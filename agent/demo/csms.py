@@ -110,6 +110,36 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
         self._maybe_refuse("SecurityEventNotification", payload)
         return call_result.SecurityEventNotification()
 
+    # A charging stack's traffic, for sidecar mode (the charger's own stack behind the agent).
+
+    @on(Action.status_notification)
+    def on_status(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "StatusNotification", payload)
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    def on_authorize(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "Authorize", payload)
+        return call_result.Authorize(id_tag_info={"status": "Accepted"})
+
+    @on(Action.start_transaction)
+    def on_start_transaction(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "StartTransaction", payload)
+        self.csms.transaction_ids += 1
+        return call_result.StartTransaction(
+            transaction_id=self.csms.transaction_ids, id_tag_info={"status": "Accepted"}
+        )
+
+    @on(Action.meter_values)
+    def on_meter_values(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "MeterValues", payload)
+        return call_result.MeterValues()
+
+    @on(Action.stop_transaction)
+    def on_stop_transaction(self, **payload: Any) -> Any:
+        self.csms._note(self.id, "StopTransaction", payload)
+        return call_result.StopTransaction()
+
     def _maybe_refuse(self, action: str, payload: dict[str, Any]) -> None:
         if not self.csms.answer_filter(action, payload):
             raise InternalError(description="test CSMS refuses this one")
@@ -133,6 +163,7 @@ class TestCsms:
         self.auth = auth
         self.subprotocols = subprotocols if subprotocols is not None else ["ocpp1.6"]
         self.heartbeat_interval = 300
+        self.transaction_ids = 0  # the last transactionId handed out
         self.boot_responses: list[tuple[RegistrationStatus, int]] = []
         self.clock_offset = datetime.timedelta(0)
         self.received: list[Received] = []

@@ -81,6 +81,7 @@ class Session:
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        own_registration: bool = True,
     ) -> None:
         self._outbox = outbox
         self._dialect = dialect
@@ -90,6 +91,9 @@ class Session:
         self._now = monotonic
         self._wall = wall_clock
         self._new_id = new_id
+        # False in sidecar mode: the charger's stack sends BootNotification and Heartbeat; the
+        # session learns the registration from the answers it forwards (`adopt_boot`).
+        self._own_registration = own_registration
         self._routes: dict[str, _Route] = {}
         self._send: Callable[[str], None] | None = None
         self._live: deque[_Outgoing] = deque()
@@ -137,6 +141,8 @@ class Session:
 
     def connected_with(self, send: Callable[[str], None]) -> None:
         self._send = send
+        if not self._own_registration:
+            return
         if self.registration is not Registration.ACCEPTED:
             self._boot_due = self._now()  # a new daemon run, or never accepted: register now
         elif self._heartbeat_due is None:
@@ -361,6 +367,22 @@ class Session:
 
     def _measure_offset(self, csms_time: datetime.datetime) -> None:
         self.csms_offset = csms_time.timestamp() - self._wall()
+
+    # --- sidecar mode: the registration is the charging stack's ---------------------------
+
+    def adopt_boot(self, conf: Any) -> None:
+        """The CSMS answered the stack's BootNotification: its registration is ours too."""
+        self._registered(conf)
+        self._boot_due = self._heartbeat_due = None
+
+    def assume_accepted(self) -> None:
+        """The CSMS answered one of the stack's CALLs after our restart without the stack
+        booting again: it evidently accepts this charge point. The on-accepted hooks (the
+        trial boot's health signal) wait for a real BootNotification.conf."""
+        if self.registration is Registration.UNREGISTERED:
+            LOG.info("the CSMS answers the charging stack: taking the registration as accepted")
+            self.registration = Registration.ACCEPTED
+            self._outbox_retry_at = self._now()
 
     def request_boot_notification(self) -> None:
         """A triggered BootNotification (ExtendedTriggerMessage / TriggerMessage)."""

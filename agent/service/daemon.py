@@ -41,6 +41,7 @@ from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
 from agent.service.v201_adapter import V201Adapter, boot_reason, firmware_status_call
+from agent.sidecar.mode import Sidecar, TransactionGate
 from agent.slots.base import BootBackend, SerializedBackend
 
 LOG = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         # SimpleQueue.put is reentrant: the SIGTERM handler may post while the interrupted loop
         # is inside get(). With queue.Queue that deadlocks on its mutex.
-        self._events: queue.SimpleQueue[TransportEvent | _Stop | Task | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
         dialect = DIALECTS[config.csms.ocpp_version]
@@ -80,15 +81,21 @@ class Daemon:
             dialect=dialect,
             call_timeout=config.csms.call_timeout,
             heartbeat_interval=config.csms.heartbeat_interval,
+            own_registration=config.csms.mode != "sidecar",
         )
         self.transport = Transport(config.csms, self._events.put)
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
+        self.sidecar: Sidecar | None = None
+        charger = policy.CommandCharger(config, serialized)
+        if config.csms.mode == "sidecar":
+            self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
+            charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         self.updater = Updater(
             config,
             self.reporter,
             serialized,
             TrustedClock(lambda: self.session.csms_offset),
-            policy.CommandCharger(config, serialized),
+            charger,
             wait_delivered=self.outbox.wait_delivered,
         )
         self._v201: V201Adapter | None = None
@@ -172,6 +179,8 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signal_handlers()
+        if self.sidecar is not None:
+            self.sidecar.start()
         self.transport.start()
         self.updater.start()
         self._running = True
@@ -190,6 +199,8 @@ class Daemon:
                 self.transport.ping()
                 next_ping = now + self.config.csms.ping_interval
             idle = self.session.poll()
+            if self.sidecar is not None:
+                idle = min(idle, self.sidecar.router.poll())
             self._publish()
             timeout = min(idle, STATUS_INTERVAL)
             if self.config.csms.ping_interval > 0:
@@ -204,8 +215,8 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _handle(self, event: TransportEvent | _Stop | Task | None) -> None:
-        if event is None:
+    def _handle(self, event: Any) -> None:
+        if event is None or (self.sidecar is not None and self._sidecar_handle(event)):
             return
         if isinstance(event, _Stop):
             LOG.info("stopping")
@@ -226,6 +237,24 @@ class Daemon:
             )
         else:
             event()
+
+    def _sidecar_handle(self, event: TransportEvent | object) -> bool:
+        """Sidecar mode: the CSMS link's events go through the router, the stack's to it."""
+        assert self.sidecar is not None
+        router = self.sidecar.router
+        if isinstance(event, Connected):
+            self._generation = event.generation
+            router.csms_connected()
+        elif isinstance(event, Received):
+            self.transport.consumed()
+            if event.generation == self._generation:
+                router.from_csms(event.text)
+        elif isinstance(event, Disconnected):
+            if event.generation == self._generation:
+                router.csms_disconnected()
+        else:
+            return self.sidecar.handle(event)
+        return True
 
     def _drain(self, seconds: float) -> None:
         """Give a CALL in flight a moment for its answer: a status whose CALLRESULT arrives
@@ -259,6 +288,8 @@ class Daemon:
         self.notifier.stopping()
         self.updater.stop()
         self._drain(DRAIN_SECONDS)
+        if self.sidecar is not None:
+            self.sidecar.server.stop()
         self.transport.stop()
         self.session.disconnected()
         self._publish(force=True, stopped=True)
@@ -267,7 +298,7 @@ class Daemon:
     # --- status -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snap = {
             "connection": "connected" if self.session.connected else "offline",
             "connection_error": self.transport.last_error,
             "registration": self.session.registration.value,
@@ -276,6 +307,9 @@ class Daemon:
             "problems": self.updater.problems,
             "revocation": certs.revocation_status(),
         }
+        if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
+            snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
+        return snap
 
     @staticmethod
     def _status_line(snap: dict[str, Any]) -> str:

@@ -1,0 +1,283 @@
+"""Who gets each frame in sidecar mode: the CSMS, the charger's stack, or the agent's session.
+
+Rules (issue 13, mode 1):
+- Every frame the router does not handle itself is forwarded unchanged, byte for byte, and
+  in order, both ways.
+- The agent handles SignedUpdateFirmware, TriggerMessage/ExtendedTriggerMessage for a
+  firmware status, and (when configured to refuse it) the legacy UpdateFirmware; everything
+  else from the CSMS goes to the stack.
+- The charge point side has at most one CALL in flight to the CSMS (OCPP-J §4.1.1): a CALL
+  from the stack waits behind one of the agent's and the other way round. Answers are routed
+  to the owner of that one CALL, so the stack's and the agent's message ids cannot be
+  confused even when equal.
+- What the router learns on the way: the CSMS's answer to the stack's BootNotification is
+  the session's registration (and the trial boot's "CSMS accepted" signal);
+  StartTransaction/StopTransaction say whether a charging session runs (the install gate).
+- The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
+  ("charging stack not connected"), and so are those it had not answered when it left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from agent.ocpp import v16
+from agent.ocpp.errors import InternalError, OcppError
+from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
+from agent.ocpp.session import Session
+from agent.ocpp.validate import from_wire
+
+LOG = logging.getLogger(__name__)
+# Frames from the stack and the agent waiting for the one in-flight CALL to be answered. A
+# well-behaved stack has one CALL and a few answers here; more means it is flooding us.
+UPLINK_LIMIT = 64
+# CSMS CALLs forwarded to the stack and not yet answered (answered for it if it leaves).
+DOWNLINK_LIMIT = 64
+FIRMWARE_TRIGGERS = frozenset({"FirmwareStatusNotification"})
+STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
+STACK_LEFT = "the charging stack disconnected before answering"
+
+Send = Callable[[str], None]
+
+
+class Router:
+    """Runs on the daemon's loop thread; the transports are given as send functions."""
+
+    def __init__(
+        self,
+        session: Session,
+        send_csms: Send,
+        send_stack: Send,
+        drop_stack: Callable[[], None],
+        *,
+        refuse_update_firmware: bool = True,
+        call_timeout: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._send_csms = send_csms
+        self._send_stack = send_stack
+        self._drop_stack = drop_stack
+        self._refuse_update_firmware = refuse_update_firmware
+        self._call_timeout = call_timeout
+        self._now = monotonic
+        self.csms_up = False
+        self.stack_up = False
+        self._uplink: deque[tuple[str, str, Any]] = deque()  # (owner, text, parsed frame)
+        self._in_flight: tuple[str, str, str] | None = None  # (owner, unique id, action)
+        self._in_flight_deadline = 0.0
+        self._to_stack: dict[str, str] = {}  # CSMS CALL ids awaiting the stack's answer
+        self._transactions: set[int] = set()
+        self._starting = False  # a StartTransaction awaits its transactionId
+        self._lock = threading.Lock()
+
+    # --- what others ask --------------------------------------------------------------------
+
+    def transactions_running(self) -> list[int]:
+        """Transactions the stack started and has not stopped, -1 for a StartTransaction still
+        awaiting its id (read from the worker thread)."""
+        with self._lock:
+            return sorted(self._transactions) + ([-1] if self._starting else [])
+
+    # --- the CSMS link ----------------------------------------------------------------------
+
+    def csms_connected(self) -> None:
+        self.csms_up = True
+        self._session.connected_with(self.from_agent)
+
+    def csms_disconnected(self) -> None:
+        """The stack must see its own link drop: it keeps and resends what it had in flight."""
+        self.csms_up = False
+        self._session.disconnected()
+        self._uplink.clear()
+        self._land()
+        self._to_stack.clear()
+        if self.stack_up:
+            self._drop_stack()
+
+    def from_csms(self, text: str) -> None:
+        try:
+            frame = unpack(text)
+        except FrameError:
+            frame = None
+        if isinstance(frame, Call):
+            self._csms_call(frame, text)
+        elif isinstance(frame, CallResult | CallError):
+            self._csms_answer(frame, text)
+        else:  # malformed or unknown: the session answers or logs it as in direct mode
+            self._session.receive(text)
+
+    def _csms_call(self, call: Call, text: str) -> None:
+        if self._ours(call):
+            self._session.receive(text)
+            return
+        if not self.stack_up:
+            LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
+            self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
+            return
+        if len(self._to_stack) >= DOWNLINK_LIMIT:
+            LOG.warning("the charging stack leaves %d CALLs unanswered: dropped", DOWNLINK_LIMIT)
+            self._drop_stack()
+            return
+        self._to_stack[call.unique_id] = call.action
+        self._to_stack_send(text)
+
+    def _ours(self, call: Call) -> bool:
+        if call.action == v16.Action.SIGNED_UPDATE_FIRMWARE:
+            return True
+        if call.action == v16.Action.UPDATE_FIRMWARE:
+            return self._refuse_update_firmware
+        if call.action in (v16.Action.TRIGGER_MESSAGE, v16.Action.EXTENDED_TRIGGER_MESSAGE):
+            return call.payload.get("requestedMessage") in FIRMWARE_TRIGGERS
+        return False
+
+    def _csms_answer(self, answer: CallResult | CallError, text: str) -> None:
+        flight = self._in_flight
+        if flight is None or flight[1] != answer.unique_id:
+            # Late (after a timeout) or unknown: the session logs and ignores it.
+            self._session.receive(text)
+            return
+        owner, _, action = flight
+        if owner == "stack" and isinstance(answer, CallResult):
+            self._learn(action, answer.payload)
+        self._land()
+        if owner == "agent":
+            self._session.receive(text)
+        else:
+            if self.stack_up:
+                self._to_stack_send(text)
+            else:
+                LOG.info("dropping the answer to the stack's %s: the stack left", action)
+        self._pump()
+
+    # --- the stack link ---------------------------------------------------------------------
+
+    def stack_connected(self) -> None:
+        self.stack_up = True
+
+    def stack_disconnected(self) -> None:
+        self.stack_up = False
+        self._uplink = deque(entry for entry in self._uplink if entry[0] == "agent")
+        for unique_id, action in self._to_stack.items():
+            LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
+            self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
+        self._to_stack.clear()
+        self._pump()
+
+    def from_stack(self, text: str) -> None:
+        try:
+            frame = unpack(text)
+        except FrameError as exc:
+            frame = None
+            LOG.warning("forwarding a malformed frame from the charging stack: %s", exc)
+        known = not isinstance(frame, CallResult | CallError) or frame.unique_id in self._to_stack
+        if not known:
+            LOG.warning("the stack answers a CALL the CSMS did not send it; forwarded")
+        elif isinstance(frame, CallResult | CallError):
+            del self._to_stack[frame.unique_id]
+        self._queue("stack", text, frame)
+
+    # --- the agent's own frames -------------------------------------------------------------
+
+    def from_agent(self, text: str) -> None:
+        """The session's send function: its CALLs and its answers to the CSMS's CALLs."""
+        if not self.csms_up:
+            raise ConnectionError("not connected")
+        self._queue("agent", text, unpack(text))
+
+    # --- the uplink ---------------------------------------------------------------------------
+
+    def _queue(self, owner: str, text: str, frame: Any) -> None:
+        if owner == "agent" and isinstance(frame, Call):
+            # The session sends one CALL at a time: a new one means it gave up on (and will
+            # resend) any still waiting here, which must then not go out twice.
+            self._uplink = deque(
+                e for e in self._uplink if not (e[0] == "agent" and isinstance(e[2], Call))
+            )
+        if len(self._uplink) >= UPLINK_LIMIT and owner == "stack":
+            LOG.warning("the charging stack sends faster than the CSMS answers: dropping it")
+            self._drop_stack()
+            return
+        if len(self._uplink) >= 2 * UPLINK_LIMIT:  # the agent's answers to a flooding CSMS
+            LOG.warning("the CSMS sends calls faster than it answers ours: an answer dropped")
+            return
+        self._uplink.append((owner, text, frame))
+        self._pump()
+
+    def poll(self) -> float:
+        """Give up on a CALL the CSMS never answered, so the other side may send again."""
+        if self._in_flight is not None:
+            wait = self._in_flight_deadline - self._now()
+            if wait > 0:
+                return wait
+            LOG.warning("no answer to the %s's %s; sending on", *self._in_flight[::2])
+            self._land()
+            self._pump()
+        return 3600.0
+
+    def _pump(self) -> None:
+        while self._uplink and self.csms_up:
+            owner, text, frame = self._uplink[0]
+            if isinstance(frame, Call):
+                if self._in_flight is not None:
+                    return
+                self._in_flight = (owner, frame.unique_id, frame.action)
+                self._in_flight_deadline = self._now() + self._call_timeout * 2
+                if owner == "stack":
+                    self._learn_call(frame)
+            self._uplink.popleft()
+            self._to_csms(text)
+
+    def _land(self) -> None:
+        """The CALL in flight was answered or given up: the uplink may send the next one."""
+        self._in_flight = None
+        with self._lock:
+            self._starting = False
+
+    def _to_csms(self, text: str) -> None:
+        try:
+            self._send_csms(text)
+        except Exception as exc:  # the transport reports the loss itself
+            LOG.warning("sending to the CSMS failed: %s", exc)
+
+    def _to_stack_send(self, text: str) -> None:
+        try:
+            self._send_stack(text)
+        except Exception as exc:  # not reading, or gone: it reconnects and starts afresh
+            LOG.warning("sending to the charging stack failed, dropping it: %s", exc)
+            self._drop_stack()
+
+    # --- learning from the stack's traffic ------------------------------------------------------
+
+    def _learn_call(self, call: Call) -> None:
+        with self._lock:
+            if call.action == "StartTransaction":
+                self._starting = True
+            elif call.action == "StopTransaction":
+                transaction = call.payload.get("transactionId")
+                if transaction in self._transactions:
+                    self._transactions.discard(transaction)
+                    LOG.info("transaction %s stopped", transaction)
+
+    def _learn(self, action: str, payload: dict[str, Any]) -> None:
+        if action == v16.Action.BOOT_NOTIFICATION:
+            try:
+                conf = from_wire(v16.BootNotificationConf, payload)
+            except OcppError as exc:
+                LOG.warning("invalid BootNotification.conf for the stack: %s", exc.description)
+                return
+            self._session.adopt_boot(conf)
+        elif action == "StartTransaction":
+            transaction = payload.get("transactionId")
+            with self._lock:
+                if type(transaction) is int and len(self._transactions) < DOWNLINK_LIMIT:
+                    self._transactions.add(transaction)
+                    LOG.info("transaction %s started: installs wait for it to stop", transaction)
+            self._session.assume_accepted()
+        else:
+            self._session.assume_accepted()
