@@ -55,11 +55,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check agent tests $(wildcard bench)
 	$(VENV)/bin/mypy agent
 
+# Current PyPI releases: every folder that exercises a library (websocket-client, requests and
+# urllib3, cryptography, the test CSMS's websockets), without the whole-update process tests
+# (tests/e2e) and the slow ones, which the Debian pass below runs: the stack the .deb ships on.
 unit: venv
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
 
+# Debian 12's stack (what the .deb runs on): the whole suite.
 compat: debvenv
-	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 demo: deps venv
 	$(VENV)/bin/ocpp-fw-agent demo
