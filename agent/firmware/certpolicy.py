@@ -142,9 +142,18 @@ def crl_parse_problem(crl: x509.CertificateRevocationList) -> str | None:
     return None
 
 
+RECIPE = "see docs/integrator-guide.md#manufacturer-pki"
+
+
 def signer_usage_problem(cert: x509.Certificate) -> str | None:
-    """A signing certificate that is not an installed root: not a CA, and its keyUsage and
-    extendedKeyUsage (each when present) allow signing code (A00.FR.512)."""
+    """A signing certificate that is not an installed root: X.509 v3 (a v1 certificate, what
+    `openssl x509 -req` makes without -extfile, can state no usage at all), not a CA, and its
+    keyUsage and extendedKeyUsage (each when present) allow signing code (A00.FR.512)."""
+    if cert.version is not x509.Version.v3:
+        return (
+            f"signing certificate is X.509 {cert.version.name}, without extensions "
+            f"(made the quick way, e.g. openssl x509 -req without -extfile); {RECIPE}"
+        )
     constraints = _extension(cert, x509.BasicConstraints)
     if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
         return "signing certificate is a CA (CA:TRUE) but not an installed root"

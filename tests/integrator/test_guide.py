@@ -71,3 +71,37 @@ def test_the_guides_pki_recipe_gives_certificates_verify_accepts(tmp_path: Path)
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 1
     assert refused.stdout.startswith("REJECTED (RevokedCertificate)"), refused.stdout
+
+
+def test_a_signing_certificate_made_the_quick_way_is_refused_with_the_recipe(
+    tmp_path: Path,
+) -> None:
+    """Stumble 3: `openssl x509 -req` without -extfile gives a v1 certificate; verify used to
+    accept it. Now it is refused, and the message points to the guide's recipe."""
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "check": True}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "root.key", "-out", "root.pem", "-days", "3650", "-subj", "/CN=Quick Root",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"], **run)  # fmt: skip
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "signer.key", "-out", "signer.csr", "-subj", "/CN=Quick Signer"],
+                   **run)  # fmt: skip
+    subprocess.run(["openssl", "x509", "-req", "-in", "signer.csr", "-CA", "root.pem", "-CAkey",
+                    "root.key", "-CAcreateserial", "-days", "365", "-sha256",
+                    "-out", "signer.pem"], **run)  # fmt: skip
+    (tmp_path / "roots").mkdir()
+    shutil.copy(tmp_path / "root.pem", tmp_path / "roots" / "root.pem")
+    (tmp_path / "fw.bin").write_bytes(b"firmware")
+    agent = [sys.executable, "-m", "agent"]
+    here = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
+    signature = subprocess.run([*agent, "sign", "--key", "signer.key", "fw.bin"], **run,
+                               env=here).stdout  # fmt: skip
+    (tmp_path / "fw.sig").write_text(signature)
+    refused = subprocess.run(
+        [*agent, "verify", "--cert", "signer.pem", "--signature", "fw.sig", "--roots", "roots",
+         "fw.bin"], cwd=tmp_path, capture_output=True, text=True, env=here,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stdout.startswith("REJECTED (InvalidCertificate)"), refused.stdout
+    assert "X.509 v1" in refused.stdout
+    assert "docs/integrator-guide.md#manufacturer-pki" in refused.stdout
