@@ -40,6 +40,18 @@ def test_happy_path_installs_the_new_slot_after_the_reboot(
     boots = charger.csms.messages("BootNotification")
     assert boots[-1].payload["firmware_version"] == "2.0"
     assert filemodel.load_env(rig.env)["primary"] == "B"  # committed
+    # The trial boot tells its steps (issue #12, stumble 4), in this order.
+    assert charger.agent is not None
+    log = charger.agent.log
+    steps = [
+        "update 42: booted slot B on trial",
+        "update 42: the CSMS accepted the trial boot",
+        "update 42: health checks passed",
+        "update 42: committed slot B",
+        "update 42 finished: Installed",
+    ]
+    positions = [log.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), positions
     assert rig.power_cycle(charger.agent) == "B"  # and it stays
 
 
