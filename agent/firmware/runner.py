@@ -57,7 +57,11 @@ from agent.slots.base import BackendError, BootBackend, SlotHealth
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
 
-STATE_RETRY_MAX = 60.0  # seconds between tries, at most, while the state dir is unwritable
+STATE_RETRY_MAX = 60.0
+# Phases in which a trial may be armed (or booted): a failure there must undo it.
+ARMED_OR_AFTER = frozenset(
+    {Phase.INSTALLING, Phase.REBOOTING, Phase.TRIAL}
+)  # seconds between tries, at most, while the state dir is unwritable
 SECURITY_EVENT_FOR: Mapping[Status, v16.SecurityEvent] = {
     Status.INVALID_SIGNATURE: v16.SecurityEvent.INVALID_FIRMWARE_SIGNATURE,  # L01.FR.03
     Status.INSTALLED: v16.SecurityEvent.FIRMWARE_UPDATED,
@@ -140,11 +144,14 @@ class JobRun:
                     LOG.info("update %s stopped in phase %s", self.job.request_id, self.job.phase)
                     return
                 wait, resumed = min(2 * wait, STATE_RETRY_MAX), True
+                self._proof, self._checked = None, False  # as after a restart: prove again
 
     def _run_once(self, resumed: bool) -> None:
         job = self.job
         try:
             self._reconcile()
+            if resumed and job.finished:
+                self._reboot_back_if_pending()
             if resumed and not job.finished:
                 self._first = resume(job.phase, new_boot=self._new_boot())
                 if self._uncounted:
@@ -161,6 +168,17 @@ class JobRun:
                 with contextlib.suppress(NotOwner):  # replaced meanwhile: not ours to report
                     self._apply(Found(Event.INTERNAL_ERROR, f"internal error: {exc}"))
 
+    def _reboot_back_if_pending(self) -> None:
+        """A failed trial's way back is not a phase: after a restart (SIGTERM or a crash while
+        the gate was closed), running from the abandoned target means it is still due."""
+        job = self.job
+        if job.outcome == Status.INSTALLED.value or job.target is None:
+            return
+        if self.ctx.backend.observe().booted != job.target:
+            return
+        LOG.warning("update %s: still running the abandoned slot %s", job.request_id, job.target)
+        self._back_to_old_slot(job.error or "the trial failed")("")
+
     def _drive(self) -> None:
         while not self.job.finished:
             found = _STEPS[self.job.phase](self)
@@ -174,14 +192,27 @@ class JobRun:
         Returns the status's outbox id (None for a phase that announces nothing)."""
         job = self.job
         row = advance(job.phase, found.event)
+        after = found.after
+        if (
+            row.target is Phase.FINISHED
+            and row.status is not Status.INSTALLED
+            and job.phase in ARMED_OR_AFTER
+            and after is None
+        ):
+            after = self._back_to_old_slot(found.reason or str(found.event))
         with self.ctx.store.ownership.holding(self.token):
+            before = (job.phase, job.outcome, job.error)
             job.phase = row.target
             if row.target is Phase.FINISHED:
                 assert row.status is not None
                 job.outcome, job.error = row.status.value, found.reason
             elif found.reason:
                 job.error = found.reason
-            self.ctx.store.save(job, self.token)
+            try:
+                self.ctx.store.save(job, self.token)
+            except StateWriteError:
+                job.phase, job.outcome, job.error = before  # memory says what the disk says
+                raise
             unique_id = self._announce(row.status, found.reason) if row.status else None
         extra = fields(request_id=job.request_id, phase=job.phase.value, outcome=job.outcome)
         why = f" ({found.reason})" if found.reason else ""
@@ -192,8 +223,8 @@ class JobRun:
             LOG.info(
                 "update %s: %s -> %s%s", job.request_id, found.event, row.target, why, extra=extra
             )
-        if found.after is not None:
-            found.after(unique_id or "")
+        if after is not None:
+            after(unique_id or "")
         return unique_id
 
     def _announce(self, status: Status, tech_info: str | None = None) -> str:
@@ -458,7 +489,11 @@ class JobRun:
             LOG.info("update %s: slot %s was already committed", job.request_id, job.target)
             return Found(Event.COMMITTED)  # e.g. by RAUC
         deadline = time.monotonic() + self.ctx.config.health.deadline
-        if not self.ctx.accepted.wait(max(0.0, deadline - time.monotonic())):
+        while not self.ctx.accepted.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            self._stop_if_cancelled()
+            if time.monotonic() >= deadline:
+                break
+        if not self.ctx.accepted.is_set():
             why = "trial failed: no BootNotification Accepted before the deadline"
             return Found(Event.TRIAL_FAILED, why, self._back_to_old_slot(why))
         LOG.info("update %s: the CSMS accepted the trial boot", job.request_id)
@@ -476,8 +511,9 @@ class JobRun:
         return Found(Event.COMMITTED)
 
     def _back_to_old_slot(self, why: str) -> After:
-        """The trial is given up: the old slot comes back at the next boot, after the CSMS was
-        told (as before InstallRebooting) and the install gate allows the reboot."""
+        """The trial is given up (or an armed one undone): the target is marked bad now, so
+        the old slot is what boots; when running from the target, the reboot back follows
+        once the CSMS was told (as before InstallRebooting) and the install gate allows it."""
         target = self.job.target
         assert target is not None
         try:
@@ -486,6 +522,8 @@ class JobRun:
             LOG.error("cannot abandon the trial of %s: %s", target, exc)
 
         def reboot_back(unique_id: str) -> None:
+            if self.ctx.backend.observe().booted != target:
+                return  # still on the old slot (armed, not booted): disarmed, nothing to undo
             LOG.warning("update %s: back to the old slot (%s)", self.job.request_id, why)
             self._await_delivery(unique_id)
             while not self._gate_open():

@@ -154,6 +154,15 @@ class Updater:
         if problems:
             LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+        running = self._running_an_abandoned_slot()
+        if running is not None:
+            LOG.error(
+                "refusing request %s: running slot %s, which a failed trial left marked bad; "
+                "the reboot back to the other slot is pending",
+                request.request_id,
+                running,
+            )
+            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         status = answer.ACCEPTED
         current = self._job
         ownership = self.store.ownership
@@ -206,6 +215,18 @@ class Updater:
         job = self._job
         if job is not None and job.request_id == request.request_id and conf.status in accepted:
             self._spawn(job, token=self._token)
+
+    def _running_an_abandoned_slot(self) -> str | None:
+        """The booted slot, when the bootloader holds it bad: the other slot is the only good
+        one and a download would overwrite it."""
+        try:
+            observation = self.backend.observe()
+        except BackendError as exc:
+            LOG.error("cannot read the boot slots: %s", exc)
+            return None  # the self-check has already said why
+        if observation.health.get(observation.booted) is SlotHealth.BAD:
+            return observation.booted
+        return None
 
     def backend_problems(self) -> list[str]:
         """Run the charger's self-check now (at start and for each request: it tries the slots,
