@@ -113,7 +113,7 @@ def healthy(commands: Sequence[Sequence[str]], require_system_running: bool) -> 
     return True, ""
 
 
-def boot_id_reader(path: Path) -> str:
+def read_boot_id(path: Path) -> str:
     """The kernel's boot id (new at every boot): tells a daemon restart from a reboot."""
     try:
         return path.read_text(encoding="ascii").strip()
@@ -132,7 +132,7 @@ class CommandCharger:
         return selfcheck.problems(self._config, self._backend)
 
     def boot_id(self) -> str:
-        return boot_id_reader(self._config.boot_id_file)
+        return read_boot_id(self._config.boot_id_file)
 
     def may_install(self, cancel: threading.Event) -> bool:
         return may_disturb(self._config.firmware.install_gate, cancel)

@@ -31,6 +31,7 @@ from agent.crashpoints import CRASH_AT_ENV, CRASH_LOG_ENV
 from agent.demo.csms import TestCsms
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
+from agent.ocpp.outbox import Outbox
 from agent.slots import filemodel
 
 IMAGE = bytes(range(256)) * 1024  # 256 KiB: four slot checkpoints of 64 KiB
@@ -126,7 +127,6 @@ class Run:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.terminal():
-                time.sleep(0.3)  # a second terminal status would arrive right behind
                 break
             if self.rig.reboot_marker.exists():
                 self.power_cycle(agent)
@@ -135,8 +135,14 @@ class Run:
         else:
             self.violations.append(f"no terminal status within {timeout}s: {self.statuses()}")
         for running in self.agents:
-            running.stop()
-        terminal = self.terminal()
+            running.stop()  # SIGTERM: the daemon waits for the answer to a CALL in flight
+        # A second terminal status is either at the CSMS already or still queued: no waiting.
+        queued = [
+            entry.payload["status"]
+            for entry in Outbox(self.rig.state / "outbox.json").entries()
+            if entry.payload.get("status") in TERMINAL
+        ]
+        terminal = self.terminal() + queued
         if len(terminal) != 1:
             self.violations.append(f"terminal statuses {terminal}, expected exactly one")
         if any(rid != self.request_id for _, rid in self.statuses()):
