@@ -170,7 +170,13 @@ def test_a_dribbled_handshake_is_cut_at_the_deadline(
                 break
         else:
             raise AssertionError("a handshake dribbled for 10 s is still open")
-        assert sock.recv(100) == b""  # closed by the server, no upgrade
+        try:
+            answer = sock.recv(100)
+        except ConnectionResetError:
+            # The server closed with our unread header bytes in its buffer: TCP says so with
+            # a reset instead of a FIN. Closed either way, and no upgrade was sent.
+            answer = b""
+        assert answer == b""
 
 
 def test_handshakes_under_way_are_bounded(srv: Server) -> None:
