@@ -188,7 +188,13 @@ def test_handshakes_under_way_are_bounded(srv: Server) -> None:
     finally:
         for sock in waiting:
             sock.close()
-    client(srv.url()).close()  # and the slots come back
+    # and the slots come back (each handshake thread releases its own once it sees the close)
+    wait_until(
+        lambda: srv.server._handshakes._value == wsserver.HANDSHAKES,  # type: ignore[attr-defined]
+        15,
+        "the handshake slots released",
+    )
+    client(srv.url()).close()
 
 
 def test_a_stack_that_stops_reading_cannot_block_the_sender(
