@@ -4,7 +4,8 @@ Each durable step (a state file replaced, the slot fsynced, a bootloader environ
 the reboot about to run) calls `reached(name)`. Normally that does nothing. The crash-point
 tests set `OCPP_FW_AGENT_TEST_CRASH_AT=k` to make the process kill itself with SIGKILL right
 after its k-th step (as a power cut would leave it: what was fsynced is there, nothing else ran),
-and `OCPP_FW_AGENT_TEST_CRASH_LOG=file` to list the steps of a run, so that every k is tried.
+or, given a step's name instead of a number, after the first step of that name; and
+`OCPP_FW_AGENT_TEST_CRASH_LOG=file` to list the steps of a run, so that every k is tried.
 The process writes the step it dies at to `<CRASH_LOG>.last` first, so a test can prove the
 cut came exactly where it asked.
 
@@ -23,7 +24,9 @@ CRASH_AT_ENV = "OCPP_FW_AGENT_TEST_CRASH_AT"
 CRASH_LOG_ENV = "OCPP_FW_AGENT_TEST_CRASH_LOG"
 HOLD_ENV = "OCPP_FW_AGENT_TEST_HOLD"
 
-_crash_at = int(os.environ.get(CRASH_AT_ENV, "0") or 0)
+_crash_spec = os.environ.get(CRASH_AT_ENV, "0") or "0"
+_crash_at = int(_crash_spec) if _crash_spec.isdigit() else -1  # -1: by name
+_crash_name = _crash_spec if _crash_at == -1 else None
 _log = os.environ.get(CRASH_LOG_ENV)
 _count = 0
 _lock = threading.Lock()
@@ -40,7 +43,7 @@ def reached(step: str) -> None:
         if _log:
             with open(_log, "a", encoding="utf-8") as log:
                 log.write(f"{_count} {step}\n")
-        if _count == _crash_at:
+        if _count == _crash_at or step == _crash_name:
             if _log:
                 with open(_log + ".last", "w", encoding="utf-8") as last:
                     last.write(f"{_count} {step}\n")

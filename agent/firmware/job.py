@@ -58,7 +58,7 @@ class Job:
     size: int | None = None
     source: str | None = None  # the slot running when the job started
     target: str | None = None  # the slot being written
-    boot_id: str | None = None  # kernel boot id when the reboot was issued
+    boot_id: str | None = None  # kernel boot id of the boot that armed the trial (saved first)
     transitions: int = 0  # saved phase changes (the history's length, unbounded)
     resumes: int = 0  # daemon starts that continued this job: the crash-loop breaker's count
     outcome: str | None = None  # the terminal FirmwareStatus, once finished

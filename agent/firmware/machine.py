@@ -95,7 +95,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _row("installing",                       E.TRIAL_ARMED,       P.REBOOTING,          S.INSTALL_REBOOTING,            "L01.FR.15 told before the reboot"),
     _row("installing",                       E.ARM_FAILED,        P.FINISHED,           S.INSTALLATION_FAILED,          "cannot arm (§6.8)"),
     _row("installing rebooting",             E.BOOTED_TARGET,     P.TRIAL,              None,                           "trial boot of the new slot"),
-    _row("rebooting trial",                  E.FELL_BACK,         P.FINISHED,           S.INSTALLATION_FAILED,          "bootloader fell back (§6.8)"),
+    _row("installing rebooting trial",       E.FELL_BACK,         P.FINISHED,           S.INSTALLATION_FAILED,          "bootloader fell back (§6.8)"),
     _row("trial",                            E.COMMITTED,         P.FINISHED,           S.INSTALLED,                    "L01.FR.10 + FirmwareUpdated (§8)"),
     _row("trial",                            E.TRIAL_FAILED,      P.FINISHED,           S.INSTALLATION_FAILED,          "unhealthy trial, old slot (§6.8)"),
     _row("download-scheduled downloading",   E.GAVE_UP,           P.FINISHED,           S.DOWNLOAD_FAILED,              "crash-loop breaker"),
@@ -166,7 +166,8 @@ RESUME: Mapping[Phase, tuple[Resume, Resume]] = {
     P.VERIFYING: (Resume.PROVE_AGAIN, Resume.PROVE_AGAIN),
     P.VERIFIED: (Resume.PROVE_THEN_INSTALL, Resume.PROVE_THEN_INSTALL),
     P.INSTALL_SCHEDULED: (Resume.PROVE_THEN_INSTALL, Resume.PROVE_THEN_INSTALL),
-    # A new boot in `installing` may be the trial itself (armed, booted, REBOOTING unsaved).
+    # A new boot in `installing` after the arming began (`Job.boot_id` saved first) is judged
+    # like one in `rebooting`: the trial itself, or a fallback from it — never armed twice.
     P.INSTALLING: (Resume.PROVE_THEN_INSTALL, Resume.JUDGE_BOOT),
     P.REBOOTING: (Resume.REBOOT_AGAIN, Resume.JUDGE_BOOT),
     P.TRIAL: (Resume.JUDGE_BOOT, Resume.JUDGE_BOOT),

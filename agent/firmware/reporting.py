@@ -96,6 +96,15 @@ class Reporter:
         )
         return v16.Action.SECURITY_EVENT_NOTIFICATION.value, to_wire(request)
 
+    def undelivered(self, status: v16.FirmwareStatus, request_id: int) -> str | None:
+        """The outbox id of this status for `request_id` while it is still queued (not yet
+        answered by the CSMS), else None: a resumed job awaits it before it reboots."""
+        action, payload = self._status_call(status, request_id)
+        for entry in self._outbox.entries():
+            if entry.action == action and entry.payload == payload:
+                return entry.unique_id
+        return None
+
     def last(self) -> tuple[v16.FirmwareStatus, int | None] | None:
         """The last status queued, with its requestId (None when none ever was)."""
         with self._lock:

@@ -100,7 +100,7 @@ class Context:
 
 # What an action hands back: the event, a reason for a failure, and what to do once the
 # transition is saved and its status queued (given the status's outbox id).
-After = Callable[[str], None]
+After = Callable[[str | None], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,8 @@ class JobRun:
         if self.ctx.backend.observe().booted != job.target:
             return
         LOG.warning("update %s: still running the abandoned slot %s", job.request_id, job.target)
-        self._back_to_old_slot(job.error or "the trial failed")("")
+        outcome = self._queued(Status(job.outcome)) if job.outcome else None
+        self._back_to_old_slot(job.error or "the trial failed")(outcome)
 
     def _drive(self) -> None:
         while not self.job.finished:
@@ -224,7 +225,7 @@ class JobRun:
                 "update %s: %s -> %s%s", job.request_id, found.event, row.target, why, extra=extra
             )
         if after is not None:
-            after(unique_id or "")
+            after(unique_id)
         return unique_id
 
     def _announce(self, status: Status, tech_info: str | None = None) -> str:
@@ -429,11 +430,14 @@ class JobRun:
         job = self.job
         assert job.target is not None
         if self._first is Resume.JUDGE_BOOT:
-            if self.ctx.backend.observe().booted == job.target:
-                # Armed and booted before REBOOTING was saved (a power cut): this is the trial.
+            if job.boot_id is not None:
+                # The arming began in an earlier boot and REBOOTING was not saved (a power
+                # cut): the trial itself, or the bootloader fell back from it. Arming the
+                # same image again could try a bad image once per power cut.
+                found = self._judge_boot()
                 job.boot_id = None
-                return Found(Event.BOOTED_TARGET)
-            self._first = Resume.PROVE_THEN_INSTALL
+                return found
+            self._first = Resume.PROVE_THEN_INSTALL  # the cut came before the arming began
         refusal = self._check()
         if refusal is not None:
             return refusal
@@ -447,21 +451,27 @@ class JobRun:
             why_not = arming_refusal(self._proof, self.token, job.phase)
             if why_not is not None:
                 raise _ArmRefused(why_not)
+            # Saved before the bootloader is touched: after a power cut from here on, the
+            # next boot is judged (trial or fallback), never armed again (`RESUME`).
+            job.boot_id = self.ctx.charger.boot_id()
+            self._checkpoint()
             try:
                 self.ctx.backend.arm_trial(job.target)  # the only call that arms a slot
             except BackendError as exc:
                 return Found(Event.ARM_FAILED, f"cannot arm the trial: {exc}")
-            job.boot_id = self.ctx.charger.boot_id()
             unique_id = self._apply(Found(Event.TRIAL_ARMED))
         # L01.FR.15: the CSMS hears InstallRebooting before we go (or it timed out).
-        self._await_delivery(unique_id or "")
+        self._await_delivery(unique_id)
         self._reboot()
         return None
 
     def _rebooting(self) -> Found | None:
         """REBOOTING: the same boot reboots again; a new boot judges what came up."""
         if not self._new_boot():
-            self._reboot()  # restarted before the machine went down
+            # Restarted before the machine went down: the CSMS still hears InstallRebooting
+            # first (L01.FR.15), whether it was re-sent or was still queued.
+            self._await_delivery(self._queued(Status.INSTALL_REBOOTING))
+            self._reboot()
             return None
         return self._judge_boot()
 
@@ -470,6 +480,8 @@ class JobRun:
         observation = self.ctx.backend.observe()
         if observation.booted != job.target:
             why = f"rolled back: booted slot {observation.booted}, not {job.target}"
+            if job.phase is Phase.INSTALLING:
+                why += " (the power was lost while arming the trial or during the trial boot)"
             self._mark_target_bad_after_rollback()
             return Found(Event.FELL_BACK, why)
         LOG.info("update %s: booted slot %s on trial", job.request_id, job.target)
@@ -521,7 +533,7 @@ class JobRun:
         except BackendError as exc:
             LOG.error("cannot abandon the trial of %s: %s", target, exc)
 
-        def reboot_back(unique_id: str) -> None:
+        def reboot_back(unique_id: str | None) -> None:
             if self.ctx.backend.observe().booted != target:
                 return  # still on the old slot (armed, not booted): disarmed, nothing to undo
             LOG.warning("update %s: back to the old slot (%s)", self.job.request_id, why)
@@ -540,10 +552,16 @@ class JobRun:
         except BackendError as exc:
             LOG.error("cannot mark %s bad after the rollback: %s", self.job.target, exc)
 
-    def _await_delivery(self, unique_id: str) -> None:
-        """Until the CSMS answered a status we are about to reboot after, or it timed out.
-        Waited in slices: a SIGTERM meanwhile must not hold the shutdown (the saved phase
-        redoes the reboot on start)."""
+    def _queued(self, status: Status) -> str | None:
+        """This job's `status` while the outbox still holds it undelivered."""
+        return self.ctx.reporter.undelivered(status, self.job.request_id)
+
+    def _await_delivery(self, unique_id: str | None) -> None:
+        """Until the CSMS answered a status we are about to reboot after, or it timed out;
+        nothing to wait for when it is not queued (None). Waited in slices: a SIGTERM
+        meanwhile must not hold the shutdown (the saved phase redoes the reboot on start)."""
+        if not unique_id:
+            return
         deadline = time.monotonic() + 2 * self.ctx.config.csms.call_timeout
         while not self.ctx.wait_delivered(unique_id, 0.1):
             self._stop_if_cancelled()

@@ -8,10 +8,13 @@ The install gate (L01.FR.06) holds Installing, the trial and the reboot until it
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from agent.crashpoints import CRASH_AT_ENV, CRASH_LOG_ENV
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
@@ -253,3 +256,76 @@ def test_kill9_after_install_rebooting_before_the_power_cycle(
     rig.wait_reboot_request(agent)
     agent.wait_log("rebooting into the new slot")
     finish_after_reboot(charger, rig, 37, HAPPY)
+
+
+def test_a_fallback_before_rebooting_was_saved_ends_the_update_not_a_second_arming(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """§6.8 fallback: the power fails right after the bootloader was armed, before the job
+    saved REBOOTING; the trial boot of B hangs before the agent runs, and the bootloader falls
+    back to A. The agent on A judges that boot: InstallationFailed, B stays bad, and the same
+    image is not armed (and tried) a second time."""
+    steps = rig.base / "steps"
+    agent = charger.start({CRASH_AT_ENV: "file arm_trial(B)", CRASH_LOG_ENV: str(steps)})
+    assert charger.update(firmware, 38) == "Accepted"
+    assert agent.wait(timeout=120) == -signal.SIGKILL
+    assert Path(f"{steps}.last").read_text().split(" ", 1)[1] == "file arm_trial(B)\n"
+    assert rig.power_cycle(agent) == "B"  # the one-shot trial boot ...
+    assert rig.power_cycle(agent) == "A"  # ... hung before the agent ran: the fallback
+    agent = charger.restart()
+    charger.wait_status("InstallationFailed")
+    agent.wait_log("update 38 finished: InstallationFailed")
+    assert "power was lost while arming the trial" in agent.log
+    assert "rebooting into" not in agent.log
+    assert not rig.reboot_marker.exists()
+    env = filemodel.load_env(rig.env)
+    assert env["primary"] == "A" and env["trial"] is None and "B" in env["bad"]
+    # At-least-once delivery may repeat a status cut short by the kill; nothing else may differ.
+    seen = list(dict.fromkeys(charger.sequence()))
+    assert seen == [(s, 38) for s in [*HAPPY[:4], "InstallationFailed"]]
+
+
+def test_a_restart_in_rebooting_on_the_same_boot_delivers_install_rebooting_first(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.15 after a restart: the first run rebooted without the CSMS's answer to
+    InstallRebooting (it timed out) and the machine did not go down. The restarted daemon,
+    still in REBOOTING on the same boot, does not reboot until the CSMS answered the status
+    still queued (here: re-sent, and refused for a while)."""
+    refuse = {"on": True}
+    charger.csms.answer_filter = lambda action, payload: (
+        not (refuse["on"] and payload.get("status") == "InstallRebooting")
+    )
+    agent = charger.start(csms={"call_timeout": 1})
+    assert charger.update(firmware, 39) == "Accepted"
+    rig.wait_reboot_request(agent)
+    agent.wait_log("did not confirm the status in time; rebooting anyway")
+    agent.kill9()  # the reboot never happened: same boot id
+    rig.reboot_marker.unlink()
+    rig.config(csms={"call_timeout": 600})
+    sent = len([s for s in charger.statuses() if s == "InstallRebooting"])
+    agent = charger.restart()
+    charger.csms.wait_for(
+        lambda: len([s for s in charger.statuses() if s == "InstallRebooting"]) > sent,
+        what="the restarted daemon sending InstallRebooting",
+    )
+    agent.wait_log("in phase rebooting: reboot again")
+    assert not rig.reboot_marker.exists()  # the answer is outstanding: no reboot yet
+    refuse["on"] = False
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=120) == 0
+    agent = charger.restart()
+    rig.wait_reboot_request(agent)
+    charger.wait_acknowledged()
+    finish_after_reboot_seen(charger, rig, 39)
+
+
+def finish_after_reboot_seen(charger: Charger, rig: ChargerRig, request_id: int) -> None:
+    """Power-cycle into B and finish; refused statuses are sent again, so repeats collapse."""
+    assert charger.agent is not None
+    rig.versions["B"] = "2.0"
+    assert rig.power_cycle(charger.agent) == "B"
+    charger.restart()
+    charger.wait_status("Installed")
+    seen = list(dict.fromkeys(charger.sequence()))
+    assert seen == [(s, request_id) for s in [*HAPPY, "Installed"]]
