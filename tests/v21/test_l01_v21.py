@@ -109,7 +109,7 @@ def test_negative_retries_are_a_callerror_zero_means_one_attempt(
 def test_callresulterror_and_send_frames_are_tolerated(station: Station):
     """OCPP-J 2.1 §4.2.3/§4.2.4: a CALLRESULTERROR about one of our answers is logged and
     changes nothing; a SEND (well-formed or not) is never answered; the connection stays up
-    and the next CALL is served."""
+    and the next CALLs are served, one with a trigger name new in 2.1."""
     agent = station.start()
     station.csms.wait_message("BootNotification")
     charge_point = station.rig.charge_point_id
@@ -131,6 +131,9 @@ def test_callresulterror_and_send_frames_are_tolerated(station: Station):
     answered = {f.parsed[1] for f in station.csms.frames if f.direction == "in"}
     assert answered.isdisjoint({"send-1", "send-2", "send-3"})
     agent.wait_log("could not process our answer")
+    # 2.1's new trigger names are understood (not a CALLERROR) and not implemented.
+    custom = {"requestedMessage": "CustomTrigger", "customTrigger": "vendorThing"}
+    assert station.raw("TriggerMessage", custom)[2] == {"status": "NotImplemented"}
     assert station.csms.connections == 1
     assert station.job() == {}
 
