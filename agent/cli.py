@@ -120,7 +120,7 @@ def cmd_slots(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo.run import main as demo_main
 
-    return demo_main(verbose=args.verbose)
+    return demo_main(verbose=args.verbose, ocpp=args.ocpp)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -175,7 +175,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     status_parser.add_argument("--state-dir", help="read this state dir instead of the config's")
     slots_parser = add("slots", cmd_slots, "show what the boot-slot backend sees, and problems")
     slots_parser.add_argument("--json", action="store_true", help="machine-readable output")
-    add("demo", cmd_demo, "run the whole update on this machine: CSMS, server, agent, reboot")
+    demo_parser = add(
+        "demo", cmd_demo, "run the whole update on this machine: CSMS, server, agent, reboot"
+    )
+    demo_parser.add_argument(
+        "--ocpp",
+        choices=config_module.OCPP_VERSIONS,
+        default="1.6",
+        help="the OCPP version the agent and the CSMS speak (default 1.6)",
+    )
     tools.add_commands(sub, add)
     return parser, commands
 

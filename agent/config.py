@@ -25,7 +25,8 @@ DEFAULT_PATH = Path("/etc/ocpp-fw-agent/agent.toml")
 DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 SIGNATURE_ALGORITHMS = ("rsa-pss", "rsa-pkcs1v15", "ecdsa")
 DOWNLOAD_SCHEMES = ("https", "http", "ftp", "ftps")
-OCPP_VERSIONS = ("1.6", "2.0.1")  # the websocket subprotocol offered: ocpp1.6 or ocpp2.0.1
+# The websocket subprotocol offered: ocpp1.6, ocpp2.0.1 or ocpp2.1.
+OCPP_VERSIONS = ("1.6", "2.0.1", "2.1")
 MASK = "********"
 
 

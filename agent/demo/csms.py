@@ -2,8 +2,9 @@
 
 It runs its own asyncio loop in a thread. Tests talk to it synchronously: wait for messages the
 agent sent, send CALLs (typed, through `ocpp`) or raw frames, and read what the agent answered.
-Every CALL the agent sends is validated against the library's official OCPP 1.6 JSON schemas;
-violations are collected in `schema_violations` and checked by the fixture at teardown.
+Every CALL the agent sends is validated against the library's official JSON schemas of the
+version spoken (1.6 here; 2.0.1 or 2.1 with `Csms2x`); violations are collected in
+`schema_violations` and checked by the fixture at teardown.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import importlib
 import json
 import ssl
 import threading
@@ -152,6 +154,7 @@ class TestCsms:
     # The OCPP version spoken: the library's ChargePoint class and the schemas checked.
     side_class: type[Any] = _CentralSystemSide
     schema_version = "1.6"
+    status_action = "SignedFirmwareStatusNotification"  # the firmware status notification
 
     def __init__(
         self,
@@ -316,10 +319,10 @@ class TestCsms:
         )
 
     def statuses(self) -> list[tuple[str, int | None]]:
-        """(status, requestId) of every SignedFirmwareStatusNotification, in arrival order."""
+        """(status, requestId) of every firmware status notification, in arrival order."""
         return [
             (m.payload["status"], m.payload.get("request_id"))
-            for m in self.messages("SignedFirmwareStatusNotification")
+            for m in self.messages(self.status_action)
         ]
 
     def connected(self, charge_point_id: str) -> bool:
@@ -359,3 +362,66 @@ class TestCsms:
         peer = self._peers.get(charge_point_id)
         if peer is not None:
             asyncio.run_coroutine_threadsafe(peer[1].close(), self._loop).result(10)
+
+
+# --- OCPP 2.0.1 and 2.1 ---------------------------------------------------------------------
+
+
+def _side_2x(version: str) -> type[Any]:
+    """The CSMS's view of one charging station in 2.0.1 or 2.1: the library's ChargePoint of
+    that version (its schemas check our answers to its CALLs), answering what the agent sends.
+    The two versions' messages the agent sends have the same names and answers."""
+    library = importlib.import_module("ocpp.v" + version.replace(".", ""))
+    results = library.call_result
+
+    class Side(library.ChargePoint):  # type: ignore[misc,name-defined]
+        csms: TestCsms
+
+        @on("BootNotification")
+        def on_boot(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "BootNotification", payload)
+            status, interval = (
+                self.csms.boot_responses.pop(0)
+                if self.csms.boot_responses
+                else ("Accepted", self.csms.heartbeat_interval)
+            )
+            return results.BootNotification(
+                current_time=self.csms.now().isoformat(), interval=interval, status=status
+            )
+
+        @on("Heartbeat")
+        def on_heartbeat(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "Heartbeat", payload)
+            return results.Heartbeat(current_time=self.csms.now().isoformat())
+
+        @on("FirmwareStatusNotification")
+        def on_status(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "FirmwareStatusNotification", payload)
+            self._maybe_refuse("FirmwareStatusNotification", payload)
+            return results.FirmwareStatusNotification()
+
+        @on("SecurityEventNotification")
+        def on_security_event(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "SecurityEventNotification", payload)
+            self._maybe_refuse("SecurityEventNotification", payload)
+            return results.SecurityEventNotification()
+
+        def _maybe_refuse(self, action: str, payload: dict[str, Any]) -> None:
+            if not self.csms.answer_filter(action, payload):
+                raise InternalError(description="test CSMS refuses this one")
+
+    Side.__name__ = Side.__qualname__ = f"CsmsSide{version.replace('.', '')}"
+    return Side
+
+
+class Csms2x(TestCsms):
+    """`TestCsms` speaking OCPP 2.0.1 or 2.1 (subprotocol `ocpp<version>`), checking every
+    CALL the agent sends against that version's schemas."""
+
+    __test__ = False
+    status_action = "FirmwareStatusNotification"
+
+    def __init__(self, version: str = "2.0.1", **options: Any) -> None:
+        self.side_class = _side_2x(version)
+        self.schema_version = version
+        super().__init__(subprotocols=[f"ocpp{version}"], **options)

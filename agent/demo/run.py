@@ -2,13 +2,15 @@
 
 In a temporary directory it makes a manufacturer root and a signing certificate, an image and
 its signature, starts a CSMS (the `ocpp` library) and a firmware server on loopback, runs the
-agent with file slots, sends SignedUpdateFirmware, shows the download and read-back progress,
-simulates the reboot (the file backend's power-on rules), and prints the statuses as the CSMS
-received them. Exit status 0 only when `Installed` arrived from the new slot.
+agent with file slots, sends SignedUpdateFirmware (1.6) or UpdateFirmware (`--ocpp 2.0.1` or
+`2.1`), shows the download and read-back progress, simulates the reboot (the file backend's
+power-on rules), and prints the statuses as the CSMS received them. Exit status 0 only when
+`Installed` arrived from the new slot.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import sys
@@ -68,18 +70,19 @@ def _progress(state_dir: Path, until: set[str], agent: AgentProcess, timeout: fl
         sys.stdout.write("\n")
 
 
-def main(verbose: bool = False) -> int:
+def main(verbose: bool = False, ocpp: str = "1.6") -> int:
+    """`ocpp`: the version the agent and the CSMS speak ("1.6", "2.0.1" or "2.1")."""
     try:
-        from agent.demo.csms import TestCsms
+        from agent.demo.csms import Csms2x, TestCsms
     except ImportError as exc:
         print(f"the demo needs the test CSMS libraries (`make demo` installs them): {exc}")
         return 1
     base = Path(tempfile.mkdtemp(prefix="ocpp-fw-agent-demo-"))
-    csms = TestCsms().start()
+    csms = (TestCsms() if ocpp == "1.6" else Csms2x(ocpp)).start()
     server = FirmwareHttpServer().__enter__()
     agents: list[AgentProcess] = []
     try:
-        return _run(base, csms, server, agents)
+        return _run(base, csms, server, agents, ocpp)
     finally:
         for agent in agents:
             agent.stop()
@@ -91,7 +94,16 @@ def main(verbose: bool = False) -> int:
             _say(f"(files kept in {base})")
 
 
-def _run(base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentProcess]) -> int:
+def _boot_line(payload: dict[str, Any]) -> str:
+    """1.6 names the version at the top level; 2.x inside chargingStation, with a reason."""
+    station = payload.get("charging_station", payload)
+    reason = f" (reason {payload['reason']})" if "reason" in payload else ""
+    return f"firmware {station.get('firmware_version')}{reason}"
+
+
+def _run(
+    base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentProcess], ocpp: str
+) -> int:
     _say(f"1. a charger in {base}: slots A (running, firmware 1.0) and B, file bootloader")
     rig = ChargerRig(base, csms.url)
     _say("2. manufacturer root + firmware signing certificate; a 48 MiB image, signed (RSA-PSS)")
@@ -99,14 +111,14 @@ def _run(base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentPr
     server.put("/firmware/2.0.bin", image)
     server.faults.rate = LINK_RATE
     firmware = Firmware(server.url("/firmware/2.0.bin"), image, rig.sign(image))
-    _say(f"3. CSMS at {csms.url}, firmware at {firmware.url}")
-    agent = AgentProcess(rig.config()).start()
+    _say(f"3. CSMS (OCPP {ocpp}) at {csms.url}, firmware at {firmware.url}")
+    agent = AgentProcess(rig.config(csms={"ocpp_version": ocpp})).start()
     agents.append(agent)
     csms.wait_message("BootNotification", timeout=30)
-    _say("4. the agent connected and booted; sending SignedUpdateFirmware (requestId 2001)")
-    from ocpp.v16 import call
-
-    reply = csms.call(rig.charge_point_id, call.SignedUpdateFirmware(**rig.request(firmware, 2001)))
+    action = "SignedUpdateFirmware" if ocpp == "1.6" else "UpdateFirmware"
+    _say(f"4. the agent connected and booted; sending {action} (requestId 2001)")
+    request = getattr(importlib.import_module(f"ocpp.v{ocpp.replace('.', '')}.call"), action)
+    reply = csms.call(rig.charge_point_id, request(**rig.request(firmware, 2001)))
     _say(f"   answer: {reply.status}")
     if reply.status != "Accepted":
         return 1
@@ -126,13 +138,16 @@ def _run(base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentPr
     csms.wait_message("SecurityEventNotification", timeout=30)
     _say("6. what the CSMS received:")
     for message in csms.messages():
-        if message.action in ("SignedFirmwareStatusNotification", "SecurityEventNotification"):
+        if message.action in (csms.status_action, "SecurityEventNotification"):
             payload = {k: v for k, v in message.payload.items() if k != "timestamp"}
             _say(f"   {message.action:<34} {payload}")
         elif message.action == "BootNotification":
-            _say(f"   {message.action:<34} firmware {message.payload.get('firmware_version')}")
+            _say(f"   {message.action:<34} {_boot_line(message.payload)}")
     statuses = [s for s, rid in csms.statuses() if rid == 2001]
     env = filemodel.load_env(rig.env)
     ok = statuses[-1:] == ["Installed"] and env["booted"]["slot"] == "B" and env["primary"] == "B"
+    for violation in csms.schema_violations:  # every CALL was checked against the schemas
+        _say(f"   schema violation: {violation}")
+    ok = ok and not csms.schema_violations
     _say("OK: Installed from slot B, committed" if ok else "FAILED: see the statuses above")
     return 0 if ok else 1

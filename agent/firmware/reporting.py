@@ -7,7 +7,8 @@ otherwise the last status with its requestId (L01.FR.29). Security events go out
 white paper's criticality table says: L01.FR.02/03 require InvalidFirmwareSigningCertificate and
 InvalidFirmwareSignature, which the table lists as non-critical (a trap other stacks fell into).
 The status CALL itself comes from a per-version hook (`StatusCall`): 1.6 sends
-SignedFirmwareStatusNotification, 2.0.1 FirmwareStatusNotification, with the same fields.
+SignedFirmwareStatusNotification, 2.x FirmwareStatusNotification, with the same fields; the hook
+is also told the cause of a failure, which 2.1's notification carries in `statusInfo`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from agent.ocpp.validate import to_wire
 
 LOG = logging.getLogger(__name__)
 LAST_STATUS_NOTE = "last_firmware_status"
-# (status, requestId) -> (action, payload) of the firmware status notification to queue.
-StatusCall = Callable[[v16.FirmwareStatus, int | None], tuple[str, dict[str, Any]]]
+# (status, requestId, cause) -> (action, payload) of the firmware status notification to queue.
+StatusCall = Callable[[v16.FirmwareStatus, int | None, str | None], tuple[str, dict[str, Any]]]
 
 
 def signed_status_call(
-    status: v16.FirmwareStatus, request_id: int | None
+    status: v16.FirmwareStatus, request_id: int | None, reason: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """OCPP 1.6 Security Extension: SignedFirmwareStatusNotification."""
+    """OCPP 1.6 Security Extension: SignedFirmwareStatusNotification (it has no field for
+    `reason`)."""
     request = v16.SignedFirmwareStatusNotificationReq(status=status, request_id=request_id)
     return v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
 
@@ -61,11 +63,12 @@ class Reporter:
         tech_info: str | None = None,
     ) -> str:
         """Queue a status for `request_id` (with its security event, in the same write);
-        returns the status's outbox id, to await its delivery.
+        returns the status's outbox id, to await its delivery. `tech_info` is the cause: the
+        event's techInfo, and the status hook's `reason`.
 
         The status and the record of it as the last one are one write: a power cut leaves
         both or neither, so a resumed job neither loses nor repeats a status."""
-        calls = [self._status_call(status, request_id)]
+        calls = [self._status_call(status, request_id, tech_info)]
         if event is not None:
             calls.append(self._event_call(event, tech_info))
         note = {LAST_STATUS_NOTE: {"status": status.value, "request_id": request_id}}

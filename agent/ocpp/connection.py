@@ -8,7 +8,7 @@ loop. Sending happens from the loop's thread (websocket-client serialises writer
 Profiles: 0 plain ws://; 1 ws:// + HTTP Basic; 2 wss:// + Basic + server certificate checked
 against `ca_file` with hostname verification, TLS 1.2 or newer; 3 wss:// + client certificate.
 The Basic password is the hex-DECODED AuthorizationKey (OCTT TC_085_CS). The subprotocol of
-`[csms] ocpp_version` (`ocpp1.6` or `ocpp2.0.1`) is offered and required.
+`[csms] ocpp_version` (`ocpp1.6`, `ocpp2.0.1` or `ocpp2.1`) is offered and required.
 
 Nothing the server says changes where the charger connects or how: a redirect answer to the
 handshake is refused, never followed (websocket-client follows up to 3 by default, in 1.2.3 as

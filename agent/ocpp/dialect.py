@@ -1,10 +1,11 @@
 """What differs between the OCPP versions the session speaks, in one value per version.
 
-The session, the outbox and the firmware core are the same for 1.6 and 2.0.1; a `Dialect` holds
-the few things that are not: the websocket subprotocol, the payload type of each action, the
-name of the firmware status notification, the answer to an action nobody routed, and the
-spelling of the CALLERROR codes. No code outside this module and the per-version adapters asks
-which version it is.
+The session, the outbox and the firmware core are the same for 1.6, 2.0.1 and 2.1; a `Dialect`
+holds the few things that are not: the websocket subprotocol, the payload type of each action,
+the name of the firmware status notification, the answer to an action nobody routed, the
+spelling of the CALLERROR codes, the 2.x payload types the adapter builds (2.1 widens some
+limits) and whether the 2.1 frames (CALLRESULTERROR, SEND) exist. No code outside this module
+and the per-version adapters asks which version it is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.ocpp import v16, v201
+from agent.ocpp import v16, v21, v201
 from agent.ocpp.errors import NotImplementedAction, NotSupported, OcppError
 
 
@@ -27,6 +28,8 @@ class Dialect:
     unhandled: Callable[[str], OcppError]  # the CALLERROR for an action nobody routed
     rpc_code: Callable[[str], str]  # a CALLERROR code in this version's spelling
     clean: Callable[[Any], Any]  # an incoming payload before validation
+    payloads: v201.Payloads | None = None  # 2.x: the types the adapter builds (None: 1.6)
+    ocpp21_frames: bool = False  # CALLRESULTERROR (5) and SEND (6) are message types
 
 
 def _v16_unhandled(action: str) -> OcppError:
@@ -62,7 +65,21 @@ V201 = Dialect(
     unhandled=v201.unhandled,
     rpc_code=v201.rpc_code,
     clean=v201.strip_custom_data,
+    payloads=v201.PAYLOADS,
 )
 
-DIALECTS = {d.version: d for d in (V16, V201)}
+V21 = Dialect(
+    version="2.1",
+    subprotocol=v21.SUBPROTOCOL,
+    incoming=v21.INCOMING_REQUESTS,
+    responses=v21.RESPONSES,
+    status_action=v201.Action.FIRMWARE_STATUS_NOTIFICATION,
+    unhandled=v201.unhandled,
+    rpc_code=v201.rpc_code,  # 2.1 spells the codes as 2.0.1 does
+    clean=v201.strip_custom_data,
+    payloads=v21.PAYLOADS,
+    ocpp21_frames=True,
+)
+
+DIALECTS = {d.version: d for d in (V16, V201, V21)}
 VERSIONS = tuple(DIALECTS)

@@ -4,6 +4,13 @@
     CALLRESULT  [3, "<UniqueId>", {<Payload>}]
     CALLERROR   [4, "<UniqueId>", "<errorCode>", "<errorDescription>", {<errorDetails>}]
 
+OCPP-J 2.1 (part 4 §4.1.3) adds two, read only when asked for (`unpack(..., ocpp21=True)`;
+to every earlier version they are unknown types, to be ignored):
+
+    CALLRESULTERROR [5, "<UniqueId>", "<errorCode>", "<errorDescription>", {<errorDetails>}]
+                    (the peer could not process one of our CALLRESULTs)
+    SEND            [6, "<UniqueId>", "<Action>", {<Payload>}]  (never answered, §4.2.4)
+
 `unpack` never raises anything but `FrameError`. A frame that is recognisably a CALL (type 2 and a
 string id) but malformed carries the CALLERROR to answer it with; anything else that cannot be
 read is logged and dropped, because a CALLERROR may only answer a CALL (§4.2.3).
@@ -18,6 +25,7 @@ from typing import Any
 from agent.ocpp.errors import FormationViolation, OcppError, ProtocolError
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+CALLRESULTERROR, SEND = 5, 6  # OCPP-J 2.1
 MAX_ID_LENGTH = 36
 
 
@@ -66,7 +74,26 @@ class CallError:
         return cls(unique_id, error.code, error.description, error.details)
 
 
-Frame = Call | CallResult | CallError
+@dataclasses.dataclass(frozen=True)
+class CallResultError:
+    """2.1: the peer's complaint about a CALLRESULT we sent (same fields as a CALLERROR)."""
+
+    unique_id: str
+    code: str
+    description: str = ""
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Send:
+    """2.1: an unconfirmed message; whatever it holds, it is never answered."""
+
+    unique_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+Frame = Call | CallResult | CallError | CallResultError | Send
 
 
 class FrameError(Exception):
@@ -77,8 +104,9 @@ class FrameError(Exception):
         self.answer = answer
 
 
-def unpack(text: str | bytes) -> Frame | None:
-    """Parse one websocket text message. None means: an unknown message type, to be ignored."""
+def unpack(text: str | bytes, *, ocpp21: bool = False) -> Frame | None:
+    """Parse one websocket text message. None means: an unknown message type, to be ignored.
+    CALLRESULTERROR and SEND are message types only with `ocpp21`."""
     try:
         frame = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -90,7 +118,8 @@ def unpack(text: str | bytes) -> Frame | None:
     kind = frame[0]
     if type(kind) is not int:
         raise FrameError(f"message type {kind!r} is not an integer")
-    if kind not in (CALL, CALLRESULT, CALLERROR):
+    known = (CALL, CALLRESULT, CALLERROR) + ((CALLRESULTERROR, SEND) if ocpp21 else ())
+    if kind not in known:
         return None  # OCPP-J 1.6 §4.1.3: ignore the payload of an unknown message type
     if len(frame) < 2 or not isinstance(frame[1], str):
         raise FrameError("no string unique id")
@@ -101,9 +130,16 @@ def unpack(text: str | bytes) -> Frame | None:
         if len(frame) != 3 or not isinstance(frame[2], dict):
             raise FrameError(f"malformed CALLRESULT {unique_id!r}")
         return CallResult(unique_id, frame[2])
+    if kind == SEND:  # never answered, not even when malformed (2.1 part 4 §4.2.4)
+        if len(frame) != 4 or not isinstance(frame[2], str) or not isinstance(frame[3], dict):
+            raise FrameError(f"malformed SEND {unique_id!r}")
+        return Send(unique_id, frame[2], frame[3])
+    name = "CALLERROR" if kind == CALLERROR else "CALLRESULTERROR"
     if len(frame) != 5 or not all(isinstance(v, str) for v in frame[2:4]):
-        raise FrameError(f"malformed CALLERROR {unique_id!r}")
+        raise FrameError(f"malformed {name} {unique_id!r}")
     details = frame[4] if isinstance(frame[4], dict) else {}
+    if kind == CALLRESULTERROR:
+        return CallResultError(unique_id, frame[2], frame[3], details)
     return CallError(unique_id, frame[2], frame[3], details)
 
 

@@ -3,7 +3,8 @@
 The session does no I/O of its own. The daemon's loop feeds it transport events (`connected`,
 `receive`, `disconnected`) and calls `poll()`, which does whatever is due and says how long the
 loop may sleep. That keeps every protocol rule testable without sockets and keeps a single thread
-in charge of the protocol state. What differs between 1.6 and 2.0.1 comes from its `Dialect`.
+in charge of the protocol state. What differs between 1.6, 2.0.1 and 2.1 comes from its
+`Dialect`.
 
 Rules enforced here (OCPP 1.6 §4.2, OCPP-J 1.6 §4, §5.4):
 - nothing but BootNotification (and triggered messages while Pending) before Accepted; while
@@ -28,7 +29,15 @@ from typing import Any
 
 from agent.ocpp.dialect import V16, Dialect
 from agent.ocpp.errors import InternalError, OcppError
-from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
+from agent.ocpp.messages import (
+    Call,
+    CallError,
+    CallResult,
+    CallResultError,
+    FrameError,
+    Send,
+    unpack,
+)
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.v16 import RegistrationStatus
 from agent.ocpp.validate import from_wire, to_wire
@@ -159,7 +168,7 @@ class Session:
     def receive(self, text: str | bytes) -> None:
         """One websocket text message from the CSMS."""
         try:
-            frame = unpack(text)
+            frame = unpack(text, ocpp21=self._dialect.ocpp21_frames)
         except FrameError as exc:
             LOG.warning("malformed frame from the CSMS: %s", exc)
             if exc.answer is not None and not self._silenced():
@@ -173,8 +182,21 @@ class Session:
             self._on_call(frame)
         elif isinstance(frame, CallResult):
             self._on_result(frame)
-        else:
+        elif isinstance(frame, CallError):
             self._on_error(frame)
+        elif isinstance(frame, CallResultError):
+            # 2.1: the CSMS could not process one of our answers. Informational only; the
+            # CALL it answered was handled, and nothing may answer this frame.
+            LOG.warning(
+                "the CSMS could not process our answer %r: %s %s",
+                frame.unique_id,
+                frame.code,
+                frame.description[:255],
+            )
+        elif isinstance(frame, Send):
+            # 2.1: an unconfirmed message, never answered (part 4 §4.2.4); no SEND from a
+            # CSMS concerns what the agent does. Debug only: a flood must not flood the log.
+            LOG.debug("ignoring SEND %s %r", frame.action[:50], frame.unique_id)
 
     # --- outgoing ---------------------------------------------------------------------------
 

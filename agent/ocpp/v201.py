@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.ocpp.errors import NotImplementedAction, OcppError
 from agent.ocpp.v16 import (
@@ -107,6 +107,7 @@ class MessageTrigger(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class StatusInfo:
+    additional_info_max: ClassVar[int] = ADDITIONAL_INFO_MAX  # 2.1 allows more
     reason_code: str = wire("reasonCode", max_length=REASON_CODE_MAX)
     additional_info: str | None = wire(
         "additionalInfo", max_length=ADDITIONAL_INFO_MAX, default=None
@@ -115,7 +116,7 @@ class StatusInfo:
     @classmethod
     def of(cls, reason_code: str, additional_info: str | None = None) -> StatusInfo:
         """Truncated to the schema's limits: our own words must never break the schema."""
-        info = additional_info[:ADDITIONAL_INFO_MAX] if additional_info else None
+        info = additional_info[: cls.additional_info_max] if additional_info else None
         return cls(reason_code=reason_code[:REASON_CODE_MAX], additional_info=info)
 
 
@@ -196,6 +197,13 @@ class FirmwareStatusNotificationRequest:
     status: FirmwareStatus = wire("status")
     request_id: int | None = wire("requestId", default=None)
 
+    @classmethod
+    def of(
+        cls, status: FirmwareStatus, request_id: int | None, info: StatusInfo | None = None
+    ) -> FirmwareStatusNotificationRequest:
+        """The notification; 2.0.1's has no statusInfo, so `info` is left out (2.1 keeps it)."""
+        return cls(status=status, request_id=request_id)
+
 
 @dataclasses.dataclass(frozen=True)
 class SecurityEventNotificationRequest:
@@ -232,3 +240,22 @@ RESPONSES: dict[str, type[Any]] = {
     Action.FIRMWARE_STATUS_NOTIFICATION: EmptyResponse,
     Action.SECURITY_EVENT_NOTIFICATION: EmptyResponse,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Payloads:
+    """The 2.x payload types the adapter builds, per version: 2.1 subclasses these four to
+    widen a limit or add `statusInfo` (`agent.ocpp.v21`); the adapter never asks which."""
+
+    status_info: type[StatusInfo]
+    update_firmware_response: type[UpdateFirmwareResponse]
+    trigger_message_response: type[TriggerMessageResponse]
+    status_notification: type[FirmwareStatusNotificationRequest]
+
+
+PAYLOADS = Payloads(
+    status_info=StatusInfo,
+    update_firmware_response=UpdateFirmwareResponse,
+    trigger_message_response=TriggerMessageResponse,
+    status_notification=FirmwareStatusNotificationRequest,
+)

@@ -34,13 +34,13 @@ from agent.ocpp.connection import (
     Transport,
     TransportEvent,
 )
-from agent.ocpp.dialect import DIALECTS, V16
+from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
-from agent.service.v201_adapter import V201Adapter, boot_reason, firmware_status_call
+from agent.service.v2x_adapter import V2xAdapter, boot_reason, firmware_status_call
 from agent.sidecar.mode import Sidecar, TransactionGate
 from agent.slots.base import BootBackend, SerializedBackend
 
@@ -71,10 +71,9 @@ class Daemon:
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
         dialect = DIALECTS[config.csms.ocpp_version]
-        v16_mode = dialect is V16
-        self.reporter = Reporter(
-            self.outbox, signed_status_call if v16_mode else firmware_status_call
-        )
+        payloads = dialect.payloads  # the 2.x payload types; None for 1.6
+        status_call = signed_status_call if payloads is None else firmware_status_call(payloads)
+        self.reporter = Reporter(self.outbox, status_call)
         self.session = Session(
             self.outbox,
             self._boot_request,
@@ -98,8 +97,8 @@ class Daemon:
             charger,
             wait_delivered=self.outbox.wait_delivered,
         )
-        self._v201: V201Adapter | None = None
-        if v16_mode:
+        self._v2x: V2xAdapter | None = None
+        if payloads is None:
             self.session.route(
                 v16.Action.SIGNED_UPDATE_FIRMWARE,
                 self.updater.on_request,
@@ -112,7 +111,7 @@ class Daemon:
         else:  # before updater.start(): the saved job's phase says why we booted
             job = self.updater.snapshot() or {}
             reason = boot_reason(job.get("phase"))
-            self._v201 = V201Adapter(config.identity, self.session, self.updater, reason)
+            self._v2x = V2xAdapter(config.identity, self.session, self.updater, reason, payloads)
         self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0
         self._running = False
@@ -138,8 +137,8 @@ class Daemon:
     # --- BootNotification and triggers ------------------------------------------------------
 
     def _boot_request(self) -> Any:
-        if self._v201 is not None:
-            return self._v201.boot_request()
+        if self._v2x is not None:
+            return self._v2x.boot_request()
         identity = self.config.identity
         return v16.BootNotificationReq(
             charge_point_vendor=identity.vendor,

@@ -64,6 +64,8 @@ def test_ocpp_version_is_checked(rig: ChargerRig):
     base["csms"]["ocpp_version"] = "2.0.1"
     assert parse(base, rig.base / "x.toml").csms.ocpp_version == "2.0.1"
     base["csms"]["ocpp_version"] = "2.1"
+    assert parse(base, rig.base / "x.toml").csms.ocpp_version == "2.1"
+    base["csms"]["ocpp_version"] = "2.0"
     with pytest.raises(ConfigError, match="ocpp_version"):
         parse(base, rig.base / "x.toml")
 

@@ -1,10 +1,12 @@
-"""OCPP 2.0.1 direct mode: the thin adapter between a 2.0.1 session and the firmware core.
+"""OCPP 2.0.1 and 2.1 direct mode: the thin adapter between a 2.x session and the firmware core.
 
 The core (Updater, JobRun, Reporter) takes and answers the one request shape it always had,
 `v16.SignedUpdateFirmwareReq` / `.Conf` (the 1.6 Security Extension's copy of 2.0.1 L01, field
 for field). This adapter converts UpdateFirmware to it and the answer back, adding `statusInfo`;
 it answers TriggerMessage, and builds the BootNotification with its reason. The agent is the
-station's only OCPP client here, so it registers the station itself.
+station's only OCPP client here, so it registers the station itself. 2.0.1 and 2.1 differ only
+in a few limits and in 2.1's `statusInfo` on the notification: the `Dialect`'s payload types
+carry that, so nothing here asks which version it speaks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from typing import Any
 
 from agent.config import IdentityConfig
+from agent.firmware.reporting import StatusCall
 from agent.firmware.updater import Updater
 from agent.ocpp import v16, v201
 from agent.ocpp.session import Session
@@ -26,14 +29,56 @@ _REASONS = {
     v16.UpdateFirmwareStatus.INVALID_CERTIFICATE: "InvalidCertificate",
     v16.UpdateFirmwareStatus.REVOKED_CERTIFICATE: "RevokedCertificate",
 }
+_FAILURES = frozenset(
+    {
+        v16.FirmwareStatus.DOWNLOAD_FAILED,
+        v16.FirmwareStatus.INVALID_SIGNATURE,
+        v16.FirmwareStatus.INSTALL_VERIFICATION_FAILED,
+        v16.FirmwareStatus.INSTALLATION_FAILED,
+    }
+)
+# Standard reason codes (2.x appendix "reason codes") for a failure, chosen by the words the
+# firmware core uses for its cause (`agent.firmware.errors` and its raisers); the first match
+# wins. Otherwise InvalidValue for a signature that does not verify, else Unspecified ("some
+# extra information is in additionalInfo").
+_DOWNLOAD_REASONS = (
+    ("does not fit", "OutOfStorage"),  # ImageTooLarge
+    ("allowed_hosts", "InvalidURL"),  # HostNotAllowed, both kinds
+    ("download scheme", "InvalidURL"),  # UnsupportedScheme: not supported / not allowed
+    ("not a url", "InvalidURL"),
+    ("invalid url", "InvalidURL"),
+    ("invalid port", "InvalidURL"),
+    ("needs a host", "InvalidURL"),
+)
 
 
-def firmware_status_call(
-    status: v16.FirmwareStatus, request_id: int | None
-) -> tuple[str, dict[str, Any]]:
-    """The Reporter's status hook for 2.0.1: FirmwareStatusNotification."""
-    request = v201.FirmwareStatusNotificationRequest(status=status, request_id=request_id)
-    return v201.Action.FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
+def failure_info(status: v16.FirmwareStatus, reason: str | None) -> v201.StatusInfo | None:
+    """Why a failure status happened, for 2.1's notification; None for any other status."""
+    if status not in _FAILURES:
+        return None
+    text = (reason or "").lower()
+    code = "Unspecified"
+    if text.startswith("internal error"):
+        code = "InternalError"
+    elif status is v16.FirmwareStatus.INVALID_SIGNATURE:
+        code = "InvalidValue"
+    elif status is v16.FirmwareStatus.DOWNLOAD_FAILED:
+        code = next((c for words, c in _DOWNLOAD_REASONS if words in text), code)
+    return v201.StatusInfo(reason_code=code, additional_info=reason or None)
+
+
+def firmware_status_call(payloads: v201.Payloads) -> StatusCall:
+    """The Reporter's status hook for 2.x: FirmwareStatusNotification (with statusInfo for a
+    failure where the version has it)."""
+
+    def call(
+        status: v16.FirmwareStatus, request_id: int | None, reason: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        info = failure_info(status, reason)
+        request = payloads.status_notification.of(status, request_id, info)
+        return v201.Action.FIRMWARE_STATUS_NOTIFICATION.value, to_wire(request)
+
+    return call
 
 
 def boot_reason(job_phase: str | None) -> v201.BootReason:
@@ -62,16 +107,22 @@ def to_core(request: v201.UpdateFirmwareRequest) -> v16.SignedUpdateFirmwareReq 
     )
 
 
-class V201Adapter:
-    """Routes a 2.0.1 session's firmware and trigger CALLs to the shared core."""
+class V2xAdapter:
+    """Routes a 2.x session's firmware and trigger CALLs to the shared core."""
 
     def __init__(
-        self, identity: IdentityConfig, session: Session, updater: Updater, reason: v201.BootReason
+        self,
+        identity: IdentityConfig,
+        session: Session,
+        updater: Updater,
+        reason: v201.BootReason,
+        payloads: v201.Payloads,
     ) -> None:
         self.identity = identity
         self.session = session
         self.updater = updater
         self.reason = reason
+        self.payloads = payloads
         session.route(v201.Action.UPDATE_FIRMWARE, self.on_update, self.after_update)
         session.route(v201.Action.TRIGGER_MESSAGE, self.on_trigger, self.after_trigger)
 
@@ -92,21 +143,21 @@ class V201Adapter:
     # --- UpdateFirmware ---------------------------------------------------------------------
 
     def on_update(self, request: v201.UpdateFirmwareRequest) -> v201.UpdateFirmwareResponse:
+        answer, info = self.payloads.update_firmware_response, self.payloads.status_info
         core = to_core(request)
         if core is None:
             # TC_L_18_CS: a secure update needs both; answered, never a CALLERROR.
             missing = "signingCertificate" if request.firmware.signing_certificate is None else ""
             missing = missing or "signature"
             LOG.warning("refusing request %s: no %s", request.request_id, missing)
-            return v201.UpdateFirmwareResponse(
+            return answer(
                 status=v201.UpdateFirmwareStatus.REJECTED,
-                status_info=v201.StatusInfo.of("MissingParam", f"{missing} is required"),
+                status_info=info.of("MissingParam", f"{missing} is required"),
             )
         conf = self.updater.on_request(core)
         reason = _REASONS.get(conf.status)
-        return v201.UpdateFirmwareResponse(
-            status=conf.status,
-            status_info=v201.StatusInfo.of(reason) if reason is not None else None,
+        return answer(
+            status=conf.status, status_info=info.of(reason) if reason is not None else None
         )
 
     def after_update(
@@ -119,13 +170,13 @@ class V201Adapter:
     # --- TriggerMessage ---------------------------------------------------------------------
 
     def on_trigger(self, request: v201.TriggerMessageRequest) -> v201.TriggerMessageResponse:
-        wanted = request.requested_message
+        wanted = request.requested_message.value
         status = v201.TriggerStatus.ACCEPTED
-        if wanted is v201.MessageTrigger.BOOT_NOTIFICATION and self.session.accepted:
+        if wanted == _BOOT and self.session.accepted:
             status = v201.TriggerStatus.REJECTED  # F06.FR.17: already accepted
         elif wanted not in _TRIGGERABLE:
             status = v201.TriggerStatus.NOT_IMPLEMENTED
-        return v201.TriggerMessageResponse(status=status)
+        return self.payloads.trigger_message_response(status=status)
 
     def after_trigger(
         self, request: v201.TriggerMessageRequest, conf: v201.TriggerMessageResponse
@@ -133,24 +184,20 @@ class V201Adapter:
         """The answer went out first; now the triggered message (F06.FR.04)."""
         if conf.status is not v201.TriggerStatus.ACCEPTED:
             return
-        wanted = request.requested_message
-        if wanted is v201.MessageTrigger.FIRMWARE_STATUS_NOTIFICATION:
+        wanted = request.requested_message.value
+        if wanted == _STATUS:
             last = self.updater.reporter.triggered()  # Idle, or the last status (L01.FR.28/.29)
-            notification = v201.FirmwareStatusNotificationRequest(
-                status=last.status, request_id=last.request_id
-            )
+            notification = self.payloads.status_notification.of(last.status, last.request_id)
             self.session.send_live(v201.Action.FIRMWARE_STATUS_NOTIFICATION, notification)
-        elif wanted is v201.MessageTrigger.HEARTBEAT:
+        elif wanted == _HEARTBEAT:
             self.session.send_live(v201.Action.HEARTBEAT, v201.HeartbeatRequest())
-        elif wanted is v201.MessageTrigger.BOOT_NOTIFICATION:
+        elif wanted == _BOOT:
             self.reason = v201.BootReason.TRIGGERED
             self.session.request_boot_notification()
 
 
-_TRIGGERABLE = frozenset(
-    {
-        v201.MessageTrigger.BOOT_NOTIFICATION,
-        v201.MessageTrigger.HEARTBEAT,
-        v201.MessageTrigger.FIRMWARE_STATUS_NOTIFICATION,
-    }
-)
+# By wire name: 2.1 has its own (longer) trigger enum with the same words.
+_BOOT = v201.MessageTrigger.BOOT_NOTIFICATION.value
+_HEARTBEAT = v201.MessageTrigger.HEARTBEAT.value
+_STATUS = v201.MessageTrigger.FIRMWARE_STATUS_NOTIFICATION.value
+_TRIGGERABLE = frozenset({_BOOT, _HEARTBEAT, _STATUS})

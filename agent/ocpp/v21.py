@@ -1,0 +1,114 @@
+"""OCPP 2.1: the 2.0.1 vocabulary with the few firmware-related limits and fields 2.1 changed.
+
+2.1's L01 requirements are word for word 2.0.1 Ed3's, and its messages are 2.0.1's with:
+`firmware.location` up to 2000 characters (512), `retries` at least 0 ("0 = no retries"),
+`statusInfo.additionalInfo` up to 1024 characters (512), a `statusInfo` in
+FirmwareStatusNotification, and `customTrigger` plus two more trigger names in TriggerMessage.
+Only those types are redefined here, as subclasses of the 2.0.1 ones, so the adapter and the
+session handle both versions alike; everything else is `v201`'s. OCPP-J 2.1 also adds the
+CALLRESULTERROR and SEND frames (`agent.ocpp.messages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, ClassVar
+
+from agent.ocpp import v201
+from agent.ocpp.errors import PropertyConstraintViolation
+from agent.ocpp.v16 import wire
+
+SUBPROTOCOL = "ocpp2.1"
+LOCATION_MAX, ADDITIONAL_INFO_MAX = 2000, 1024
+
+
+class MessageTrigger(enum.StrEnum):
+    BOOT_NOTIFICATION = "BootNotification"
+    LOG_STATUS_NOTIFICATION = "LogStatusNotification"
+    FIRMWARE_STATUS_NOTIFICATION = "FirmwareStatusNotification"
+    HEARTBEAT = "Heartbeat"
+    METER_VALUES = "MeterValues"
+    SIGN_CHARGING_STATION_CERTIFICATE = "SignChargingStationCertificate"
+    SIGN_V2G_CERTIFICATE = "SignV2GCertificate"
+    SIGN_V2G20_CERTIFICATE = "SignV2G20Certificate"  # new in 2.1
+    STATUS_NOTIFICATION = "StatusNotification"
+    TRANSACTION_EVENT = "TransactionEvent"
+    SIGN_COMBINED_CERTIFICATE = "SignCombinedCertificate"
+    PUBLISH_FIRMWARE_STATUS_NOTIFICATION = "PublishFirmwareStatusNotification"
+    CUSTOM_TRIGGER = "CustomTrigger"  # new in 2.1
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusInfo(v201.StatusInfo):
+    additional_info_max: ClassVar[int] = ADDITIONAL_INFO_MAX
+    additional_info: str | None = wire(
+        "additionalInfo", max_length=ADDITIONAL_INFO_MAX, default=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Firmware(v201.Firmware):
+    location: str = wire("location", max_length=LOCATION_MAX)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateFirmwareRequest(v201.UpdateFirmwareRequest):
+    firmware: Firmware = wire("firmware")
+
+    def __post_init__(self) -> None:
+        # The schema's `minimum: 0`; `from_wire` turns this into the CALLERROR.
+        if self.retries is not None and self.retries < 0:
+            raise PropertyConstraintViolation("retries: must be at least 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateFirmwareResponse(v201.UpdateFirmwareResponse):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class FirmwareStatusNotificationRequest(v201.FirmwareStatusNotificationRequest):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+    @classmethod
+    def of(
+        cls,
+        status: v201.FirmwareStatus,
+        request_id: int | None,
+        info: v201.StatusInfo | None = None,
+    ) -> FirmwareStatusNotificationRequest:
+        """2.1 tells why a status is a failure (the 2.0.1 notification cannot)."""
+        status_info = None
+        if info is not None:
+            status_info = StatusInfo(
+                reason_code=info.reason_code,
+                additional_info=(info.additional_info or "")[:ADDITIONAL_INFO_MAX] or None,
+            )
+        return cls(status=status, request_id=request_id, status_info=status_info)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerMessageRequest(v201.TriggerMessageRequest):
+    requested_message: MessageTrigger = wire("requestedMessage")  # type: ignore[assignment]
+    custom_trigger: str | None = wire("customTrigger", max_length=50, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerMessageResponse(v201.TriggerMessageResponse):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+INCOMING_REQUESTS: dict[str, type[Any]] = {
+    v201.Action.UPDATE_FIRMWARE: UpdateFirmwareRequest,
+    v201.Action.TRIGGER_MESSAGE: TriggerMessageRequest,
+}
+
+RESPONSES = v201.RESPONSES  # BootNotification, Heartbeat and the two empty answers: unchanged
+
+PAYLOADS = v201.Payloads(
+    status_info=StatusInfo,
+    update_firmware_response=UpdateFirmwareResponse,
+    trigger_message_response=TriggerMessageResponse,
+    status_notification=FirmwareStatusNotificationRequest,
+)
