@@ -100,18 +100,16 @@ class OcppRpcCsms(TestCsms):
         return self
 
     def stop(self) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
+        proc, self._proc = self._proc, None
+        if proc is None:
             return
-        try:
-            self._command("stop", 10)
-        except (AssertionError, OSError):
-            proc.kill()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:
+            try:
+                self._command("stop", 10)
+                proc.wait(10)
+            except (AssertionError, OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait(10)
         for thread in self._threads:
             thread.join(10)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
@@ -129,7 +127,12 @@ class OcppRpcCsms(TestCsms):
         for line in stream:
             message = json.loads(line)
             if "ask" in message:
-                self._send({"answer": message["ask"], **self._answer_ask(message)})
+                try:
+                    answer = self._answer_ask(message)
+                except Exception as exc:  # a test's callback failed: as the library does
+                    self.stderr.append(f"answering {message}: {exc!r}\n")
+                    answer = {"error": {"code": "InternalError", "description": repr(exc)}}
+                self._send({"answer": message["ask"], **answer})
             else:
                 with self._changed:
                     self._on_event(message)
