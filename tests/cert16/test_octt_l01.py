@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from ocpp.exceptions import NotSupportedError
+from ocpp.v16 import call
 
 from agent.demo import pki
 from agent.demo.csms import TestCsms
@@ -85,3 +87,25 @@ def test_TC_085_CS_basic_auth_carries_the_non_hex_password(charger: Charger, csm
     assert base64.b64decode(header.removeprefix("Basic ")) == expected
     assert passwords[0] == KEY and KEY_HEX.encode() not in base64.b64decode(header[6:])
     assert csms.connected(charger.rig.charge_point_id)
+
+
+def test_legacy_update_firmware_is_not_supported(charger: Charger, firmware: Firmware):
+    """L01.FR.20 (a self-test beside the OCTT cases): the legacy UpdateFirmware, sent as a
+    typed CALL through each peer, is answered CALLERROR NotSupported and starts nothing."""
+    charger.start()
+    request = call.UpdateFirmware(location=firmware.url, retrieve_date="2020-01-01T00:00:00Z")
+    with pytest.raises(NotSupportedError):
+        charger.csms.call(charger.rig.charge_point_id, request)
+    assert charger.statuses() == [] and charger.job() == {}
+
+
+def test_firmware_status_triggers_before_and_after_a_failure(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """L01.FR.28/.29: ExtendedTriggerMessage and the core TriggerMessage answer Idle (no
+    requestId) when nothing ran, and the last status with its requestId after a failure."""
+    charger.start()
+    charger.assert_triggers("Idle", None)
+    assert charger.update(firmware, 83, signature=rig.sign(b"another image")) == "Accepted"
+    charger.wait_status("InvalidSignature")
+    charger.assert_triggers("InvalidSignature", 83)
