@@ -11,13 +11,13 @@ DEBVENV := .venv-deb
 # TEST_ONLY_PIP.
 APT_PACKAGES := libsystemd-dev pkg-config python3-venv python3-systemd python3-requests \
 	python3-websocket python3-cryptography python3-openssl libubootenv-tool u-boot-tools \
-	grub-common mtools dosfstools rauc dbus-daemon mount openssl
+	grub-common mtools dosfstools rauc dbus-daemon mount openssl nodejs
 # The same as setup.cfg's [test] extra.
 TEST_ONLY_PIP := "pytest>=7.2" "pytest-timeout>=2.1" "hypothesis>=6.0" "ocpp>=2.0" \
 	"websockets>=11" "pyftpdlib>=1.5" "pyOpenSSL>=23.0"
 PYTEST_ARGS ?=
 
-.PHONY: test deps venv debvenv lint unit compat demo bench clean mutation flake-hunt
+.PHONY: test deps venv debvenv lint unit compat demo bench clean mutation flake-hunt peers
 
 test: deps venv debvenv lint unit compat system
 
@@ -50,6 +50,20 @@ $(DEBVENV)/.done: setup.cfg pyproject.toml
 		assert cryptography.__file__.startswith("/usr/lib/python3/"), cryptography.__file__'
 	touch $@
 
+# The second CSMS peer of the tests (issue #14): ocpp-rpc in strict mode, a Node library,
+# pinned by tests/peers/ocpp_rpc/package-lock.json. Debian 12's nodejs 18 satisfies its
+# node >= 17.3; npm is installed only when missing (NodeSource's nodejs bundles its own and
+# conflicts with Debian's npm package). The stamp lives in node_modules, so removing that
+# directory reinstalls it.
+PEER_DIR := tests/peers/ocpp_rpc
+peers: $(PEER_DIR)/node_modules/.done
+$(PEER_DIR)/node_modules/.done: $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing apt packages: nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends nodejs npm >/dev/null; }
+	npm ci --prefix $(PEER_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
 lint: venv
 	$(VENV)/bin/ruff check agent tests $(wildcard bench)
 	$(VENV)/bin/ruff format --check agent tests $(wildcard bench)
@@ -58,11 +72,11 @@ lint: venv
 # Current PyPI releases: every folder that exercises a library (websocket-client, requests and
 # urllib3, cryptography, the test CSMS's websockets), without the whole-update process tests
 # (tests/e2e) and the slow ones, which the Debian pass below runs: the stack the .deb ships on.
-unit: venv
+unit: venv peers
 	$(VENV)/bin/python -m pytest -q -m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # Debian 12's stack (what the .deb runs on): the whole suite.
-compat: debvenv
+compat: debvenv peers
 	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 demo: deps venv

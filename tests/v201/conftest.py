@@ -1,4 +1,9 @@
-"""OCPP 2.0.1 fixtures: the e2e charger rig with `ocpp_version = "2.0.1"` and a 2.0.1 CSMS."""
+"""OCPP 2.0.1 fixtures: the e2e charger rig with `ocpp_version = "2.0.1"` and a 2.0.1 CSMS.
+
+Every test here runs against two CSMS peers (`csms` is parametrised): the `ocpp` library's v201
+side (Python) and ocpp-rpc in strict mode (Node, AJV), so two independent validators see every
+frame the agent sends; neither may find a schema violation.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ocpp.v201 import call
 
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
 from tests.e2e import conftest as e2e
+from tests.peers.ocpp_rpc_csms import OcppRpcCsms
 from tests.v201.csms201 import Csms201
 
 V201 = {"ocpp_version": "2.0.1"}
@@ -19,12 +25,12 @@ V201 = {"ocpp_version": "2.0.1"}
 fileserver, firmware, rig = e2e.fileserver, e2e.firmware, e2e.rig
 
 
-@pytest.fixture
-def csms() -> Iterator[Csms201]:
-    server = Csms201().start()
+@pytest.fixture(params=["ocpp", "ocpp-rpc"])
+def csms(request: pytest.FixtureRequest) -> Iterator[Csms201 | OcppRpcCsms]:
+    server = Csms201().start() if request.param == "ocpp" else OcppRpcCsms("2.0.1").start()
     yield server
     server.stop()
-    assert server.schema_violations == [], "the agent sent messages that violate the schemas"
+    assert server.schema_violations == [], f"{request.param} found frames that violate the schemas"
 
 
 class Station(e2e.Charger):
