@@ -102,9 +102,10 @@ class Reporter:
     def undelivered(self, status: v16.FirmwareStatus, request_id: int) -> str | None:
         """The outbox id of this status for `request_id` while it is still queued (not yet
         answered by the CSMS), else None: a resumed job awaits it before it reboots."""
-        action, payload = self._status_call(status, request_id)
+        action, payload = self._status_call(status, request_id, None)
+        key = {name: payload.get(name) for name in ("status", "requestId")}
         for entry in self._outbox.entries():
-            if entry.action == action and entry.payload == payload:
+            if entry.action == action and all(entry.payload.get(k) == v for k, v in key.items()):
                 return entry.unique_id
         return None
 

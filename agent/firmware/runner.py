@@ -13,10 +13,12 @@ Safety, step by step (each is safe to repeat after a crash):
 2. the image streams into the slot, hashed as it arrives; the durable offset is checkpointed;
 3. VERIFYING: the signature over the streamed digest, then the slot read back past the page
    cache; together they are this run's `Proof`. A resumed job gathers its proof again;
-4. VERIFIED: the integrator's image check; then installDateTime and the install gate (L01.FR.06,
-   InstallScheduled while closed, L01.FR.34);
-5. INSTALLING: `arming_refusal` is asked, under the ownership lock, right before `arm_trial` —
-   the one place the trial is armed; InstallRebooting is confirmed (L01.FR.15), then the reboot;
+4. VERIFIED: installDateTime and the install gate (L01.FR.06, InstallScheduled while closed,
+   L01.FR.34);
+5. INSTALLING: the integrator's image check (its refusal is InstallVerificationFailed after
+   Installing, as TC_L_08_CS expects); `arming_refusal` is asked, under the ownership lock,
+   right before `arm_trial` — the one place the trial is armed; InstallRebooting is confirmed
+   (L01.FR.15), then the reboot;
 6. after the reboot: from the target → health → commit → Installed; from the old slot → the
    bootloader fell back → InstallationFailed.
 """
@@ -370,12 +372,16 @@ class JobRun:
             )
         return None
 
+    def _proven(self) -> Found | None:
+        """This run's proof, gathered again in a resumed run; the refusal when it fails."""
+        return self._prove() if self._proof is None else None
+
     def _check(self) -> Found | None:
-        """Proof (again, in a resumed run) and the integrator's image check on the slot."""
-        if self._proof is None:
-            refusal = self._prove()
-            if refusal is not None:
-                return refusal
+        """Proof, then the integrator's image check on the slot: part of the installation
+        (Installing, then InstallVerificationFailed on a refusal: TC_L_08_CS)."""
+        refusal = self._proven()
+        if refusal is not None:
+            return refusal
         if not self._checked:
             ok, reason = self.ctx.charger.check_image(self._image_facts(), self.cancel)
             self._stop_if_cancelled()
@@ -399,8 +405,8 @@ class JobRun:
         }
 
     def _schedule_install(self) -> Found:
-        """VERIFIED: image check, then install now or say why not yet (L01.FR.16, .34)."""
-        refusal = self._check()
+        """VERIFIED: install now or say why not yet (L01.FR.16, .34)."""
+        refusal = self._proven()
         if refusal is not None:
             return refusal
         if self.job.install_at is not None and self.job.install_at > self.ctx.now():
@@ -411,7 +417,7 @@ class JobRun:
 
     def _wait_to_install(self) -> Found:
         """INSTALL_SCHEDULED: until installDateTime and an open gate (L01.FR.06, .17)."""
-        refusal = self._check()
+        refusal = self._proven()
         if refusal is not None:
             return refusal
         self._wait_until(self.job.install_at or 0.0)

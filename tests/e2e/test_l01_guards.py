@@ -58,14 +58,14 @@ def test_the_image_check_refuses_an_image_not_meant_for_this_charger(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
     """`[firmware] image_check` (peers §7 item 10: compatibility, anti-downgrade): run on the
-    written slot after the read-back; its refusal is InstallVerificationFailed with its reason,
-    and nothing is armed. It is told the slot, the image's size and digest, the running version
-    and the requestId, and never the URL."""
+    written slot when the installation starts; its refusal is InstallVerificationFailed after
+    Installing (TC_L_08_CS), with its reason, and nothing is armed. It is told the slot, the
+    image's size and digest, the running version and the requestId, and never the URL."""
     check = image_check(rig, 'echo "image is for AB-Charger-2, this is AB-Charger" >&2; exit 3')
     agent = charger.start(firmware={"image_check": check})
     assert charger.update(firmware, 63) == "Accepted"
     charger.wait_status("InstallVerificationFailed")
-    charger.assert_coherent(63, [*HAPPY[:3], "InstallVerificationFailed"])
+    charger.assert_coherent(63, [*HAPPY[:4], "InstallVerificationFailed"])
     error = charger.job()["error"]
     assert "image check" in error and "exited 3" in error and "AB-Charger-2" in error, error
     told = dict(

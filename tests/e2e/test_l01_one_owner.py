@@ -96,12 +96,22 @@ def verifying(s: Scenario) -> None:
 
 
 def verified(s: Scenario) -> None:
-    """The issue's own sequence: a slow image check, cancelled by a bad image."""
+    """The install gate hangs the first time it is asked (in the verified phase)."""
+    s.worker_pid = s.base / "gate.pid"
+    s.config["firmware"] = {
+        "install_gate": script(s.base / "gate", f"echo $$ > {s.worker_pid}\nsleep 60\n"),
+    }
+    s.caught = lambda: alive(s.worker_pid) and "SignatureVerified" in s.charger.statuses(71)  # type: ignore[arg-type]
+
+
+def image_check(s: Scenario) -> None:
+    """The issue's own sequence: a slow image check (run as the installation starts),
+    cancelled by a bad image."""
     s.worker_pid = s.base / "image-check.pid"
     s.config["firmware"] = {
         "image_check": script(s.base / "image-check", f"echo $$ > {s.worker_pid}\nsleep 60\n")
     }
-    s.caught = lambda: alive(s.worker_pid) and "SignatureVerified" in s.charger.statuses(71)  # type: ignore[arg-type]
+    s.caught = lambda: alive(s.worker_pid) and "Installing" in s.charger.statuses(71)  # type: ignore[arg-type]
 
 
 def install_scheduled(s: Scenario) -> None:
@@ -129,6 +139,7 @@ PHASES = {
     "verifying": verifying,
     "verified": verified,
     "install-scheduled": install_scheduled,
+    "installing-image-check": image_check,
     "installing": installing,
 }
 

@@ -41,7 +41,11 @@ SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
 CALL_RESULTS = {"1.6": "ocpp.v16.call_result", "2.0.1": "ocpp.v201.call_result"}
 STATUS_ACTION = {"1.6": "SignedFirmwareStatusNotification", "2.0.1": "FirmwareStatusNotification"}
 # Notifications a test may have refused (`answer_filter`), as on the Python CSMS.
-REFUSABLE = {"SignedFirmwareStatusNotification", "SecurityEventNotification"}
+REFUSABLE = {
+    "SignedFirmwareStatusNotification",
+    "FirmwareStatusNotification",
+    "SecurityEventNotification",
+}
 
 
 class PeerMissing(RuntimeError):

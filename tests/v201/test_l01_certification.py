@@ -12,11 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ocpp.exceptions import InternalError
-from ocpp.routing import on
-from ocpp.v201 import call_result
-from ocpp.v201.enums import Action
-
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.pki import issue, rsa_key
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
@@ -25,7 +20,6 @@ from tests.e2e.conftest import GATED, HAPPY, IMAGE, iso, publish, wait_until, wa
 from tests.e2e.test_l01_guards import image_check
 from tests.e2e.test_l01_power_loss import GATE_POLL
 from tests.v201.conftest import Station
-from tests.v201.csms201 import _CsmsSide201
 
 VERIFIED = HAPPY[:3]  # Downloading, Downloaded, SignatureVerified
 
@@ -105,22 +99,9 @@ def _reports_availability(action: str, payload: dict[str, Any], state: str) -> b
     )
 
 
-class _RefusingCsmsSide(_CsmsSide201):  # type: ignore[misc]
-    """The test CSMS answering a FirmwareStatusNotification with CALLERROR InternalError
-    while `csms.answer_filter` says so (as the 1.6 side does): a CSMS that does not take it."""
-
-    @on(Action.firmware_status_notification)
-    def on_status(self, **payload: Any) -> Any:
-        self.csms._note(self.id, "FirmwareStatusNotification", payload)
-        if not self.csms.answer_filter("FirmwareStatusNotification", payload):
-            raise InternalError(description="test CSMS refuses this one")
-        return call_result.FirmwareStatusNotification()
-
-
 def refuse_install_rebooting(station: Station) -> dict[str, bool]:
     """From now on the CSMS refuses InstallRebooting until the returned switch is turned off."""
     refusing = {"on": True}
-    station.csms.side_class = _RefusingCsmsSide
     station.csms.answer_filter = lambda action, payload: (
         not (refusing["on"] and payload.get("status") == "InstallRebooting")
     )
