@@ -56,6 +56,13 @@ class CsmsConfig:
     ping_interval: float = 60.0
     ocpp_version: str = "1.6"
     mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
+    # Bounds on what the CSMS can make the charger hold (issue 11); the defaults are measured
+    # margins, the ranges (LIMITS) refuse values that would break OCPP or the memory cap.
+    max_message_bytes: int = 64 * 1024
+    max_handshake_bytes: int = 16 * 1024
+    max_pending_messages: int = 8
+    outbox_max_entries: int = 500
+    outbox_max_bytes: int = 256 * 1024
 
     @property
     def endpoint(self) -> str:
@@ -361,6 +368,18 @@ def _table(value: Any) -> dict[str, Any]:
 
 Checker = Callable[[Any], Any]
 
+# [csms] bounds: (lowest, highest). A CSMS message under 8 KiB would refuse a legitimate
+# SignedUpdateFirmware (~7 KB with a 5500-character certificate); a handshake answer under
+# 4 KiB one behind a load balancer's cookies; past the highs, pending messages x message size
+# or the outbox held in memory would approach the unit's MemoryMax=256M.
+LIMITS: dict[str, tuple[int, int]] = {
+    "max_message_bytes": (8 * 1024, 1024 * 1024),
+    "max_handshake_bytes": (4 * 1024, 64 * 1024),
+    "max_pending_messages": (1, 64),
+    "outbox_max_entries": (10, 100_000),
+    "outbox_max_bytes": (16 * 1024, 16 * 1024 * 1024),
+}
+
 SECTIONS: dict[str, dict[str, Checker]] = {
     "csms": {
         "url": _string(),
@@ -378,6 +397,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "ping_interval": _seconds(0),
         "ocpp_version": _one_of(OCPP_VERSIONS),
         "mode": _one_of(("direct", "sidecar")),
+        **{key: _integer(low, high) for key, (low, high) in LIMITS.items()},
     },
     "identity": {
         "vendor": _string(20),
