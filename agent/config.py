@@ -100,6 +100,8 @@ class FirmwareConfig:
     crl_policy: str = CRL_REFUSE
     allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
     online_crl: bool = False
+    online_ocsp: bool = False
+    ocsp_responder: str | None = None
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -297,6 +299,19 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def _http_url(value: Any) -> str:
+    """An http(s) URL with a host (an OCSP responder: its answers are signed, http is usual)."""
+    text = _string()(value)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {text!r}")
+    return text
+
+
 def key_pins(value: Any) -> tuple[str, ...]:
     """SHA-256 digests (hex, colons allowed) of SubjectPublicKeyInfo structures, normalised
     to lower-case hex as `certs.key_pin` gives them (also for `ocpp-fw-agent verify --pin`)."""
@@ -418,6 +433,8 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "crl_policy": _one_of(CRL_POLICIES),
         "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
         "online_crl": _boolean,
+        "online_ocsp": _boolean,
+        "ocsp_responder": _http_url,
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),
