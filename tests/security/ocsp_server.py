@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +31,9 @@ class OcspServer:
     "ok", "redirect", "endless" (200 without a length, bytes until the client leaves),
     "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing)."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.scheme = "https" if tls is not None else "http"
         self.wire = "ok"
         self.asked: list[Asked] = []
         self.released = threading.Event()
@@ -60,11 +62,13 @@ class OcspServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def url(self, path: str = "/ocsp") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/ocsp", host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def send(self, handler: http.server.BaseHTTPRequestHandler, request: ocsp.OCSPRequest) -> None:
         wire = self.wire

@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.x509 import ocsp
 
+from agent import config
 from agent.demo import pki
 from agent.demo.rig import ChargerRig, Firmware
 from agent.firmware import certs
@@ -28,6 +30,7 @@ from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
 from tests.e2e import conftest as e2e
 from tests.security import certfactory as make
+from tests.security.hostile_net import server_tls
 from tests.security.ocsp_server import OcspServer
 
 rig, charger, firmware, fileserver = e2e.rig, e2e.charger, e2e.firmware, e2e.fileserver
@@ -273,6 +276,48 @@ def test_a_configured_responder_is_asked_instead_of_none(
     chosen = policy(ocsp_responder=server.url("/configured"))
     assert refused(responder.subject, chosen).status == "RevokedCertificate"
     assert [a.path for a in server.asked] == ["/configured"]
+
+
+def test_an_https_responder_is_verified_against_the_configured_ca(
+    tmp_path: Path, responder: Responder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS is verified (system store plus [firmware] ca_file), the host name checked."""
+    context, ca_file = server_tls(tmp_path)
+    with OcspServer(responder, tls=context) as server:
+        url = server.url(host="localhost")
+        responder.subject = make.with_ocsp(ROOT, KEY, url)
+        trusting = policy(online_hosts=("localhost",), online_ca_file=ca_file)
+        assert check(responder.subject, trusting).root == ROOT.cert
+        error = refused(responder.subject, policy(online_hosts=("localhost",)))
+    assert error.status == "InvalidCertificate" and "OCSP failed" in error.tech_info
+    assert any(t.startswith(f"online OCSP check: {url}: not fetched") for t in said(caplog))
+    assert len(server.asked) == 1  # the untrusted server was never asked
+
+
+def test_the_configuration_reaches_the_policy(tmp_path: Path) -> None:
+    """online_ocsp, ocsp_responder and the download guards (allowed_hosts, ca_file)."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("")
+    raw: dict[str, Any] = {
+        "csms": {"url": "ws://csms.invalid/", "charge_point_id": "CP", "security_profile": 0},
+        "identity": {"vendor": "V", "model": "M"},
+        "firmware": {
+            "online_ocsp": True,
+            "ocsp_responder": "http://ocsp.example.com/",
+            "allowed_hosts": ["ocsp.example.com"],
+            "ca_file": str(ca_file),
+        },
+    }
+    chosen = certs.policy_from_config(config.parse(raw, tmp_path / "agent.toml").firmware)
+    assert chosen.online_ocsp and chosen.ocsp_responder == "http://ocsp.example.com/"
+    assert chosen.online_hosts == ("ocsp.example.com",) and chosen.online_ca_file == ca_file
+    for bad in ("ftp://ocsp.example.com/", "http://", "ocsp.example.com", 7):
+        raw["firmware"]["ocsp_responder"] = bad
+        with pytest.raises(config.ConfigError) as caught:
+            config.parse(raw, tmp_path / "agent.toml")
+        assert "[firmware] ocsp_responder: expected an http:// or https:// URL" in str(
+            caught.value
+        ) or "[firmware] ocsp_responder: expected a non-empty string" in str(caught.value)
 
 
 def test_without_online_ocsp_nothing_is_asked(server: OcspServer, signer: pki.Issued) -> None:
