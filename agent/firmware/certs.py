@@ -8,9 +8,12 @@ pass the certificate policy (`agent.firmware.certpolicy`: hashes, key sizes and 
 usages, CA flags, roots). It is checked before the request is answered; a failure answers
 `InvalidCertificate`, a serial listed in a CRL that a root signed answers `RevokedCertificate`.
 
-Revocation comes from CRL files in a configured directory. A CRL counts only when its signature
-verifies with the key of an installed root, so a CRL dropped in by anyone else cannot revoke
-(or un-revoke) anything; what a missing or stale CRL means is `crl_policy`'s to say.
+Revocation comes from CRL files in a configured directory and, when enabled, from the CRL the
+certificate names (`online_crl`) and its OCSP responder (`online_ocsp`, `agent.firmware.ocsp`),
+both asked through `agent.firmware.online`. A CRL counts only when its signature verifies with
+the key of an installed root, so a CRL dropped in by anyone else cannot revoke (or un-revoke)
+anything; an OCSP answer only when the root or a responder it authorised signed it. What
+unknown revocation (no current CRL, no fresh OCSP `good`) means is `crl_policy`'s to say.
 
 Written against the cryptography 38 API (Debian 12): `not_valid_before` (naive UTC) when the
 `_utc` properties are absent, no `verify_directly_issued_by`, and no `signature_algorithm_

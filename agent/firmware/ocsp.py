@@ -56,7 +56,7 @@ class Answer:
     detail: str
 
 
-class _Unusable(Exception):
+class Unusable(Exception):
     """The answer arrived but cannot be relied on."""
 
 
@@ -104,7 +104,7 @@ def ask(
             content_type="application/ocsp-request",
         )
         status, detail = judge(body, request, issuer, nonce, now)
-    except (online.OnlineFailed, _Unusable) as exc:
+    except (online.OnlineFailed, Unusable) as exc:
         return Answer(shown, FAILED, str(exc))
     return Answer(shown, status, detail)
 
@@ -116,14 +116,14 @@ def judge(
     nonce: bytes,
     now: datetime.datetime,
 ) -> tuple[str, str]:
-    """(status, detail) of a DER OCSP response to `request`; raises _Unusable when it cannot
+    """(status, detail) of a DER OCSP response to `request`; raises Unusable when it cannot
     count."""
     try:
         response = ocsp.load_der_ocsp_response(body)
     except ValueError as exc:
-        raise _Unusable(f"not an OCSP response ({exc})") from None
+        raise Unusable(f"not an OCSP response ({exc})") from None
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        raise _Unusable(f"responder answered {response.response_status.name}")
+        raise Unusable(f"responder answered {response.response_status.name}")
     try:
         single = _about(response, request)
         signer = _signer(response, issuer, now)
@@ -134,19 +134,19 @@ def judge(
         revoked = status is ocsp.OCSPCertStatus.REVOKED
         revoked_at = _utc(single, "revocation_time") if revoked else None
     except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
-        raise _Unusable(f"OCSP response does not parse ({exc!r})") from None
+        raise Unusable(f"OCSP response does not parse ({exc!r})") from None
     serial = f"{request.serial_number:x}"
     if revoked:
         when = _iso(revoked_at) if revoked_at is not None else "an unknown time"
         return REVOKED, f"signing certificate serial {serial} revoked at {when} (OCSP)"
     if echoed is not None and echoed != nonce:
-        raise _Unusable("nonce does not match ours (a replayed answer)")
+        raise Unusable("nonce does not match ours (a replayed answer)")
     if this_update is None or this_update > now + SKEW:
-        raise _Unusable("thisUpdate missing or in the future")
+        raise Unusable("thisUpdate missing or in the future")
     if next_update is not None and next_update < now:
-        raise _Unusable(f"answer is stale since {_iso(next_update)}")
+        raise Unusable(f"answer is stale since {_iso(next_update)}")
     if next_update is None and echoed is None and now - this_update > MAX_AGE_WITHOUT_NEXT_UPDATE:
-        raise _Unusable(f"answer from {_iso(this_update)} without nextUpdate or our nonce")
+        raise Unusable(f"answer from {_iso(this_update)} without nextUpdate or our nonce")
     if status is ocsp.OCSPCertStatus.UNKNOWN:
         return UNKNOWN, f"responder does not know serial {serial}"
     until = f"until {_iso(next_update)}" if next_update is not None else "(no nextUpdate)"
@@ -163,7 +163,7 @@ def _about(response: ocsp.OCSPResponse, request: ocsp.OCSPRequest) -> ocsp.OCSPS
             and single.issuer_key_hash == request.issuer_key_hash
         ):
             return single
-    raise _Unusable("the answer is about another certificate")
+    raise Unusable("the answer is about another certificate")
 
 
 def _signer(
@@ -176,20 +176,20 @@ def _signer(
         if not _named(response, candidate):
             continue
         if candidate.issuer != issuer.subject or not certs.signed_by(candidate, issuer):
-            raise _Unusable("responder certificate not issued by the root")
+            raise Unusable("responder certificate not issued by the root")
         if (problem := certpolicy.signature_hash_problem(candidate)) is not None:
-            raise _Unusable(f"responder {problem}")
+            raise Unusable(f"responder {problem}")
         try:
             usage = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             usage = x509.ExtendedKeyUsage([])
         if ExtendedKeyUsageOID.OCSP_SIGNING not in list(usage):
-            raise _Unusable("responder certificate lacks id-kp-OCSPSigning")
+            raise Unusable("responder certificate lacks id-kp-OCSPSigning")
         not_before, not_after = certs.validity(candidate)
         if not not_before <= now <= not_after:
-            raise _Unusable("responder certificate not valid now")
+            raise Unusable("responder certificate not valid now")
         return candidate
-    raise _Unusable("signed by neither the root nor a responder certificate it issued")
+    raise Unusable("signed by neither the root nor a responder certificate it issued")
 
 
 def _named(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
@@ -202,14 +202,14 @@ def _named(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
 def _verify(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
     algorithm = response.signature_hash_algorithm
     if algorithm is not None and (problem := certpolicy.hash_problem(algorithm)) is not None:
-        raise _Unusable(f"OCSP response {problem}")
+        raise Unusable(f"OCSP response {problem}")
     key = signer.public_key()
     data, signature = response.tbs_response_bytes, response.signature
     try:
         if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             key.verify(signature, data)
         elif algorithm is None:
-            raise _Unusable("OCSP response signature algorithm not supported")
+            raise Unusable("OCSP response signature algorithm not supported")
         elif isinstance(key, rsa.RSAPublicKey):
             scheme: padding.AsymmetricPadding = padding.PKCS1v15()
             if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
@@ -218,9 +218,9 @@ def _verify(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(algorithm))
         else:
-            raise _Unusable("OCSP signer's key type not supported")
+            raise Unusable("OCSP signer's key type not supported")
     except InvalidSignature:
-        raise _Unusable("OCSP response signature does not verify") from None
+        raise Unusable("OCSP response signature does not verify") from None
 
 
 def _nonce(response: ocsp.OCSPResponse) -> bytes | None:
