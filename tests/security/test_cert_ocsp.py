@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from agent import config
@@ -62,8 +63,12 @@ class Responder:
         self.status = GOOD
         self.options: dict[str, Any] = {}
         self.tamper = False
+        self.refusal: ocsp.OCSPResponseStatus | None = None
 
     def __call__(self, request: ocsp.OCSPRequest) -> bytes:
+        if self.refusal is not None:
+            refusal = ocsp.OCSPResponseBuilder.build_unsuccessful(self.refusal)
+            return refusal.public_bytes(serialization.Encoding.DER)
         der = make.ocsp_response(
             request, self.subject.cert, self.issuer, self.status, **self.options
         )
@@ -169,6 +174,8 @@ UNUSABLE: dict[str, tuple[dict[str, Any], str]] = {
         "answer is stale since",
     ),
     "replayed nonce": ({"nonce": b"\x01" * 32}, "nonce does not match ours"),
+    "from the future": ({"this_update": pki.NOW + pki.DAY}, "thisUpdate missing or in the future"),
+    "refused by the responder": ({}, "responder answered UNAUTHORIZED"),
 }
 
 
@@ -184,6 +191,8 @@ def test_an_unusable_answer_leaves_revocation_unknown(
     responder.options = dict(options)
     responder.status = UNKNOWN if case == "unknown" else GOOD
     responder.tamper = case == "tampered"
+    if case == "refused by the responder":
+        responder.refusal = ocsp.OCSPResponseStatus.UNAUTHORIZED
     error = refused(signer, policy())
     assert error.status == "InvalidCertificate"
     assert error.tech_info.startswith("revocation unknown: OCSP ")
