@@ -57,6 +57,13 @@ class CsmsConfig:
     ping_interval: float = 60.0
     ocpp_version: str = "1.6"
     mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
+    # Bounds on what the CSMS can make the charger hold (issue 11); the defaults are measured
+    # margins, the ranges (LIMITS) refuse values that would break OCPP or the memory cap.
+    max_message_bytes: int = 64 * 1024
+    max_handshake_bytes: int = 16 * 1024
+    max_pending_messages: int = 8
+    outbox_max_entries: int = 500
+    outbox_max_bytes: int = 256 * 1024
 
     @property
     def endpoint(self) -> str:
@@ -94,6 +101,8 @@ class FirmwareConfig:
     crl_policy: str = CRL_REFUSE
     allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
     online_crl: bool = False
+    online_ocsp: bool = False
+    ocsp_responder: str | None = None
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -291,6 +300,19 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def _http_url(value: Any) -> str:
+    """An http(s) URL with a host (an OCSP responder: its answers are signed, http is usual)."""
+    text = _string()(value)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {text!r}")
+    return text
+
+
 def key_pins(value: Any) -> tuple[str, ...]:
     """SHA-256 digests (hex, colons allowed) of SubjectPublicKeyInfo structures, normalised
     to lower-case hex as `certs.key_pin` gives them (also for `ocpp-fw-agent verify --pin`)."""
@@ -362,6 +384,18 @@ def _table(value: Any) -> dict[str, Any]:
 
 Checker = Callable[[Any], Any]
 
+# [csms] bounds: (lowest, highest). A CSMS message under 8 KiB would refuse a legitimate
+# SignedUpdateFirmware (~7 KB with a 5500-character certificate); a handshake answer under
+# 4 KiB one behind a load balancer's cookies; past the highs, pending messages x message size
+# or the outbox held in memory would approach the unit's MemoryMax=256M.
+LIMITS: dict[str, tuple[int, int]] = {
+    "max_message_bytes": (8 * 1024, 1024 * 1024),
+    "max_handshake_bytes": (4 * 1024, 64 * 1024),
+    "max_pending_messages": (1, 64),
+    "outbox_max_entries": (10, 100_000),
+    "outbox_max_bytes": (16 * 1024, 16 * 1024 * 1024),
+}
+
 SECTIONS: dict[str, dict[str, Checker]] = {
     "csms": {
         "url": _string(),
@@ -379,6 +413,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "ping_interval": _seconds(0),
         "ocpp_version": _one_of(OCPP_VERSIONS),
         "mode": _one_of(("direct", "sidecar")),
+        **{key: _integer(low, high) for key, (low, high) in LIMITS.items()},
     },
     "identity": {
         "vendor": _string(20),
@@ -399,6 +434,8 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "crl_policy": _one_of(CRL_POLICIES),
         "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
         "online_crl": _boolean,
+        "online_ocsp": _boolean,
+        "ocsp_responder": _http_url,
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),

@@ -12,11 +12,15 @@ One place for every rule, so the README, the man page and the code say the same 
   and its key passes the key rule; a root that fails is refused at load, with one log line.
   A root's own self-signature is not judged: it is trusted because it is installed, not
   because of it;
-* revocation: `[firmware] crl_policy` says what a missing or stale CRL means once `crl_dir`
+* revocation: `[firmware] crl_policy` says what unknown revocation means once `crl_dir`
   is configured, or `online_crl` is on and the signing certificate names a CRL distribution
-  point (fetched before answering, a few seconds at most, signed by the root to count):
+  point (fetched before answering, a few seconds at most, signed by the root to count), or
+  `online_ocsp` is on and a responder is configured or named (agent.firmware.ocsp): unknown is
+  neither a current CRL of the root nor a fresh, root-authorised OCSP `good` (a missing or
+  stale CRL, an OCSP `unknown`, an unreachable or unusable responder).
   `refuse`, the default: InvalidCertificate; `warn`: accepted with a warning; `ignore`:
-  accepted, logged at info. A serial listed in a root's CRL is revoked whatever the CRL's age.
+  accepted, logged at info. A serial listed in a root's CRL, or a signed OCSP `revoked`, is
+  revoked whatever its age.
 
 Every rule returns a short reason (for techInfo, <= 255 characters) or None.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -62,6 +67,13 @@ class CertPolicy:
     crl_policy: str = CRL_REFUSE
     ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
     online_crl: bool = False  # fetch the CRL the signing certificate names (http/https)
+    online_ocsp: bool = False  # ask the OCSP responder (configured, or the certificate's AIA)
+    ocsp_responder: str | None = None  # asked instead of the one the certificate names
+    # What bounds the online checks' connections: the download settings' allowed_hosts and
+    # ca_file, and a time for the whole exchange (agent.firmware.online).
+    online_hosts: tuple[str, ...] = ()
+    online_ca_file: Path | None = None
+    online_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.crl_policy not in CRL_POLICIES:
@@ -105,9 +117,16 @@ def signature_hash_problem(cert: x509.Certificate) -> str | None:
         if cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
             return None  # cryptography 38: the signature check tries strong hashes only
         return f"certificate signature algorithm not supported ({exc})"
-    if algorithm is None or isinstance(algorithm, _STRONG_HASHES):
-        return None  # Ed25519/Ed448 (no separate hash), or strong enough
-    return f"certificate signed with {algorithm.name.upper()}; SHA-256 or stronger required"
+    if algorithm is None:
+        return None  # Ed25519/Ed448: no separate hash
+    return hash_problem(algorithm, "certificate")
+
+
+def hash_problem(algorithm: hashes.HashAlgorithm, what: str = "OCSP response") -> str | None:
+    """The rule itself, also for what is not a certificate (an OCSP response's signature)."""
+    if isinstance(algorithm, _STRONG_HASHES):
+        return None
+    return f"{what} signed with {algorithm.name.upper()}; SHA-256 or stronger required"
 
 
 def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:

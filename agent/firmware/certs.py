@@ -8,9 +8,12 @@ pass the certificate policy (`agent.firmware.certpolicy`: hashes, key sizes and 
 usages, CA flags, roots). It is checked before the request is answered; a failure answers
 `InvalidCertificate`, a serial listed in a CRL that a root signed answers `RevokedCertificate`.
 
-Revocation comes from CRL files in a configured directory. A CRL counts only when its signature
-verifies with the key of an installed root, so a CRL dropped in by anyone else cannot revoke
-(or un-revoke) anything; what a missing or stale CRL means is `crl_policy`'s to say.
+Revocation comes from CRL files in a configured directory and, when enabled, from the CRL the
+certificate names (`online_crl`) and its OCSP responder (`online_ocsp`, `agent.firmware.ocsp`),
+both asked through `agent.firmware.online`. A CRL counts only when its signature verifies with
+the key of an installed root, so a CRL dropped in by anyone else cannot revoke (or un-revoke)
+anything; an OCSP answer only when the root or a responder it authorised signed it. What
+unknown revocation (no current CRL, no fresh OCSP `good`) means is `crl_policy`'s to say.
 
 Written against the cryptography 38 API (Debian 12): `not_valid_before` (naive UTC) when the
 `_utc` properties are absent, no `verify_directly_issued_by`, and no `signature_algorithm_
@@ -27,6 +30,7 @@ import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -39,6 +43,10 @@ from agent.firmware import certpolicy
 from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import ClockSource, TrustedClock
 from agent.firmware.errors import CertificateRejected, UntrustedTime
+from agent.firmware.fetch_base import redact_url
+
+if TYPE_CHECKING:  # imported when used: they bring requests, which only online checks need
+    from agent.firmware import ocsp, online
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +99,17 @@ def policy_from_config(firmware: FirmwareConfig) -> CertPolicy:
         crl_policy=firmware.crl_policy,
         ec_curves=firmware.allowed_ec_curves,
         online_crl=firmware.online_crl,
+        online_ocsp=firmware.online_ocsp,
+        ocsp_responder=firmware.ocsp_responder,
+        online_hosts=firmware.allowed_hosts,
+        online_ca_file=firmware.ca_file,
     )
+
+
+def _guards(policy: CertPolicy) -> online.Guards:
+    from agent.firmware import online
+
+    return online.Guards(policy.online_hosts, policy.online_ca_file, policy.online_timeout)
 
 
 def revocation_status() -> str:
@@ -217,7 +235,7 @@ def load_crls(path: Path | None) -> CrlSet:
 # --- signatures and keys ----------------------------------------------------------------------
 
 
-def _validity(cert: x509.Certificate) -> tuple[datetime.datetime, datetime.datetime]:
+def validity(cert: x509.Certificate) -> tuple[datetime.datetime, datetime.datetime]:
     """notBefore/notAfter as aware UTC datetimes on cryptography 38 and on current releases."""
     if hasattr(cert, "not_valid_before_utc"):
         return cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -343,12 +361,12 @@ def check_signing_certificate(
     root = _find_issuer(cert, roots.roots)
 
     counted = _root_crls(root, crls)
-    sources = [str(crls.source)] if crls.source is not None else []
-    online = _online_crls(cert) if policy.online_crl else None
-    if online is not None:
-        fetched, urls, failures = online
+    sources = [f"CRLs in {crls.source}"] if crls.source is not None else []
+    fetched_online = _online_crls(cert, _guards(policy)) if policy.online_crl else None
+    if fetched_online is not None:
+        fetched, urls, failures = fetched_online
         counted += _root_crls(root, CrlSet(fetched))
-        sources += urls
+        sources += [f"CRL {url}" for url in urls]
         for failure in failures:
             log.warning("online CRL check: %s", failure)
     revoked = _revocation(cert, root, counted)
@@ -361,12 +379,13 @@ def check_signing_certificate(
         raise invalid(exc.message) from exc
     when = f"({reading.source})"
     for subject, who in ((cert, "signing certificate"), (root, "manufacturer root")):
-        not_before, not_after = _validity(subject)
+        not_before, not_after = validity(subject)
         if reading.now < not_before:
             raise invalid(f"{who} not valid before {_iso(not_before)} {when}")
         if reading.now > not_after:
             raise invalid(f"{who} expired {_iso(not_after)} {when}")
-    _require_current_crl(root, sources, counted, reading.now, policy)
+    answer = _ask_ocsp(cert, root, reading.now, policy) if not is_root else None
+    _require_current_crl(root, sources, counted, reading.now, policy, answer)
 
     description, problem = certpolicy.describe_key(cert, policy)
     if problem is not None:
@@ -423,16 +442,14 @@ def _find_issuer(cert: x509.Certificate, roots: Iterable[x509.Certificate]) -> x
     )
 
 
-ONLINE_TIMEOUT = 5.0  # seconds to connect, and between bytes
-ONLINE_MAX_BYTES = 1 << 20
-
-
 def _online_crls(
-    cert: x509.Certificate,
+    cert: x509.Certificate, guards: online.Guards
 ) -> tuple[tuple[x509.CertificateRevocationList, ...], list[str], list[str]] | None:
     """The CRLs fetched from the certificate's http(s) distribution points, the URLs tried
     and what went wrong; None when it names none. Only called once the chain is proven, so
     the URLs are the root's word, not the CSMS's."""
+    from agent.firmware import online
+
     try:
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except x509.ExtensionNotFound:
@@ -448,31 +465,15 @@ def _online_crls(
         return None
     found: list[x509.CertificateRevocationList] = []
     failures: list[str] = []
-    for url in urls[:2]:  # two at most: each may take ONLINE_TIMEOUT
+    for url in urls[:2]:  # two at most: each may take the whole timeout
         try:
-            found.append(_fetch_crl(url))
-        except (OSError, ValueError) as exc:
-            failures.append(f"{url}: {exc}")
-    return tuple(found), urls[:2], failures
+            found.append(_parse_crl(online.exchange(url, guards)))
+        except (online.OnlineFailed, ValueError) as exc:
+            failures.append(f"{redact_url(url)}: {exc}")
+    return tuple(found), [redact_url(url) for url in urls[:2]], failures
 
 
-def _fetch_crl(url: str) -> x509.CertificateRevocationList:
-    """GET one CRL: TLS verified, no redirect, bounded in time and size."""
-    import requests  # only when online_crl is on: the daemon's start stays light
-
-    try:
-        with requests.get(
-            url, timeout=ONLINE_TIMEOUT, stream=True, allow_redirects=False
-        ) as response:
-            if response.status_code != 200:
-                raise ValueError(f"HTTP {response.status_code}")
-            data = b""
-            for chunk in response.iter_content(64 * 1024):
-                data += chunk
-                if len(data) > ONLINE_MAX_BYTES:
-                    raise ValueError(f"larger than {ONLINE_MAX_BYTES} bytes")
-    except requests.RequestException as exc:
-        raise ValueError(f"not fetched ({type(exc).__name__})") from exc
+def _parse_crl(data: bytes) -> x509.CertificateRevocationList:
     if b"-----BEGIN" in data:
         blocks = _PEM_CRL.findall(data)
         if not blocks:
@@ -483,6 +484,28 @@ def _fetch_crl(url: str) -> x509.CertificateRevocationList:
     if (problem := certpolicy.crl_parse_problem(crl)) is not None:
         raise ValueError(problem)
     return crl
+
+
+def _ask_ocsp(
+    cert: x509.Certificate, root: x509.Certificate, now: datetime.datetime, policy: CertPolicy
+) -> ocsp.Answer | None:
+    """With online_ocsp, what the responder said (None when there is none to ask); a signed
+    `revoked` is RevokedCertificate (L01.FR.25), the rest is for `_require_current_crl`."""
+    if not policy.online_ocsp:
+        return None
+    from agent.firmware import ocsp
+
+    answer = ocsp.ask(cert, root, now, _guards(policy), responder=policy.ocsp_responder)
+    if answer is None:
+        log.info("online OCSP check: the signing certificate names no http(s) responder")
+    elif answer.status == ocsp.REVOKED:
+        log.warning("online OCSP check: %s: %s", answer.url, answer.detail)
+        raise CertificateRejected(REVOKED, answer.detail)
+    elif answer.status == ocsp.GOOD:
+        log.info("online OCSP check: %s: %s", answer.url, answer.detail)
+    else:
+        log.warning("online OCSP check: %s: %s", answer.url, answer.detail)
+    return answer
 
 
 def _root_crls(root: x509.Certificate, crls: CrlSet) -> list[x509.CertificateRevocationList]:
@@ -529,18 +552,23 @@ def _require_current_crl(
     counted: list[x509.CertificateRevocationList],
     now: datetime.datetime,
     policy: CertPolicy,
+    answer: ocsp.Answer | None = None,
 ) -> None:
-    """With a crl_dir configured, the root must have a current CRL; otherwise crl_policy
-    decides: refuse (InvalidCertificate), warn, or ignore. The outcome is logged and kept for
+    """With a crl_dir configured (or a CRL or OCSP responder asked online), revocation must be
+    known: a current CRL of the root, or a fresh OCSP `good`. Otherwise crl_policy decides:
+    refuse (InvalidCertificate), warn, or ignore. The outcome is logged and kept for
     `revocation_status()`."""
     issuer = describe_name(root.subject)
-    if not sources:
+    if answer is not None and answer.status == "good":
+        _note_revocation(f"OCSP {answer.url}: {answer.detail}")
+        return
+    if not sources and answer is None:
         _note_revocation("not checked: no crl_dir configured")
         return
-    source = ", ".join(sources)
-    if not counted:
-        problem = f"no CRL from {issuer}"
-    else:
+    problems = []
+    if sources and not counted:
+        problems.append(f"no CRL from {issuer}")
+    elif sources:
         latest = max(
             (_next_update(crl) for crl in counted),
             key=lambda moment: moment or datetime.datetime.min.replace(tzinfo=datetime.UTC),
@@ -549,16 +577,20 @@ def _require_current_crl(
         if stale is None and latest is not None:
             _note_revocation(f"CRL of {issuer} current until {_iso(latest)}")
             return
-        problem = f"CRL of {issuer} {stale}"
-    text = f"{problem} (crl_policy = {policy.crl_policy})"
+        problems.append(f"CRL of {issuer} {stale}")
+    if answer is not None:  # without CRL sources, only the OCSP answer counts
+        problems = [f"OCSP {answer.status}: {answer.detail}", *problems]
+        sources = [*sources, f"OCSP {answer.url}"]
+    source = ", ".join(sources)
+    text = f"{'; '.join(problems)} (crl_policy = {policy.crl_policy})"
     _note_revocation(text)
     if policy.crl_policy == certpolicy.CRL_REFUSE:
-        log.warning("revocation cannot be checked (CRLs in %s): %s", source, text)
+        log.warning("revocation cannot be checked (%s): %s", source, text)
         raise CertificateRejected(INVALID, f"revocation unknown: {text}")
     if policy.crl_policy == certpolicy.CRL_WARN:
-        log.warning("revocation cannot be checked (CRLs in %s), accepted: %s", source, text)
+        log.warning("revocation cannot be checked (%s), accepted: %s", source, text)
     else:
-        log.info("revocation not checked (CRLs in %s): %s", source, text)
+        log.info("revocation not checked (%s): %s", source, text)
 
 
 def _iso(moment: datetime.datetime) -> str:

@@ -38,18 +38,20 @@ from agent.config import CsmsConfig
 from agent.ocpp.dialect import DIALECTS
 
 LOG = logging.getLogger(__name__)
+# The defaults of the three bounds below; each is configurable in [csms] (the Transport reads
+# them from its CsmsConfig, the ranges are config.LIMITS).
 # The largest legitimate CSMS message (a SignedUpdateFirmware with a certificate chain) is
 # ~7 KB; anything past this is refused unread and the connection closed with 1009.
-MAX_MESSAGE = 64 * 1024
+MAX_MESSAGE = 64 * 1024  # max_message_bytes
 # Messages read but not yet handled by the daemon's loop. Past this the reader stops reading,
 # so a flooding CSMS fills its own TCP window, not our memory.
-PENDING_MESSAGES = 8
+PENDING_MESSAGES = 8  # max_pending_messages
 STATUS_TOO_BIG = 1009  # RFC 6455 §7.4.1
 # The server's answer to the handshake (status line and headers, ~300 bytes from a CSMS, a few
 # KiB behind a load balancer's cookies) may not exceed this; websocket-client bounds neither
 # its lines nor a refusal's body, and reads header lines a byte at a time (~1 ms a byte on the
 # test VM: 16 KiB is refused in seconds, 64 KiB took a minute).
-MAX_HANDSHAKE = 16 * 1024
+MAX_HANDSHAKE = 16 * 1024  # max_handshake_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +86,7 @@ class RedirectRefused(ConnectionError):
 
 
 class HandshakeTooBig(Exception):
-    """The handshake answer passed MAX_HANDSHAKE bytes (not an OSError: websocket-client
+    """The handshake answer passed max_handshake_bytes (not an OSError: websocket-client
     would inspect it as one)."""
 
 
@@ -97,6 +99,7 @@ class _Budgeted:
 
     def __init__(self, sock: socket.socket, budget: int) -> None:
         self._sock = sock
+        self._limit = budget
         self._budget: int | None = budget
 
     def recv(self, size: int) -> bytes:
@@ -105,7 +108,7 @@ class _Budgeted:
             self._budget -= len(data)
             if self._budget < 0:
                 raise HandshakeTooBig(
-                    f"the CSMS's handshake answer over {MAX_HANDSHAKE} bytes: not read further"
+                    f"the CSMS's handshake answer over {self._limit} bytes: not read further"
                 )
         return data
 
@@ -233,13 +236,12 @@ class Transport:
         post: Callable[[TransportEvent], None],
         *,
         jitter: Callable[[], float] = random.random,
-        max_message: int = MAX_MESSAGE,
     ) -> None:
         self._csms = csms
         self._post = post
         self._jitter = jitter
-        self._max_message = max_message
-        self._credits = threading.Semaphore(PENDING_MESSAGES)
+        self._max_message = csms.max_message_bytes
+        self._credits = threading.Semaphore(csms.max_pending_messages)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._ws: Any = None
@@ -263,7 +265,7 @@ class Transport:
         self._credits.release()
 
     def _take_credit(self) -> bool:
-        """Wait until fewer than PENDING_MESSAGES messages await the loop; False on stop."""
+        """Wait until fewer than max_pending_messages await the loop; False on stop."""
         while not self._credits.acquire(timeout=0.2):
             if self._stop.is_set():
                 return False
@@ -313,7 +315,7 @@ class Transport:
         }
         if csms.security_profile in (1, 2) and csms.authorization_key is not None:
             options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
-        sock = _Budgeted(self._open_socket(), MAX_HANDSHAKE)
+        sock = _Budgeted(self._open_socket(), csms.max_handshake_bytes)
         make: Any = functools.partial(_CsmsSocket, max_message=self._max_message)
         try:
             ws = websocket.create_connection(csms.endpoint, class_=make, socket=sock, **options)

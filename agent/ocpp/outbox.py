@@ -15,7 +15,8 @@ and at start. A torn last record (a power cut mid-write) fails its checksum and 
 load; records the snapshot already holds are skipped by their sequence number.
 
 Bounded (a CSMS that sends thousands of bad requests and never acknowledges must not fill the
-flash): at most `max_entries` entries and `max_bytes` of payload. Drop order, first to last:
+flash): at most `max_entries` entries and `max_bytes` of payload (`[csms] outbox_max_entries`
+and `outbox_max_bytes`, 500 and 256 KiB by default). Drop order, first to last:
 1. a security event identical (type and techInfo) to one still waiting is not queued again
    (coalesced: the waiting one says it);
 2. the oldest queued security event (not the one possibly in flight at the head);
@@ -52,7 +53,7 @@ from agent.durable import (
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SECURITY_EVENT = "SecurityEventNotification"
-MAX_ENTRIES = 500
+MAX_ENTRIES = 500  # the defaults of [csms] outbox_max_entries and outbox_max_bytes
 MAX_BYTES = 256 * 1024
 COMPACT_EVERY = 256  # journal records between two snapshots
 SNAPSHOT_BELOW = 4096  # a queue this small is written whole: a page, as cheap as a record

@@ -69,7 +69,12 @@ class Daemon:
         # is inside get(). With queue.Queue that deadlocks on its mutex.
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.outbox = Outbox(config.state_dir / OUTBOX_FILE, on_change=self.wake)
+        self.outbox = Outbox(
+            config.state_dir / OUTBOX_FILE,
+            on_change=self.wake,
+            max_entries=config.csms.outbox_max_entries,
+            max_bytes=config.csms.outbox_max_bytes,
+        )
         dialect = DIALECTS[config.csms.ocpp_version]
         payloads = dialect.payloads  # the 2.x payload types; None for 1.6
         status_call = signed_status_call if payloads is None else firmware_status_call(payloads)

@@ -16,7 +16,8 @@ import functools
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from agent.demo import pki
 
@@ -155,3 +156,71 @@ def garbled_issuer(issued: pki.Issued) -> str:
     der = issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1)
     body = base64.encodebytes(der).decode("ascii")
     return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+
+
+def with_ocsp(issuer: pki.Issued, key: pki.PrivateKey, url: str | None) -> pki.Issued:
+    """A good signing certificate (codeSigning) naming `url` as its OCSP responder (AIA)."""
+    built = (
+        builder("Firmware Signing OCSP", key, issuer)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(sign=True, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    )
+    if url is not None:
+        access = x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
+        )
+        built = built.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+    return pki.Issued(built.sign(issuer.key, hashes.SHA256()), key)
+
+
+def ocsp_signer(issuer: pki.Issued, key: pki.PrivateKey, *, eku: bool = True) -> pki.Issued:
+    """A delegated OCSP responder certificate (id-kp-OCSPSigning unless `eku` is False)."""
+    built = builder("Manufacturer OCSP Responder", key, issuer).add_extension(
+        _usage(sign=True, ca=False), critical=True
+    )
+    if eku:
+        usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING])
+        built = built.add_extension(usage, critical=False)
+    return pki.Issued(built.sign(issuer.key, hashes.SHA256()), key)
+
+
+def ocsp_response(
+    request: ocsp.OCSPRequest,
+    subject: x509.Certificate,
+    issuer: pki.Issued,
+    status: ocsp.OCSPCertStatus,
+    *,
+    signer: pki.Issued | None = None,
+    include_signer: bool = False,
+    this_update: datetime.datetime = pki.NOW - datetime.timedelta(minutes=1),
+    next_update: datetime.datetime | None = pki.NOW + pki.DAY,
+    nonce: bytes | bool | None = True,
+) -> bytes:
+    """A BasicOCSPResponse (DER) about `subject`, signed by `signer` (default: the issuer),
+    echoing the request's nonce (`nonce=True`), sending another one (bytes) or none (None)."""
+    signer = signer or issuer
+    revoked = status is ocsp.OCSPCertStatus.REVOKED
+    built = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            subject,
+            issuer.cert,
+            request.hash_algorithm,
+            status,
+            _naive(this_update),
+            None if next_update is None else _naive(next_update),
+            _naive(pki.NOW - pki.DAY) if revoked else None,
+            x509.ReasonFlags.key_compromise if revoked else None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+    )
+    if include_signer:
+        built = built.certificates([signer.cert])
+    if nonce is True:
+        echoed = request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        built = built.add_extension(x509.OCSPNonce(echoed), critical=False)
+    elif isinstance(nonce, bytes):
+        built = built.add_extension(x509.OCSPNonce(nonce), critical=False)
+    response = built.sign(signer.key, hashes.SHA256())
+    return response.public_bytes(serialization.Encoding.DER)

@@ -2,7 +2,8 @@
 
 WP3 Table 13 recommends online revocation for the firmware signing certificate (L01.FR.25).
 With online_crl on, a certificate with an http(s) CRL distribution point has that CRL fetched
-(from a real HTTP server here, with injected faults) and judged as a CRL from crl_dir would be:
+(from a real HTTP server here, with injected faults) through the download guards
+(agent.firmware.online) and judged as a CRL from crl_dir would be:
 it counts when the root signed it; a listed serial is RevokedCertificate; a fetch that fails,
 stalls, is too large or is not the root's is a missing CRL for crl_policy.
 """
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from agent.demo import pki
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
-from agent.firmware import certs
+from agent.firmware import certs, online
 from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
@@ -30,7 +31,8 @@ rig, charger, firmware, fileserver = e2e.rig, e2e.charger, e2e.firmware, e2e.fil
 
 ROOT = pki.issue("Manufacturer Root RSA", pki.rsa_key(2048, 0), ca=True)
 KEY = pki.rsa_key(2048, 1)
-ONLINE = CertPolicy(online_crl=True)
+LOOPBACK = ("127.0.0.1",)  # the test servers' address, refused unless allowed_hosts names it
+ONLINE = CertPolicy(online_crl=True, online_hosts=LOOPBACK, online_timeout=2.0)
 
 
 def with_crl_point(url: str, issuer: pki.Issued = ROOT) -> pki.Issued:
@@ -88,6 +90,19 @@ def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -
     assert crl_server.requests == []
 
 
+def test_a_crl_point_on_loopback_is_refused_unless_allowed_hosts_names_it(
+    crl_server: FirmwareHttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The download guards apply (SSRF): a CRL point on a loopback address, not named in
+    allowed_hosts, is never contacted; the CRL is missing, for crl_policy."""
+    signer = with_crl_point(crl_server.url("/root.crl"))
+    crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    error = refused(signer, CertPolicy(online_crl=True))
+    assert error.status == "InvalidCertificate" and "no CRL from" in error.tech_info
+    assert crl_server.requests == []
+    assert "loopback, link-local and unspecified addresses are refused" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
@@ -95,7 +110,7 @@ def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -
         ("stale", "is stale since"),
         ("forged", "no CRL from"),
         ("too large", "larger than"),
-        ("stalled", "not fetched"),
+        ("stalled", "no complete answer within"),
         ("garbage", "CRL from"),
     ],
 )
@@ -107,7 +122,7 @@ def test_a_crl_that_cannot_be_used_is_a_missing_one(
     bodies: dict[str, Any] = {
         "stale": make.crl(ROOT, (), next_update=pki.NOW - 3 * pki.DAY),
         "forged": make.crl(impostor, ()),
-        "too large": b"\x30" * (certs.ONLINE_MAX_BYTES + 1),
+        "too large": b"\x30" * (online.MAX_BYTES + 1),
         "stalled": make.crl(ROOT, ()),
         "garbage": b"not a CRL",
     }
@@ -119,7 +134,8 @@ def test_a_crl_that_cannot_be_used_is_a_missing_one(
     assert error.status == "InvalidCertificate" and "crl_policy = refuse" in error.tech_info
     said = " ".join(r.getMessage() for r in caplog.records)
     assert reason in error.tech_info or reason in said
-    assert check(signer, CertPolicy(online_crl=True, crl_policy="warn")).root == ROOT.cert
+    warn = CertPolicy(online_crl=True, crl_policy="warn", online_hosts=LOOPBACK)
+    assert check(signer, warn).root == ROOT.cert
 
 
 def test_the_daemon_fetches_before_answering(
