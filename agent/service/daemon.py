@@ -329,8 +329,10 @@ class Daemon:
         if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
             snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
         if self.api is not None:  # API mode: no websocket; the host's connections instead
-            snap["connection"] = "api"
-            snap["api_clients"] = self.api.server.clients
+            clients = self.api.server.clients
+            snap["connection"] = f"local API ({clients} client{'' if clients == 1 else 's'})"
+            snap["registration"] = "kept by the host"
+            snap["api_clients"] = clients
         return snap
 
     @staticmethod

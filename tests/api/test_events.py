@@ -88,3 +88,19 @@ def test_status_events_wait_for_response_sent(
         (s, 31) for s in ["Downloading", "Downloaded", "SignatureVerified", "InstallScheduled"]
     ]
     charger.stop()
+
+
+def test_held_events_go_after_response_timeout_when_the_host_never_says(
+    charger: ApiCharger, rig: ChargerRig, firmware: Firmware
+) -> None:
+    """Ordering rule 1's fallback: a host that never calls response_sent still gets the
+    events (here InvalidFirmwareSigningCertificate, L01.FR.02) once response_timeout passed."""
+    agent = charger.start(response_timeout=1)
+    client = charger.connect()
+    refused = charger.update_params(firmware, 41, signing_certificate="not a certificate")
+    assert client.call("start_update", **refused) == {"status": "InvalidCertificate"}
+    event = client.next_event()
+    assert event["event"] == "security_event"
+    assert event["type"] == "InvalidFirmwareSigningCertificate"
+    assert "request 41: signing certificate is not a PEM certificate" in agent.log
+    charger.stop()

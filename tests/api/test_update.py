@@ -3,6 +3,7 @@ the agent as a real process in API mode, file slots, the reboot, the trial boot,
 
 from __future__ import annotations
 
+from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from tests.api.client import Host
 from tests.api.conftest import ApiCharger
@@ -19,12 +20,13 @@ BEFORE_REBOOT = [
 
 
 def test_a_whole_update_through_the_api_with_the_reboot_and_installed(
-    charger: ApiCharger, rig: ChargerRig, firmware: Firmware
+    charger: ApiCharger, rig: ChargerRig, firmware: Firmware, fileserver: FirmwareHttpServer
 ) -> None:
     """L01 through the API: answered Accepted, statuses with the requestId (L01.FR.10), the
     gate waits for allow_installation, InstallRebooting acked before the reboot (L01.FR.15),
     boot reason FirmwareUpdate after it, Installed + FirmwareUpdated, a trigger then Idle
     (L01.FR.28)."""
+    fileserver.faults.rate = len(firmware.image) // 3  # a slow link: progress events to see
     agent = charger.start()
     client = charger.connect()
     host = Host(client)
@@ -47,7 +49,11 @@ def test_a_whole_update_through_the_api_with_the_reboot_and_installed(
     assert "did not confirm the status in time" not in agent.log  # it waited for the ack
     assert host.statuses() == [(s, REQUEST) for s in BEFORE_REBOOT]
     progress = [e for e in host.live if e["event"] == "progress"]
-    assert all(e["request_id"] == REQUEST for e in progress)
+    assert progress, "no progress event during a three-second download"
+    for event in progress:
+        assert event["request_id"] == REQUEST
+        assert event["phase"] in ("downloading", "verifying")
+        assert 0 <= event["bytes_done"] <= len(firmware.image)
     charger.close_clients()
 
     assert rig.power_cycle(agent) == "B"
