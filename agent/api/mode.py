@@ -87,10 +87,11 @@ class Api:
         if now < self._tick_due:
             return
         self._tick_due = now + TICK_INTERVAL
-        if self._gate is not None and self._gate.waiting != self._said_waiting:
-            self._said_waiting = self._gate.waiting
-            if self._said_waiting is not None:
-                self.server.broadcast(_gate_event(self._said_waiting))
+        waiting = self._waiting()
+        if waiting != self._said_waiting:
+            self._said_waiting = waiting
+            if waiting is not None:
+                self.server.broadcast(_gate_event(waiting))
         progress = self._progress()
         if progress is not None and progress != self._said_progress:
             self.server.broadcast(progress)
@@ -151,7 +152,7 @@ class Api:
             "agent_version": __version__,
             "boot_reason": self._boot_reason,
         }
-        waiting = self._gate.waiting if self._gate is not None else None
+        waiting = self._waiting()
         live = (_gate_event(waiting),) if waiting is not None else ()
         self.server.reply(client, {"id": request.id, "result": result}, subscribe=True, live=live)
 
@@ -224,6 +225,11 @@ class Api:
     def _require_updater(self) -> Updater:
         assert self._updater is not None, "Api.attach was not called"
         return self._updater
+
+    def _waiting(self) -> int | None:
+        """The update waiting for allow_installation (not one replaced meanwhile)."""
+        waiting = self._gate.waiting if self._gate is not None else None
+        return waiting if waiting is not None and waiting == self._request_id() else None
 
     def _request_id(self) -> int | None:
         """The update the gate and allow_installation are about: the saved job's."""
