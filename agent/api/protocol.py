@@ -67,8 +67,8 @@ def parse_request(line: bytes) -> Request:
     """One request line; ApiError(bad_json / bad_request) otherwise."""
     try:
         message = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(BAD_JSON, f"not a UTF-8 JSON line: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep: not ours
+        raise ApiError(BAD_JSON, f"not a UTF-8 JSON line: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise ApiError(BAD_REQUEST, "a request is a JSON object")
     request_id = message.get("id")
@@ -90,7 +90,7 @@ def request_id_of(line: bytes) -> Any:
     """The id of a request line that failed to parse, for its error reply (None if none)."""
     try:
         message = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     value = message.get("id") if isinstance(message, dict) else None
     return value if isinstance(value, int | str) and not isinstance(value, bool) else None

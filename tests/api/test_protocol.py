@@ -57,6 +57,7 @@ def test_bad_start_update_params_name_the_parameter(change: dict, message: str) 
     ("line", "code"),
     [
         (b"\xff\n", protocol.BAD_JSON),
+        (b"[" * 60000 + b"\n", protocol.BAD_JSON),  # nested past the parser's recursion
         (b"[1, 2]\n", protocol.BAD_REQUEST),
         (b'{"id": true, "method": "hello"}\n', protocol.BAD_REQUEST),
         (b'{"id": 1, "method": "hello", "params": []}\n', protocol.BAD_REQUEST),
