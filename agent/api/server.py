@@ -163,7 +163,10 @@ class ApiServer:
                 tmp.unlink()
             why = exc.strerror or str(exc)
             if exc.errno == errno.EPERM:
-                why += " (the daemon must be root or a member of the group to give it the socket)"
+                why += (
+                    " (without CAP_CHOWN the daemon must be a member of the group to give it"
+                    " the socket: SupplementaryGroups= in the unit)"
+                )
             raise SocketError(f"{path}: {why}") from None
         listener.setblocking(False)
         self._listener = listener

@@ -3,12 +3,15 @@ exit 2 at start for a socket that cannot be made)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agent import config
-from agent.demo.rig import AgentProcess, ChargerRig
+from agent.demo.rig import SOURCE_ROOT, AgentProcess, ChargerRig
+from tests.api.conftest import GROUP, LISTENING, wait_for
 
 IDENTITY = {"vendor": "V", "model": "M"}
 
@@ -62,3 +65,35 @@ def test_a_socket_that_cannot_be_made_stops_the_daemon_with_one_line(tmp_path: P
     assert agent.wait() == 2
     assert "[api] socket: no group named 'no-such-group-here'" in agent.log
     assert "Traceback" not in agent.log
+
+
+def test_without_capabilities_the_daemon_hands_the_socket_over_only_as_a_group_member(
+    sockdir: Path, tmp_path: Path
+) -> None:
+    """The shipped unit runs as root with no capability: chown to the group then needs the
+    daemon in that group (SupplementaryGroups=, README); without it, exit 2 and why."""
+    rig = ChargerRig(tmp_path, "ws://unused.invalid/ocpp")
+    path = rig.config(csms={"mode": "api"}, api={"socket": str(sockdir / "s"), "group": GROUP})
+    no_caps = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    command = [sys.executable, "-m", "agent", "-c", str(path), "run"]
+
+    refused = subprocess.run(
+        [*no_caps, "--clear-groups", *command], cwd=SOURCE_ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "Operation not permitted (without CAP_CHOWN the daemon must be a member" in (
+        refused.stderr
+    )
+
+    log = tmp_path / "member.log"
+    with log.open("wb") as out:
+        member = subprocess.Popen(
+            [*no_caps, f"--groups={GROUP}", *command], cwd=SOURCE_ROOT, stdout=out, stderr=out
+        )
+    try:
+        wait_for(lambda: LISTENING in log.read_text() or member.poll() is not None, "start")
+        assert LISTENING in log.read_text(), log.read_text()
+        assert (sockdir / "s").stat().st_gid == GROUP
+    finally:
+        member.terminate()
+        assert member.wait(30) == 0
