@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.api import protocol
 from agent.api.protocol import ApiError
@@ -73,3 +75,30 @@ def test_malformed_lines(line: bytes, code: str) -> None:
 def test_a_request_without_params_has_none() -> None:
     request = protocol.parse_request(b'{"id": "a", "method": "get_status"}\n')
     assert (request.id, request.method, request.params) == ("a", "get_status", {})
+
+
+@given(st.binary(max_size=2048))
+@settings(max_examples=200, deadline=None)
+def test_any_line_is_a_request_or_an_api_error(line: bytes) -> None:
+    """Whatever a peer sends, the parser answers with an error code, never an exception."""
+    try:
+        protocol.parse_request(line)
+    except ApiError as exc:
+        assert exc.code in (protocol.BAD_JSON, protocol.BAD_REQUEST)
+    protocol.request_id_of(line)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*PARAMS, "retries", "install_date_time", "x"]), JSON))
+@settings(max_examples=200, deadline=None)
+def test_any_start_update_params_are_a_request_or_bad_params(params: dict) -> None:
+    try:
+        protocol.update_request(params)
+    except ApiError as exc:
+        assert exc.code == protocol.BAD_PARAMS
