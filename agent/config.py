@@ -56,7 +56,8 @@ class CsmsConfig:
     reconnect_max: float = 300.0
     ping_interval: float = 60.0
     ocpp_version: str = "1.6"
-    mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
+    mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar;
+    # "api": no websocket, the charger's stack delegates through the local API (agent/api)
     # Bounds on what the CSMS can make the charger hold (issue 11); the defaults are measured
     # margins, the ranges (LIMITS) refuse values that would break OCPP or the memory cap.
     max_message_bytes: int = 64 * 1024
@@ -149,6 +150,16 @@ class SidecarConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    """`[csms] mode = "api"`: the local socket through which the charger's stack delegates."""
+
+    socket: Path = Path("/run/ocpp-fw-agent/api.sock")
+    group: str = "ocpp-fw"  # a group name or a numeric gid: the socket's group, who may connect
+    max_clients: int = 4
+    response_timeout: float = 5.0  # how long events wait for response_sent after start_update
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: Path
     csms: CsmsConfig
@@ -159,6 +170,7 @@ class Config:
     slots: SlotsConfig
     health: HealthConfig
     sidecar: SidecarConfig = SidecarConfig()
+    api: ApiConfig = ApiConfig()
 
     def effective(self) -> dict[str, Any]:
         """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
@@ -173,7 +185,7 @@ class Config:
             return value
 
         out: dict[str, Any] = {}
-        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar"):
+        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar", "api"):
             values = dataclasses.asdict(getattr(self, section))
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
@@ -376,6 +388,17 @@ def _listen(value: Any) -> str:
     return value
 
 
+def _group(value: Any) -> str:
+    """A group name or a numeric gid (resolved when the socket is made)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+        return str(value)
+    if not isinstance(value, str) or not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10}", value
+    ):
+        raise ValueError("expected a group name or a numeric gid")
+    return value
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("expected a table")
@@ -412,7 +435,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "reconnect_max": _seconds(1),
         "ping_interval": _seconds(0),
         "ocpp_version": _one_of(OCPP_VERSIONS),
-        "mode": _one_of(("direct", "sidecar")),
+        "mode": _one_of(("direct", "sidecar", "api")),
         **{key: _integer(low, high) for key, (low, high) in LIMITS.items()},
     },
     "identity": {
@@ -460,6 +483,12 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "max_transitions": _integer(4, 1000),
     },
     "sidecar": {"listen": _listen, "update_firmware": _one_of(("refuse", "forward"))},
+    "api": {
+        "socket": _path,
+        "group": _group,
+        "max_clients": _integer(1, 64),
+        "response_timeout": _seconds(0.1),
+    },
 }
 REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
 
@@ -511,6 +540,8 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         values[section] = checked
     for section, keys in REQUIRED.items():
         given = raw.get(section)
+        if section == "csms" and isinstance(given, dict) and given.get("mode") == "api":
+            keys = ()  # the charger's stack holds the CSMS connection; the agent opens none
         if not isinstance(given, dict):
             if section not in raw:
                 note(section, ", ".join(keys), "missing (required section)")
@@ -540,6 +571,8 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         raise ConfigError(*problems)
 
     state = values.get("state", {})
+    if csms.get("mode") == "api":
+        csms = {"url": "", "charge_point_id": "", "security_profile": 0, **csms}
     return Config(
         source=source,
         csms=CsmsConfig(**csms),
@@ -550,6 +583,7 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         slots=SlotsConfig(**values.get("slots", {})),
         health=HealthConfig(**values.get("health", {})),
         sidecar=SidecarConfig(**values.get("sidecar", {})),
+        api=ApiConfig(**values.get("api", {})),
     )
 
 

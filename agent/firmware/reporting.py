@@ -103,9 +103,10 @@ class Reporter:
         """The outbox id of this status for `request_id` while it is still queued (not yet
         answered by the CSMS), else None: a resumed job awaits it before it reboots."""
         action, payload = self._status_call(status, request_id, None)
-        key = {name: payload.get(name) for name in ("status", "requestId")}
-        for entry in self._outbox.entries():
-            if entry.action == action and all(entry.payload.get(k) == v for k, v in key.items()):
+        for entry in self._outbox.entries():  # the queued one may carry a reason besides
+            if entry.action == action and all(
+                entry.payload.get(k) == v for k, v in payload.items()
+            ):
                 return entry.unique_id
         return None
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent.api.events import status_call as api_status_call
+from agent.api.mode import Api
 from agent.config import Config
 from agent.durable import StateWriteError
 from agent.firmware import certs
@@ -69,16 +71,21 @@ class Daemon:
         # is inside get(). With queue.Queue that deadlocks on its mutex.
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.outbox = Outbox(
-            config.state_dir / OUTBOX_FILE,
-            on_change=self.wake,
-            max_entries=config.csms.outbox_max_entries,
-            max_bytes=config.csms.outbox_max_bytes,
-        )
+        # API mode: no websocket; statuses and security events become the API's events.
+        self.api = Api(config, self.post) if config.csms.mode == "api" else None
+        if self.api is not None:
+            self.outbox: Outbox = self.api.events
+        else:
+            self.outbox = Outbox(
+                config.state_dir / OUTBOX_FILE,
+                on_change=self.wake,
+                max_entries=config.csms.outbox_max_entries,
+                max_bytes=config.csms.outbox_max_bytes,
+            )
         dialect = DIALECTS[config.csms.ocpp_version]
         payloads = dialect.payloads  # the 2.x payload types; None for 1.6
         status_call = signed_status_call if payloads is None else firmware_status_call(payloads)
-        self.reporter = Reporter(self.outbox, status_call)
+        self.reporter = Reporter(self.outbox, api_status_call if self.api else status_call)
         self.session = Session(
             self.outbox,
             self._boot_request,
@@ -94,16 +101,21 @@ class Daemon:
         if config.csms.mode == "sidecar":
             self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
+        if self.api is not None:
+            charger = self.api.charger(serialized)
         self.updater = Updater(
             config,
             self.reporter,
             serialized,
-            TrustedClock(lambda: self.session.csms_offset),
+            TrustedClock(self.api.csms_offset if self.api else lambda: self.session.csms_offset),
             charger,
             wait_delivered=self.outbox.wait_delivered,
         )
         self._v2x: V2xAdapter | None = None
-        if payloads is None:
+        if self.api is not None:  # before updater.start(): the saved job says why we booted
+            phase = (self.updater.snapshot() or {}).get("phase")
+            self.api.attach(self.updater, boot_reason(phase).value)
+        elif payloads is None:
             self.session.route(
                 v16.Action.SIGNED_UPDATE_FIRMWARE,
                 self.updater.on_request,
@@ -185,7 +197,10 @@ class Daemon:
         self._install_signal_handlers()
         if self.sidecar is not None:
             self.sidecar.start()
-        self.transport.start()
+        if self.api is not None:
+            self.api.start()
+        else:
+            self.transport.start()
         self.updater.start()
         self._running = True
         self._publish(force=True)
@@ -206,6 +221,8 @@ class Daemon:
             if self.sidecar is not None:
                 idle = min(idle, self.sidecar.router.poll())
             self._publish()
+            if self.api is not None:
+                self.api.tick()
             timeout = min(idle, STATUS_INTERVAL)
             if self.config.csms.ping_interval > 0:
                 timeout = min(timeout, next_ping - now)
@@ -294,7 +311,10 @@ class Daemon:
         self._drain(DRAIN_SECONDS)
         if self.sidecar is not None:
             self.sidecar.server.stop()
-        self.transport.stop()
+        if self.api is not None:
+            self.api.stop()
+        else:
+            self.transport.stop()
         self.session.disconnected()
         self._publish(force=True, stopped=True)
         LOG.info("stopped; %d message(s) kept in the outbox", len(self.outbox))
@@ -313,6 +333,11 @@ class Daemon:
         }
         if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
             snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
+        if self.api is not None:  # API mode: no websocket; the host's connections instead
+            clients = self.api.server.clients
+            snap["connection"] = f"local API ({clients} client{'' if clients == 1 else 's'})"
+            snap["registration"] = "kept by the host"
+            snap["api_clients"] = clients
         return snap
 
     @staticmethod

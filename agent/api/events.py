@@ -1,0 +1,96 @@
+"""The API's durable events: the outbox's journal, with a `seq` that only ever grows.
+
+In API mode the Reporter queues statuses and security events here instead of in the OCPP
+outbox. It is the same durable, bounded queue (`agent.ocpp.outbox.Outbox`: fsynced before it
+counts, a status never dropped), with one addition: every event gets the next `seq`, written in
+the entry and, as a note, in the same write, so the counter survives restarts even when the
+queue is empty. A host acknowledges by `seq`; the entries leave the queue then.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.ocpp import v16
+from agent.ocpp.outbox import SECURITY_EVENT, Entry, Outbox
+
+EVENTS_FILE = "api-events.json"
+SEQ_NOTE = "api_seq"
+STATUS_ACTION = "status"  # the entry action of a firmware status (the Reporter's StatusCall)
+
+
+def status_call(
+    status: v16.FirmwareStatus, request_id: int | None, reason: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The Reporter's status hook in API mode: the status as the API's `status` event, with
+    the cause of a failure (a 2.x host can put it in its statusInfo)."""
+    event: dict[str, Any] = {"status": status.value, "request_id": request_id}
+    if reason:
+        event["reason"] = reason[:512]
+    return STATUS_ACTION, event
+
+
+class EventLog(Outbox):
+    """The outbox, numbering what it queues. Thread-safe like the outbox."""
+
+    def __init__(self, path: Path, on_change: Callable[[], None] = lambda: None) -> None:
+        super().__init__(path, on_change)
+        self._seq_lock = threading.Lock()
+        saved = self.note(SEQ_NOTE)
+        self._last_seq = saved if isinstance(saved, int) else 0
+
+    @property
+    def next_seq(self) -> int:
+        """The `seq` the next event will get."""
+        with self._seq_lock:
+            return self._last_seq + 1
+
+    def append_all(
+        self, calls: list[tuple[str, dict[str, Any]]], notes: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Queue `calls`, each numbered; the counter is saved in the same write."""
+        with self._seq_lock:
+            numbered = []
+            for action, payload in calls:
+                self._last_seq += 1
+                numbered.append((action, {**payload, "seq": self._last_seq}))
+            return super().append_all(numbered, {**(notes or {}), SEQ_NOTE: self._last_seq})
+
+    def acknowledge_through(self, seq: int) -> int:
+        """Remove every event numbered `seq` or lower; how many were removed."""
+        done = 0
+        for entry in self.entries():
+            if entry_seq(entry) <= seq and self.acknowledge(entry.unique_id):
+                done += 1
+        return done
+
+
+def entry_seq(entry: Entry) -> int:
+    seq = entry.payload.get("seq")
+    return seq if isinstance(seq, int) else 0
+
+
+def wire_event(entry: Entry) -> dict[str, Any] | None:
+    """The event line for a queued entry (None for one that is not an API event)."""
+    payload = entry.payload
+    if entry.action == STATUS_ACTION:
+        return {
+            "event": "status",
+            "seq": entry_seq(entry),
+            "request_id": payload.get("request_id"),
+            "status": payload.get("status"),
+        }
+    if entry.action == SECURITY_EVENT:
+        event = {
+            "event": "security_event",
+            "seq": entry_seq(entry),
+            "type": payload.get("type"),
+            "timestamp": payload.get("timestamp"),
+        }
+        if payload.get("techInfo"):
+            event["tech_info"] = payload["techInfo"]
+        return event
+    return None
