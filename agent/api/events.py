@@ -77,12 +77,15 @@ def wire_event(entry: Entry) -> dict[str, Any] | None:
     """The event line for a queued entry (None for one that is not an API event)."""
     payload = entry.payload
     if entry.action == STATUS_ACTION:
-        return {
+        status = {
             "event": "status",
             "seq": entry_seq(entry),
             "request_id": payload.get("request_id"),
             "status": payload.get("status"),
         }
+        if payload.get("reason"):
+            status["reason"] = payload["reason"]
+        return status
     if entry.action == SECURITY_EVENT:
         event = {
             "event": "security_event",

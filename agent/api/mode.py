@@ -22,7 +22,7 @@ from agent.api.gate import HostGate
 from agent.api.protocol import ApiError, Request
 from agent.api.server import ApiServer, SocketError
 from agent.config import Config, ConfigError
-from agent.firmware.updater import Updater
+from agent.firmware.updater import CANCEL_DONE, CANCEL_NOT_RUNNING, CANCEL_TOO_LATE, Updater
 from agent.ocpp import v16
 from agent.slots.base import BootBackend
 
@@ -215,10 +215,24 @@ class Api:
         return {"acked": self.events.acknowledge_through(seq)}
 
     def _cancel(self, client: int, request: Request) -> dict[str, Any]:
-        raise ApiError(
-            protocol.NOT_SUPPORTED,
-            "cancel is not supported yet; a new start_update cancels a running update",
-        )
+        """The host cancels an update before its trial is armed: one terminal status follows
+        as a `status` event (DownloadFailed or InstallationFailed, reason "cancelled by the
+        host"). Refused once the arming began (L01.FR.27), as a new request would be."""
+        protocol.only(request.params, "request_id", "reason")
+        request_id = protocol.integer(request.params, "request_id")
+        assert request_id is not None
+        reason = request.params.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise ApiError(protocol.BAD_PARAMS, "reason must be a string of at most 200")
+        why = f"cancelled by the host: {reason}" if reason else "cancelled by the host"
+        answer = self._require_updater().cancel(request_id, why)
+        if answer == CANCEL_DONE:
+            return {"request_id": request_id}
+        if answer == CANCEL_NOT_RUNNING:
+            raise ApiError(protocol.NO_UPDATE, f"no update {request_id} is running")
+        if answer == CANCEL_TOO_LATE:
+            raise ApiError(protocol.TOO_LATE, f"update {request_id}: the trial is armed")
+        raise ApiError(protocol.INTERNAL, f"update {request_id}: the cancel could not be saved")
 
     # --- helpers -----------------------------------------------------------------------------
 

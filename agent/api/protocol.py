@@ -25,7 +25,7 @@ BAD_REQUEST = "bad_request"
 UNKNOWN_METHOD = "unknown_method"
 BAD_PARAMS = "bad_params"
 NO_UPDATE = "no_update"
-NOT_SUPPORTED = "not_supported"
+TOO_LATE = "too_late"
 INTERNAL = "internal"
 
 # start_update's params -> the OCPP request's wire names (the core takes that request).

@@ -65,6 +65,7 @@ class Job:
     # [phase, boot id, time] at each transition: the evidence for "which boot did what".
     history: list[list[Any]] = dataclasses.field(default_factory=list)
     error: str | None = None
+    cancelled: str | None = None  # why the charger's stack cancelled it (local API), if it did
     created: float = dataclasses.field(default_factory=time.time)
 
     @property

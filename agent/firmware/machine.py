@@ -59,6 +59,7 @@ class Event(enum.StrEnum):
     FELL_BACK = "fell-back"  # the bootloader booted the old slot (power cut, hang, watchdog)
     COMMITTED = "committed"  # healthy trial, committed (or the bootloader already had)
     TRIAL_FAILED = "trial-failed"  # health failed in the trial; the old slot comes back
+    CANCELLED = "cancelled"  # the charger's own stack cancelled it (local API), before arming
     GAVE_UP = "gave-up"  # the crash-loop breaker: too many restarts of this job
     INTERNAL_ERROR = "internal-error"  # a bug or an unexpected failure
 
@@ -98,6 +99,8 @@ TRANSITIONS: tuple[Row, ...] = (
     _row("installing rebooting trial",       E.FELL_BACK,         P.FINISHED,           S.INSTALLATION_FAILED,          "bootloader fell back (§6.8)"),
     _row("trial",                            E.COMMITTED,         P.FINISHED,           S.INSTALLED,                    "L01.FR.10 + FirmwareUpdated (§8)"),
     _row("trial",                            E.TRIAL_FAILED,      P.FINISHED,           S.INSTALLATION_FAILED,          "unhealthy trial, old slot (§6.8)"),
+    _row("download-scheduled downloading",   E.CANCELLED,         P.FINISHED,           S.DOWNLOAD_FAILED,              "cancelled by the charger's stack"),
+    _row(_PROVABLE,                          E.CANCELLED,         P.FINISHED,           S.INSTALLATION_FAILED,          "cancelled by the charger's stack"),
     _row("download-scheduled downloading",   E.GAVE_UP,           P.FINISHED,           S.DOWNLOAD_FAILED,              "crash-loop breaker"),
     _row(_PROVABLE + " rebooting trial",     E.GAVE_UP,           P.FINISHED,           S.INSTALLATION_FAILED,          "crash-loop breaker; old slot"),
     _row(_BEFORE_REBOOT + " rebooting trial", E.INTERNAL_ERROR,   P.FINISHED,           S.INSTALLATION_FAILED,          "never stuck: a bug fails the job"),

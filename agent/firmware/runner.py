@@ -184,7 +184,10 @@ class JobRun:
 
     def _drive(self) -> None:
         while not self.job.finished:
-            found = _STEPS[self.job.phase](self)
+            if self.job.cancelled is not None:  # saved by Updater.cancel: ends the job here
+                found: Found | None = Found(Event.CANCELLED, self.job.cancelled)
+            else:
+                found = _STEPS[self.job.phase](self)
             if found is None:
                 return  # the reboot is issued: what follows happens in the next boot
             self._apply(found)

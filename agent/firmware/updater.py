@@ -13,6 +13,7 @@ one to be gone before it touches the slot.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -36,6 +37,13 @@ from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotH
 
 LOG = logging.getLogger(__name__)
 Status = v16.FirmwareStatus
+# Updater.cancel's answers.
+CANCEL_DONE, CANCEL_NOT_RUNNING, CANCEL_TOO_LATE, CANCEL_NOT_SAVED = (
+    "cancelled",
+    "not running",
+    "too late",
+    "not saved",
+)
 ARMING_WAIT = 5.0  # seconds a request waits for an arming in progress before it is Rejected
 
 
@@ -175,7 +183,7 @@ class Updater:
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)  # L01.FR.27
         try:
             if current is not None and not current.finished:
-                if current.phase not in CANCELLABLE:  # the trial is armed (L01.FR.27)
+                if not _cancellable(current):  # the trial is armed (L01.FR.27)
                     LOG.warning(
                         "refusing request %s: update %s is %s",
                         request.request_id,
@@ -206,6 +214,38 @@ class Updater:
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         self._job, self._token = job, token
         return v16.SignedUpdateFirmwareConf(status=status)
+
+    def cancel(self, request_id: int, why: str) -> str:
+        """The charger's own stack cancels update `request_id` (local API): CANCEL_DONE when
+        the job will end with one terminal status (DownloadFailed before the image is in the
+        slot, InstallationFailed after), CANCEL_NOT_RUNNING when no such update runs,
+        CANCEL_TOO_LATE once its trial is (being) armed, as for a new request (L01.FR.27).
+        The cancel is saved before it is answered; a new worker ends the job."""
+        ownership = self.store.ownership
+        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+            return CANCEL_TOO_LATE
+        try:
+            current = self._job
+            if current is None or current.request_id != request_id or current.finished:
+                return CANCEL_NOT_RUNNING
+            if not _cancellable(current):
+                return CANCEL_TOO_LATE
+            token = ownership.claim()  # the running worker's saves and statuses end here
+            self._cancel.set()
+            # A copy: the old worker may still touch its own object until it notices.
+            job = dataclasses.replace(current, cancelled=why[:200] or "cancelled")
+            try:
+                self.store.save(job, token, transition=False)
+            except StateWriteError as exc:
+                LOG.error("cannot cancel update %s: %s", request_id, exc)
+                self._spawn(current, resumed=True, token=token)  # it goes on as it was
+                return CANCEL_NOT_SAVED
+        finally:
+            ownership.lock.release()
+        LOG.warning("update %s cancelled by the charger: %s", request_id, job.cancelled)
+        self._job = job
+        self._spawn(job, token=token)
+        return CANCEL_DONE
 
     def after_request(
         self, request: v16.SignedUpdateFirmwareReq, conf: v16.SignedUpdateFirmwareConf
@@ -274,6 +314,13 @@ class Updater:
 
         self._worker = threading.Thread(target=work, name=f"update-{job.request_id}", daemon=True)
         self._worker.start()
+
+
+def _cancellable(job: Job) -> bool:
+    """Until its trial is armed (L01.FR.26/27). A job whose arming began in an earlier run
+    (`Job.boot_id`, saved first) is not, until its worker has judged what booted: it may be
+    running the trial, and a new download would go to the committed slot."""
+    return job.phase in CANCELLABLE and job.boot_id is None
 
 
 def _waiting_for(job: Job, now: float) -> str | None:

@@ -94,7 +94,8 @@ def test_an_oversized_line_too_many_clients_and_malformed_requests(
         ("ack", {"seq": "one"}, "bad_params"),
         ("start_update", {"request_id": 1}, "bad_params"),
         ("allow_installation", {}, "no_update"),
-        ("cancel", {}, "not_supported"),
+        ("cancel", {}, "bad_params"),
+        ("cancel", {"request_id": 9}, "no_update"),
     ]:
         with pytest.raises(ApiCallError) as refused:
             first.call(method, **params)
