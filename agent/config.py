@@ -140,6 +140,15 @@ class SidecarConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StationConfig:
+    """Direct 2.x mode: the charger's connectors the agent reports availability for, and the
+    integrator's command that blocks new sessions while an update waits (see README)."""
+
+    connectors: tuple[tuple[int, int], ...] = ((1, 1),)  # (evseId, connectorId)
+    session_block: tuple[str, ...] = ()  # run with "block" or "allow" appended
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: Path
     csms: CsmsConfig
@@ -150,6 +159,7 @@ class Config:
     slots: SlotsConfig
     health: HealthConfig
     sidecar: SidecarConfig = SidecarConfig()
+    station: StationConfig = StationConfig()
 
     def effective(self) -> dict[str, Any]:
         """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
@@ -164,7 +174,7 @@ class Config:
             return value
 
         out: dict[str, Any] = {}
-        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar"):
+        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar", "station"):
             values = dataclasses.asdict(getattr(self, section))
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
@@ -360,6 +370,24 @@ def _table(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _connectors(value: Any) -> tuple[tuple[int, int], ...]:
+    """[[evseId, connectorId], ...]: positive, distinct, at most 64 (a station, not a fleet)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 64:
+        raise ValueError("expected 1 to 64 [evseId, connectorId] pairs")
+    pairs = []
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(type(n) is int and 1 <= n <= 1000 for n in pair)
+        ):
+            raise ValueError(f"{pair!r}: expected [evseId, connectorId], each 1..1000")
+        pairs.append((pair[0], pair[1]))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("a connector is listed twice")
+    return tuple(pairs)
+
+
 Checker = Callable[[Any], Any]
 
 SECTIONS: dict[str, dict[str, Checker]] = {
@@ -423,6 +451,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "max_transitions": _integer(4, 1000),
     },
     "sidecar": {"listen": _listen, "update_firmware": _one_of(("refuse", "forward"))},
+    "station": {"connectors": _connectors, "session_block": _argv},
 }
 REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
 
@@ -513,6 +542,7 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         slots=SlotsConfig(**values.get("slots", {})),
         health=HealthConfig(**values.get("health", {})),
         sidecar=SidecarConfig(**values.get("sidecar", {})),
+        station=StationConfig(**values.get("station", {})),
     )
 
 
