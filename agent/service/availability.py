@@ -61,7 +61,11 @@ class Availability:
         self._command = tuple(session_block)
         self._queue = queue
         self._last_status = last_status
-        self._lock = threading.Lock()  # the worker (gate, statuses) and the loop (boot)
+        # The worker (gate, statuses) changes the block, the loop reports at a boot. The
+        # command may take long and runs under `_changing` only, so the loop never waits for
+        # it; `_lock` keeps the stored state and the order of the reports in step.
+        self._changing = threading.Lock()
+        self._lock = threading.Lock()
 
     @property
     def blocked(self) -> bool:
@@ -85,7 +89,7 @@ class Availability:
             self._report(self.blocked)
 
     def _set_blocked(self, block: bool) -> None:
-        with self._lock:
+        with self._changing:
             if block == self.blocked:
                 return
             word = "block" if block else "allow"
@@ -93,12 +97,13 @@ class Availability:
                 ok, reason = command_succeeds([*self._command, word], "session block")
                 if not ok:
                     LOG.error("new sessions: %s failed: %s", word, reason)
-            try:
-                self._settings.set("sessions_blocked", block)
-            except StateWriteError as exc:  # reported anyway; the next start reports again
-                LOG.error("cannot store the session block: %s", exc)
-            LOG.info("new sessions %s while the update %s", word, "waits" if block else "ended")
-            self._report(block)
+            with self._lock:
+                try:
+                    self._settings.set("sessions_blocked", block)
+                except StateWriteError as exc:  # reported anyway; the next start reports again
+                    LOG.error("cannot store the session block: %s", exc)
+                self._report(block)
+            LOG.info("new sessions: %s (the update %s)", word, "waits" if block else "ended")
 
     def _report(self, block: bool) -> None:
         status = v201.ConnectorStatus.UNAVAILABLE if block else v201.ConnectorStatus.AVAILABLE

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent.durable import atomic_write_json
-from agent.ocpp import v21, v201
+from agent.ocpp import v16, v21, v201
 from agent.ocpp.devicemodel import (
     SETTINGS_FILE,
     DeviceModel,
@@ -25,6 +25,7 @@ from agent.ocpp.devicemodel import (
 )
 from agent.ocpp.errors import OcppError
 from agent.ocpp.validate import from_wire, to_wire
+from agent.service.availability import Availability
 from tests.v201.conftest import Station
 
 
@@ -262,3 +263,48 @@ def test_2_1_takes_longer_values_than_2_0_1():
     assert len(parsed.set_variable_data[0].attribute_value) == 2000
     with pytest.raises(OcppError):
         from_wire(v201.INCOMING_REQUESTS["SetVariables"], long)
+
+
+def test_L01_FR_33_connectors_are_blocked_only_while_the_install_waits(tmp_path: Path):
+    """L01.FR.33/.34: the block (Unavailable + the charger's command told `block`) comes
+    only when the gate is closed, the install waits (InstallScheduled) and new sessions are
+    not allowed; it holds through Installing and ends with the update (`allow`, Available).
+    The block is kept in the state dir: after a restart the boot report says Unavailable."""
+    log = tmp_path / "told"
+    command = ["sh", "-c", 'echo "$1" >> "$0"', str(log)]
+    queued: list[tuple[str, dict[str, Any]]] = []
+    last = {"status": v16.FirmwareStatus.SIGNATURE_VERIFIED}
+
+    def availability() -> Availability:
+        return Availability(
+            Settings(tmp_path),
+            [(1, 1), (2, 1)],
+            command,
+            lambda action, payload: queued.append((action, payload)),
+            lambda: last["status"],
+        )
+
+    def reported() -> list[tuple[str, int]]:
+        out = [(p["connectorStatus"], p["evseId"]) for a, p in queued if a == "StatusNotification"]
+        queued.clear()
+        return out
+
+    station = availability()
+    station.gate_closed()  # not waiting yet (the gate is asked before InstallScheduled)
+    last["status"] = v16.FirmwareStatus.INSTALL_SCHEDULED
+    Settings(tmp_path).set("allow_new_sessions", True)
+    station = availability()
+    station.gate_closed()  # waiting, but the CSMS allows new sessions
+    assert reported() == [] and not log.exists()
+    Settings(tmp_path).set("allow_new_sessions", False)
+    station = availability()
+    station.gate_closed()
+    station.gate_closed()  # asked again: no second report
+    assert reported() == [("Unavailable", 1), ("Unavailable", 2)]
+    station.firmware_status(v16.FirmwareStatus.INSTALLING)
+    assert reported() == []
+    availability().report_all()  # a restart meanwhile: still blocked
+    assert reported() == [("Unavailable", 1), ("Unavailable", 2)]
+    station.firmware_status(v16.FirmwareStatus.INSTALLED)
+    assert reported() == [("Available", 1), ("Available", 2)]
+    assert log.read_text().split() == ["block", "allow"]
