@@ -160,6 +160,15 @@ class ApiConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StationConfig:
+    """Direct 2.x mode: the charger's connectors the agent reports availability for, and the
+    integrator's command that blocks new sessions while an update waits (see README)."""
+
+    connectors: tuple[tuple[int, int], ...] = ((1, 1),)  # (evseId, connectorId)
+    session_block: tuple[str, ...] = ()  # run with "block" or "allow" appended
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     source: Path
     csms: CsmsConfig
@@ -171,6 +180,7 @@ class Config:
     health: HealthConfig
     sidecar: SidecarConfig = SidecarConfig()
     api: ApiConfig = ApiConfig()
+    station: StationConfig = StationConfig()
 
     def effective(self) -> dict[str, Any]:
         """The configuration as loaded, defaults filled in, secrets masked (for check-config)."""
@@ -185,7 +195,16 @@ class Config:
             return value
 
         out: dict[str, Any] = {}
-        for section in ("csms", "identity", "firmware", "slots", "health", "sidecar", "api"):
+        for section in (
+            "csms",
+            "identity",
+            "firmware",
+            "slots",
+            "health",
+            "sidecar",
+            "api",
+            "station",
+        ):
             values = dataclasses.asdict(getattr(self, section))
             out[section] = {k: plain(v) for k, v in values.items() if v is not None}
         if self.csms.authorization_key is not None:
@@ -405,6 +424,24 @@ def _table(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _connectors(value: Any) -> tuple[tuple[int, int], ...]:
+    """[[evseId, connectorId], ...]: positive, distinct, at most 64 (a station, not a fleet)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 64:
+        raise ValueError("expected 1 to 64 [evseId, connectorId] pairs")
+    pairs = []
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(type(n) is int and 1 <= n <= 1000 for n in pair)
+        ):
+            raise ValueError(f"{pair!r}: expected [evseId, connectorId], each 1..1000")
+        pairs.append((pair[0], pair[1]))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("a connector is listed twice")
+    return tuple(pairs)
+
+
 Checker = Callable[[Any], Any]
 
 # [csms] bounds: (lowest, highest). A CSMS message under 8 KiB would refuse a legitimate
@@ -489,6 +526,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "max_clients": _integer(1, 64),
         "response_timeout": _seconds(0.1),
     },
+    "station": {"connectors": _connectors, "session_block": _argv},
 }
 REQUIRED = {"csms": ("url", "charge_point_id", "security_profile"), "identity": ("vendor", "model")}
 
@@ -584,6 +622,7 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
         health=HealthConfig(**values.get("health", {})),
         sidecar=SidecarConfig(**values.get("sidecar", {})),
         api=ApiConfig(**values.get("api", {})),
+        station=StationConfig(**values.get("station", {})),
     )
 
 

@@ -406,6 +406,22 @@ def _side_2x(version: str) -> type[Any]:
             self._maybe_refuse("SecurityEventNotification", payload)
             return results.SecurityEventNotification()
 
+        # Direct mode's device model and availability: taken and answered as a CSMS does.
+        @on("StatusNotification")
+        def on_connector_status(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "StatusNotification", payload)
+            return results.StatusNotification()
+
+        @on("NotifyEvent")
+        def on_event(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "NotifyEvent", payload)
+            return results.NotifyEvent()
+
+        @on("NotifyReport")
+        def on_report(self, **payload: Any) -> Any:
+            self.csms._note(self.id, "NotifyReport", payload)
+            return results.NotifyReport()
+
         def _maybe_refuse(self, action: str, payload: dict[str, Any]) -> None:
             if not self.csms.answer_filter(action, payload):
                 raise InternalError(description="test CSMS refuses this one")

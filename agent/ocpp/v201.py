@@ -259,3 +259,207 @@ PAYLOADS = Payloads(
     trigger_message_response=TriggerMessageResponse,
     status_notification=FirmwareStatusNotificationRequest,
 )
+
+
+# --- device model and availability (direct mode: the agent is the station's OCPP client) ----
+# Only the shapes the agent's small device model (`agent.ocpp.devicemodel`) needs: B06
+# GetVariables, B05 SetVariables, B07 GetBaseReport with its NotifyReport, and G01
+# StatusNotification. Each array is bounded (`max_length` on a list = most items).
+
+ITEMS_PER_MESSAGE = 32  # DeviceDataCtrlr.ItemsPerMessage{Get,Set}Variables, as reported
+NAME_MAX = 50  # component, variable and instance names
+SET_VALUE_MAX, REPORT_VALUE_MAX = 1000, 2500  # attributeValue in SetVariables / in reports
+
+
+class AttributeType(enum.StrEnum):
+    ACTUAL = "Actual"
+    TARGET = "Target"
+    MIN_SET = "MinSet"
+    MAX_SET = "MaxSet"
+
+
+class GetVariableStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    UNKNOWN_COMPONENT = "UnknownComponent"
+    UNKNOWN_VARIABLE = "UnknownVariable"
+    NOT_SUPPORTED_ATTRIBUTE_TYPE = "NotSupportedAttributeType"
+
+
+class SetVariableStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    UNKNOWN_COMPONENT = "UnknownComponent"
+    UNKNOWN_VARIABLE = "UnknownVariable"
+    NOT_SUPPORTED_ATTRIBUTE_TYPE = "NotSupportedAttributeType"
+    REBOOT_REQUIRED = "RebootRequired"
+
+
+class ReportBase(enum.StrEnum):
+    CONFIGURATION_INVENTORY = "ConfigurationInventory"
+    FULL_INVENTORY = "FullInventory"
+    SUMMARY_INVENTORY = "SummaryInventory"
+
+
+class GenericDeviceModelStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    NOT_SUPPORTED = "NotSupported"
+    EMPTY_RESULT_SET = "EmptyResultSet"
+
+
+class Mutability(enum.StrEnum):
+    READ_ONLY = "ReadOnly"
+    WRITE_ONLY = "WriteOnly"
+    READ_WRITE = "ReadWrite"
+
+
+class DataType(enum.StrEnum):
+    STRING = "string"
+    DECIMAL = "decimal"
+    INTEGER = "integer"
+    DATE_TIME = "dateTime"
+    BOOLEAN = "boolean"
+    OPTION_LIST = "OptionList"
+    SEQUENCE_LIST = "SequenceList"
+    MEMBER_LIST = "MemberList"
+
+
+class ConnectorStatus(enum.StrEnum):
+    AVAILABLE = "Available"
+    OCCUPIED = "Occupied"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    name: str = wire("name", max_length=NAME_MAX)
+    instance: str | None = wire("instance", max_length=NAME_MAX, default=None)
+    evse: Evse | None = wire("evse", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    name: str = wire("name", max_length=NAME_MAX)
+    instance: str | None = wire("instance", max_length=NAME_MAX, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetVariableData:
+    component: Component = wire("component")
+    variable: Variable = wire("variable")
+    attribute_type: AttributeType | None = wire("attributeType", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetVariablesRequest:
+    get_variable_data: list[GetVariableData] = wire("getVariableData", max_length=ITEMS_PER_MESSAGE)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetVariableResult:
+    attribute_status: GetVariableStatus = wire("attributeStatus")
+    component: Component = wire("component")
+    variable: Variable = wire("variable")
+    attribute_type: AttributeType | None = wire("attributeType", default=None)
+    attribute_value: str | None = wire("attributeValue", max_length=REPORT_VALUE_MAX, default=None)
+    attribute_status_info: StatusInfo | None = wire("attributeStatusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetVariablesResponse:
+    get_variable_result: list[GetVariableResult] = wire("getVariableResult")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariableData:
+    attribute_value: str = wire("attributeValue", max_length=SET_VALUE_MAX)
+    component: Component = wire("component")
+    variable: Variable = wire("variable")
+    attribute_type: AttributeType | None = wire("attributeType", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariablesRequest:
+    set_variable_data: list[SetVariableData] = wire("setVariableData", max_length=ITEMS_PER_MESSAGE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariableResult:
+    attribute_status: SetVariableStatus = wire("attributeStatus")
+    component: Component = wire("component")
+    variable: Variable = wire("variable")
+    attribute_type: AttributeType | None = wire("attributeType", default=None)
+    attribute_status_info: StatusInfo | None = wire("attributeStatusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariablesResponse:
+    set_variable_result: list[SetVariableResult] = wire("setVariableResult")
+
+
+@dataclasses.dataclass(frozen=True)
+class GetBaseReportRequest:
+    request_id: int = wire("requestId")
+    report_base: ReportBase = wire("reportBase")
+
+
+@dataclasses.dataclass(frozen=True)
+class GetBaseReportResponse:
+    status: GenericDeviceModelStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableAttribute:
+    type: AttributeType | None = wire("type", default=None)
+    value: str | None = wire("value", max_length=REPORT_VALUE_MAX, default=None)
+    mutability: Mutability | None = wire("mutability", default=None)
+    persistent: bool | None = wire("persistent", default=None)
+    constant: bool | None = wire("constant", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableCharacteristics:
+    data_type: DataType = wire("dataType")
+    supports_monitoring: bool = wire("supportsMonitoring")
+    values_list: str | None = wire("valuesList", max_length=SET_VALUE_MAX, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportData:
+    component: Component = wire("component")
+    variable: Variable = wire("variable")
+    variable_attribute: list[VariableAttribute] = wire("variableAttribute", max_length=4)
+    variable_characteristics: VariableCharacteristics | None = wire(
+        "variableCharacteristics", default=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NotifyReportRequest:
+    request_id: int = wire("requestId")
+    generated_at: datetime.datetime = wire("generatedAt")
+    seq_no: int = wire("seqNo")
+    report_data: list[ReportData] | None = wire("reportData", default=None)
+    tbc: bool | None = wire("tbc", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusNotificationRequest:
+    timestamp: datetime.datetime = wire("timestamp")
+    connector_status: ConnectorStatus = wire("connectorStatus")
+    evse_id: int = wire("evseId")
+    connector_id: int = wire("connectorId")
+
+
+DEVICE_MODEL_ACTIONS = ("GetVariables", "SetVariables", "GetBaseReport")
+DEVICE_MODEL_REQUESTS: dict[str, type[Any]] = {
+    "GetVariables": GetVariablesRequest,
+    "SetVariables": SetVariablesRequest,
+    "GetBaseReport": GetBaseReportRequest,
+}
+INCOMING_REQUESTS.update(DEVICE_MODEL_REQUESTS)
+RESPONSES.update({"NotifyReport": EmptyResponse, "StatusNotification": EmptyResponse})

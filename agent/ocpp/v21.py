@@ -112,3 +112,22 @@ PAYLOADS = v201.Payloads(
     trigger_message_response=TriggerMessageResponse,
     status_notification=FirmwareStatusNotificationRequest,
 )
+
+
+# --- device model: 2.1 lets SetVariables carry up to 2500 characters (2.0.1: 1000) -----------
+SET_VALUE_MAX = 2500
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariableData(v201.SetVariableData):
+    attribute_value: str = wire("attributeValue", max_length=SET_VALUE_MAX)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetVariablesRequest(v201.SetVariablesRequest):
+    set_variable_data: list[SetVariableData] = wire(  # type: ignore[assignment]
+        "setVariableData", max_length=v201.ITEMS_PER_MESSAGE
+    )
+
+
+INCOMING_REQUESTS.update({**v201.DEVICE_MODEL_REQUESTS, "SetVariables": SetVariablesRequest})

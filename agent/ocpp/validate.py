@@ -73,6 +73,8 @@ def from_wire(cls: type[T], payload: Any, path: str = "") -> T:
 
 
 def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
+    if typing.get_origin(hint) is list:
+        return _convert_list(typing.get_args(hint)[0], value, where, max_length)
     if dataclasses.is_dataclass(hint):
         return from_wire(typing.cast(type[Any], hint), value, where)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -101,6 +103,19 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
             raise TypeConstraintViolation(f"{where}: expected a date-time string")
         return parse_datetime(value, where)
     raise TypeError(f"unsupported payload field type {hint!r}")  # a bug in v16, not the peer
+
+
+def _convert_list(item: Any, value: Any, where: str, max_items: int | None) -> list[Any]:
+    """A JSON array (2.x device model): at least one item (every OCPP array is `minItems 1`),
+    at most `max_items` (the field's `max_length`), so a hostile CSMS cannot make us build and
+    answer a huge list."""
+    if not isinstance(value, list):
+        raise TypeConstraintViolation(f"{where}: expected an array")
+    if not value:
+        raise OccurenceConstraintViolation(f"{where}: at least one item is required")
+    if max_items is not None and len(value) > max_items:
+        raise OccurenceConstraintViolation(f"{where}: more than {max_items} items")
+    return [_convert(item, v, f"{where}[{i}]", None) for i, v in enumerate(value)]
 
 
 def parse_datetime(text: str, where: str = "date-time") -> datetime.datetime:
@@ -135,7 +150,9 @@ def to_wire(obj: Any) -> dict[str, Any]:
         value = getattr(obj, field.name)
         if value is None:
             continue
-        if dataclasses.is_dataclass(value):
+        if isinstance(value, list):
+            value = [_plain(v) for v in value]
+        elif dataclasses.is_dataclass(value):
             value = to_wire(value)
         elif isinstance(value, datetime.datetime):
             value = format_datetime(value)
@@ -143,3 +160,12 @@ def to_wire(obj: Any) -> dict[str, Any]:
             value = value.value
         out[field.metadata["wire"]] = value
     return out
+
+
+def _plain(value: Any) -> Any:
+    """One array item on the wire (a nested object or a plain value)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_wire(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

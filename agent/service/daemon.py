@@ -24,6 +24,7 @@ from agent.api.mode import Api
 from agent.config import Config
 from agent.durable import StateWriteError
 from agent.firmware import certs
+from agent.firmware.charger import Charger
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter, signed_status_call
 from agent.firmware.updater import Updater
@@ -36,13 +37,20 @@ from agent.ocpp.connection import (
     Transport,
     TransportEvent,
 )
+from agent.ocpp.devicemodel import Settings
 from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
 from agent.service import policy
 from agent.service import status as status_file
+from agent.service.availability import Availability, GuardedCharger, observing
 from agent.service.systemd import Notifier
-from agent.service.v2x_adapter import V2xAdapter, boot_reason, firmware_status_call
+from agent.service.v2x_adapter import (
+    V2xAdapter,
+    boot_reason,
+    direct_device_model,
+    firmware_status_call,
+)
 from agent.sidecar.mode import Sidecar, TransactionGate
 from agent.slots.base import BootBackend, SerializedBackend
 
@@ -85,6 +93,19 @@ class Daemon:
         dialect = DIALECTS[config.csms.ocpp_version]
         payloads = dialect.payloads  # the 2.x payload types; None for 1.6
         status_call = signed_status_call if payloads is None else firmware_status_call(payloads)
+        # Direct 2.x: the agent owns a small device model and reports connector availability.
+        self.availability: Availability | None = None
+        settings = Settings(config.state_dir) if payloads is not None else None
+        if settings is not None and config.csms.mode == "direct":
+            station = config.station
+            self.availability = Availability(
+                settings,
+                station.connectors,
+                station.session_block,
+                self.outbox.append,
+                lambda: (self.reporter.last() or (None, None))[0],
+            )
+            status_call = observing(status_call, self.availability)
         self.reporter = Reporter(self.outbox, api_status_call if self.api else status_call)
         self.session = Session(
             self.outbox,
@@ -97,12 +118,14 @@ class Daemon:
         self.transport = Transport(config.csms, self._events.put)
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
-        charger = policy.CommandCharger(config, serialized)
+        charger: Charger = policy.CommandCharger(config, serialized)
         if config.csms.mode == "sidecar":
             self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         if self.api is not None:
             charger = self.api.charger(serialized)
+        if self.availability is not None:
+            charger = GuardedCharger(charger, self.availability)
         self.updater = Updater(
             config,
             self.reporter,
@@ -128,7 +151,18 @@ class Daemon:
         else:  # before updater.start(): the saved job's phase says why we booted
             job = self.updater.snapshot() or {}
             reason = boot_reason(job.get("phase"))
-            self._v2x = V2xAdapter(config.identity, self.session, self.updater, reason, payloads)
+            device = None
+            if self.availability is not None and settings is not None:
+                device = direct_device_model(config, self.session, settings)
+            self._v2x = V2xAdapter(
+                config.identity,
+                self.session,
+                self.updater,
+                reason,
+                payloads,
+                device,
+                self.availability,
+            )
         self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0
         self._running = False

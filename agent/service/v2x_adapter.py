@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agent.config import IdentityConfig
+from agent.config import Config, IdentityConfig
 from agent.firmware.reporting import StatusCall
 from agent.firmware.updater import Updater
 from agent.ocpp import v16, v201
+from agent.ocpp.devicemodel import DeviceModel, Settings, Sources, owned_variables
 from agent.ocpp.session import Session
 from agent.ocpp.validate import to_wire
+from agent.service.availability import Availability
 
 LOG = logging.getLogger(__name__)
 # Job phases (machine.Phase values) in which this boot is the update's reboot.
@@ -107,6 +109,24 @@ def to_core(request: v201.UpdateFirmwareRequest) -> v16.SignedUpdateFirmwareReq 
     )
 
 
+def direct_device_model(config: Config, session: Session, settings: Settings) -> DeviceModel:
+    """The device model of direct mode, its values read from where they live. A report goes
+    out once, not through the durable outbox: a CSMS that refuses NotifyReport must not hold
+    up the firmware statuses queued behind it (it can ask for the report again)."""
+
+    def set_heartbeat(seconds: int) -> None:
+        session.heartbeat_interval = seconds  # handlers run on the loop's thread
+
+    sources = Sources(
+        allowed_schemes=config.firmware.allowed_schemes,
+        security_profile=config.csms.security_profile,
+        heartbeat=lambda: session.heartbeat_interval,
+        set_heartbeat=set_heartbeat,
+        settings=settings,
+    )
+    return DeviceModel(owned_variables(sources), session.send_live)
+
+
 class V2xAdapter:
     """Routes a 2.x session's firmware and trigger CALLs to the shared core."""
 
@@ -117,6 +137,8 @@ class V2xAdapter:
         updater: Updater,
         reason: v201.BootReason,
         payloads: v201.Payloads,
+        device: DeviceModel | None = None,
+        availability: Availability | None = None,
     ) -> None:
         self.identity = identity
         self.session = session
@@ -125,6 +147,12 @@ class V2xAdapter:
         self.payloads = payloads
         session.route(v201.Action.UPDATE_FIRMWARE, self.on_update, self.after_update)
         session.route(v201.Action.TRIGGER_MESSAGE, self.on_trigger, self.after_trigger)
+        if device is not None:  # the station's device model (B05-B07), direct mode
+            session.route("GetVariables", device.get_variables)
+            session.route("SetVariables", device.set_variables)
+            session.route("GetBaseReport", device.base_report, device.after_base_report)
+        if availability is not None:  # each connector after each accepted boot
+            session.on_accepted(availability.report_all)
 
     def boot_request(self) -> v201.BootNotificationRequest:
         identity = self.identity

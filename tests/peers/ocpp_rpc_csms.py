@@ -308,6 +308,7 @@ EMPTY_ANSWERS = {
         "SecurityEventNotification",
         "StatusNotification",
         "NotifyEvent",
+        "NotifyReport",
         "LogStatusNotification",
     },
 }

@@ -73,29 +73,24 @@ def collapsed(statuses: list[str]) -> list[str]:
     return [s for i, s in enumerate(statuses) if statuses[i - 1 : i] != [s]]
 
 
-def availability_reports(station: Station, state: str) -> list[dict[str, Any]]:
-    """Every StatusNotification (connectorStatus) or NotifyEvent (AvailabilityState) CALL
-    the station sent that reports `state`, read off the wire (the CSMS answers neither)."""
-    found = []
-    for frame in station.csms.frames:
-        if frame.direction != "in":
-            continue
-        message = frame.parsed
-        if message[0] != 2:
-            continue
-        if _reports_availability(message[2], message[3], state):
-            found.append(message[3])
-    return found
+def availability_reports(station: Station, state: str) -> list[float]:
+    """When each StatusNotification (connectorStatus) or NotifyEvent (AvailabilityState) CALL
+    that reports `state` reached the CSMS (either peer: read from what the CSMS took)."""
+    return [
+        m.at
+        for action in ("StatusNotification", "NotifyEvent")
+        for m in station.csms.messages(action)
+        if _reports_availability(action, m.payload, state)
+    ]
 
 
 def _reports_availability(action: str, payload: dict[str, Any], state: str) -> bool:
     if action == "StatusNotification":
-        return bool(payload.get("connectorStatus") == state)
-    events = payload.get("eventData", []) if action == "NotifyEvent" else []
+        return bool(payload.get("connector_status") == state)
     return any(
         event.get("variable", {}).get("name") == "AvailabilityState"
-        and event.get("actualValue") == state
-        for event in events
+        and event.get("actual_value") == state
+        for event in payload.get("event_data", [])
     )
 
 
@@ -339,10 +334,11 @@ def test_TC_L_15_CS_install_waits_for_transactions_no_new_sessions(
     station: Station, rig: ChargerRig, firmware: Firmware
 ):
     """As TC_L_14_CS with AllowNewSessionsPendingFirmwareUpdate false (configuration state:
-    set by the CSMS, SetVariables): InstallScheduled, then (step 11) the station reports its
-    Available connectors Unavailable (StatusNotification or NotifyEvent AvailabilityState);
-    the install starts once the session ends; Installed and FirmwareUpdated. The firmware
-    statuses are checked first, the variable and the availability report last."""
+    set by the CSMS, SetVariables): InstallScheduled, then (step 11, L01.FR.33/.34) the
+    station reports its Available connectors Unavailable (StatusNotification or NotifyEvent
+    AvailabilityState) and runs the integrator's session block; the install starts once the
+    session ends; Installed and FirmwareUpdated, and the connectors Available again. The
+    firmware statuses are checked first, the variable and the availability reports last."""
     setting = {
         "component": {"name": "ChargingStation"},
         "variable": {"name": "AllowNewSessionsPendingFirmwareUpdate"},
@@ -351,7 +347,9 @@ def test_TC_L_15_CS_install_waits_for_transactions_no_new_sessions(
     sessions = rig.base / "sessions"
     gate = sessions_gate(sessions)
     (sessions / "evse-1").touch()  # EnergyTransferStarted
-    agent = station.start(firmware=gate)
+    blocks = rig.base / "session-block.log"  # the charger's side: what it was told
+    block = ["sh", "-c", 'echo "$1" >> "$0"', str(blocks)]
+    agent = station.start(firmware=gate, station={"session_block": block})
     station.csms.wait_message("BootNotification")
     configured = station.raw("SetVariables", {"setVariableData": [setting]})
     assert station.update(firmware, 15).status == "Accepted"
@@ -366,8 +364,14 @@ def test_TC_L_15_CS_install_waits_for_transactions_no_new_sessions(
     result = configured[2]["setVariableResult"][0] if configured[0] == 3 else {}
     if result.get("attributeStatus") != "Accepted":
         gaps.append(f"SetVariables AllowNewSessionsPendingFirmwareUpdate=false: {configured}")
-    if not availability_reports(station, "Unavailable"):
+    unavailable = availability_reports(station, "Unavailable")
+    if not unavailable:
         gaps.append("step 11: no connector reported Unavailable while the install waited")
+    elif not [at for at in availability_reports(station, "Available") if at > unavailable[-1]]:
+        gaps.append("no connector reported Available again after the update")
+    told = blocks.read_text().split() if blocks.exists() else []
+    if told[:2] != ["block", "allow"]:
+        gaps.append(f"the charger's session block was told {told}, not block then allow")
     assert not gaps, gaps
 
 

@@ -17,7 +17,7 @@ def test_callerrors_use_the_2x_codes_and_unknown_actions_are_not_implemented(
 ):
     """OCPP-J 2.0.1 §4.3: FormatViolation / OccurrenceConstraintViolation (not 1.6's
     FormationViolation / OccurenceConstraintViolation); NotImplemented for an action the
-    agent does not do (GetVariables is out of this slice); customData is ignored."""
+    agent does not do (GetLog); customData is ignored."""
     station.start()
     station.csms.wait_message("BootNotification")
     good = station.rig.request(firmware, 1)["firmware"]
@@ -29,7 +29,7 @@ def test_callerrors_use_the_2x_codes_and_unknown_actions_are_not_implemented(
     assert answer[2] == "TypeConstraintViolation"
     station.csms.send_raw(station.rig.charge_point_id, '[2,"frame-1","UpdateFirmware",[]]')
     assert station.csms.answer_to("frame-1")[2] == "FormatViolation"  # caught by the framing
-    answer = station.raw("GetVariables", {"getVariableData": []})
+    answer = station.raw("GetLog", {})
     assert answer[2] == "NotImplemented"
     answer = station.raw(
         "TriggerMessage", {"requestedMessage": "Heartbeat", "customData": {"vendorId": "x"}}
