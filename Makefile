@@ -79,8 +79,11 @@ unit: venv peers
 compat: debvenv peers
 	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
+# Options: make demo DEMO_ARGS=--sidecar (the charger's own stack behind the agent, charging
+# during the update), DEMO_ARGS="--ocpp 2.0.1" (or 2.1); -v keeps the files and the agent's log.
+DEMO_ARGS ?=
 demo: deps venv
-	$(VENV)/bin/ocpp-fw-agent demo
+	$(VENV)/bin/ocpp-fw-agent demo $(DEMO_ARGS)
 
 # The peers' pipeline needs curl and openssl (Debian packages `curl`, `openssl`); dd is coreutils.
 # Options: make bench BENCH_ARGS="--sizes 64M,1G --reps 3" (see python -m bench --help).

@@ -118,6 +118,13 @@ def cmd_slots(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.sidecar:
+        if args.ocpp != "1.6":
+            print("ocpp-fw-agent: demo --sidecar speaks OCPP 1.6 only", file=sys.stderr)
+            return EXIT_USAGE
+        from agent.demo.sidecar_run import main as sidecar_main
+
+        return sidecar_main(verbose=args.verbose)
     from agent.demo.run import main as demo_main
 
     return demo_main(verbose=args.verbose, ocpp=args.ocpp)
@@ -183,6 +190,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         choices=config_module.OCPP_VERSIONS,
         default="1.6",
         help="the OCPP version the agent and the CSMS speak (default 1.6)",
+    )
+    demo_parser.add_argument(
+        "--sidecar",
+        action="store_true",
+        help="sidecar mode (1.6): a charge-point stack behind the agent charges during the update",
     )
     tools.add_commands(sub, add)
     return parser, commands

@@ -28,11 +28,11 @@ LINK_RATE = 16 * 1024 * 1024  # bytes/s: slow enough to watch the progress bar
 BAR = 32
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)
 
 
-def _image(size: int) -> bytes:
+def image_bytes(size: int) -> bytes:
     block = bytes((i * 7 + 3) % 251 for i in range(1 << 16))
     return (block * (size // len(block) + 1))[:size]
 
@@ -40,7 +40,7 @@ def _image(size: int) -> bytes:
 LABELS = {"downloading": "download", "verified": "read-back"}
 
 
-def _progress(state_dir: Path, until: set[str], agent: AgentProcess, timeout: float) -> None:
+def progress(state_dir: Path, until: set[str], agent: AgentProcess, timeout: float) -> None:
     """Draw a bar from the daemon's published status until a phase in `until` is reached."""
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + timeout
@@ -91,7 +91,7 @@ def main(verbose: bool = False, ocpp: str = "1.6") -> int:
         if not verbose:
             shutil.rmtree(base, ignore_errors=True)
         else:
-            _say(f"(files kept in {base})")
+            say(f"(files kept in {base})")
 
 
 def _boot_line(payload: dict[str, Any]) -> str:
@@ -104,30 +104,30 @@ def _boot_line(payload: dict[str, Any]) -> str:
 def _run(
     base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentProcess], ocpp: str
 ) -> int:
-    _say(f"1. a charger in {base}: slots A (running, firmware 1.0) and B, file bootloader")
+    say(f"1. a charger in {base}: slots A (running, firmware 1.0) and B, file bootloader")
     rig = ChargerRig(base, csms.url)
-    _say("2. manufacturer root + firmware signing certificate; a 48 MiB image, signed (RSA-PSS)")
-    image = _image(IMAGE_SIZE)
+    say("2. manufacturer root + firmware signing certificate; a 48 MiB image, signed (RSA-PSS)")
+    image = image_bytes(IMAGE_SIZE)
     server.put("/firmware/2.0.bin", image)
     server.faults.rate = LINK_RATE
     firmware = Firmware(server.url("/firmware/2.0.bin"), image, rig.sign(image))
-    _say(f"3. CSMS (OCPP {ocpp}) at {csms.url}, firmware at {firmware.url}")
+    say(f"3. CSMS (OCPP {ocpp}) at {csms.url}, firmware at {firmware.url}")
     agent = AgentProcess(rig.config(csms={"ocpp_version": ocpp})).start()
     agents.append(agent)
     csms.wait_message("BootNotification", timeout=30)
     action = "SignedUpdateFirmware" if ocpp == "1.6" else "UpdateFirmware"
-    _say(f"4. the agent connected and booted; sending {action} (requestId 2001)")
+    say(f"4. the agent connected and booted; sending {action} (requestId 2001)")
     request = getattr(importlib.import_module(f"ocpp.v{ocpp.replace('.', '')}.call"), action)
     reply = csms.call(rig.charge_point_id, request(**rig.request(firmware, 2001)))
-    _say(f"   answer: {reply.status}")
+    say(f"   answer: {reply.status}")
     if reply.status != "Accepted":
         return 1
-    _progress(rig.state, {"rebooting", "finished"}, agent, timeout=120)
+    progress(rig.state, {"rebooting", "finished"}, agent, timeout=120)
     rig.wait_reboot_request(agent, timeout=60)
-    _say("5. the agent armed a trial boot of slot B and asked for a reboot: power cycle")
+    say("5. the agent armed a trial boot of slot B and asked for a reboot: power cycle")
     rig.versions["B"] = "2.0"
     booted = rig.power_cycle(agent)
-    _say(f"   the bootloader booted slot {booted}; starting the agent again")
+    say(f"   the bootloader booted slot {booted}; starting the agent again")
     agent = AgentProcess(rig.base / "agent.toml").start()
     agents.append(agent)
     csms.wait_for(
@@ -136,18 +136,18 @@ def _run(
         "the final status",
     )
     csms.wait_message("SecurityEventNotification", timeout=30)
-    _say("6. what the CSMS received:")
+    say("6. what the CSMS received:")
     for message in csms.messages():
         if message.action in (csms.status_action, "SecurityEventNotification"):
             payload = {k: v for k, v in message.payload.items() if k != "timestamp"}
-            _say(f"   {message.action:<34} {payload}")
+            say(f"   {message.action:<34} {payload}")
         elif message.action == "BootNotification":
-            _say(f"   {message.action:<34} {_boot_line(message.payload)}")
+            say(f"   {message.action:<34} {_boot_line(message.payload)}")
     statuses = [s for s, rid in csms.statuses() if rid == 2001]
     env = filemodel.load_env(rig.env)
     ok = statuses[-1:] == ["Installed"] and env["booted"]["slot"] == "B" and env["primary"] == "B"
     for violation in csms.schema_violations:  # every CALL was checked against the schemas
-        _say(f"   schema violation: {violation}")
+        say(f"   schema violation: {violation}")
     ok = ok and not csms.schema_violations
-    _say("OK: Installed from slot B, committed" if ok else "FAILED: see the statuses above")
+    say("OK: Installed from slot B, committed" if ok else "FAILED: see the statuses above")
     return 0 if ok else 1

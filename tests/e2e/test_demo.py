@@ -41,3 +41,42 @@ def test_the_demo_installs_from_the_new_slot_in_ocpp_2x(version: str):
     assert "sending UpdateFirmware (requestId 2001)" in out
     assert "FirmwareStatusNotification         {'status': 'Installed'" in out
     assert "firmware 2.0 (reason FirmwareUpdate)" in out
+
+
+def test_the_sidecar_demo_holds_the_install_for_the_stacks_transaction():
+    """`demo --sidecar` (issue 13, mode 1): a charge-point stack behind the agent charges while
+    the update runs. L01.FR.06/.34: InstallScheduled, and no install before the stack's
+    StopTransaction; the stack's BootNotification after the reboot confirms the trial boot and
+    Installed follows (L01.FR.01); every CALL of both met the 1.6 schemas at the CSMS."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--sidecar"],
+        cwd=SOURCE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "OK: Installed from slot B, committed, after the stack's transaction stopped" in out
+    assert "the install waited for StopTransaction: InstallScheduled before it" in out
+    assert "agent log: install gate closed: transaction(s) [1] running" in out
+    assert "schema violation" not in out
+    account = out[out.index("every CALL on the CSMS's one websocket") :].splitlines()
+
+    def line(sender: str, action: str, detail: str = "") -> int:
+        return next(
+            i
+            for i, text in enumerate(account)
+            if text.split()[1:5:3] == [sender, action] and detail in text
+        )
+
+    stop = line("stack", "StopTransaction")
+    assert line("agent", "SignedFirmwareStatusNotification", "InstallScheduled") < stop
+    assert stop < line("agent", "SignedFirmwareStatusNotification", "Installing")
+    reboot = next(i for i, text in enumerate(account) if "power cycle" in text)
+    assert reboot < line("stack", "BootNotification", "firmware 2.0  => Accepted")
+    assert line("stack", "BootNotification", "firmware 2.0") < line(
+        "agent", "SignedFirmwareStatusNotification", "Installed"
+    )
+    assert line("CSMS", "RemoteStartTransaction") < line("CSMS", "SignedUpdateFirmware")
+    assert not [text for text in account if "agent -> CSMS   BootNotification" in text]
