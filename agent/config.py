@@ -56,6 +56,9 @@ class CsmsConfig:
     ping_interval: float = 60.0
     ocpp_version: str = "1.6"
     mode: str = "direct"  # "direct": the agent is the OCPP client; "sidecar": see agent/sidecar
+    # The wss:// URL for profiles 2 and 3 once the CSMS raises the profile from 0 or 1 over
+    # OCPP (A05); default: `url` with wss://. See agent/security/credentials.py.
+    tls_url: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -353,6 +356,13 @@ def _listen(value: Any) -> str:
     return value
 
 
+def _wss_url(value: Any) -> str:
+    url = _string()(value)
+    if urllib.parse.urlsplit(url).scheme != "wss":
+        raise ValueError(f"expected a wss:// URL, got {url[:80]!r}")
+    return url
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("expected a table")
@@ -378,6 +388,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "ping_interval": _seconds(0),
         "ocpp_version": _one_of(OCPP_VERSIONS),
         "mode": _one_of(("direct", "sidecar")),
+        "tls_url": _wss_url,
     },
     "identity": {
         "vendor": _string(20),

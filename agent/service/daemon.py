@@ -8,6 +8,7 @@ loaded and the loop runs, whether or not the CSMS is reachable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -37,6 +38,9 @@ from agent.ocpp.connection import (
 from agent.ocpp.dialect import DIALECTS, V16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
+from agent.security.certstore import CertStore, configured_stores
+from agent.security.credentials import ConnectionSettings
+from agent.security.handlers import SecurityHandlers
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.systemd import Notifier
@@ -83,15 +87,49 @@ class Daemon:
             heartbeat_interval=config.csms.heartbeat_interval,
             own_registration=config.csms.mode != "sidecar",
         )
-        self.transport = Transport(config.csms, self._events.put)
+        # The connection's keys and CA stores, which the CSMS may change (1.6 security white
+        # paper A01, A05, M03-M05): the transport asks for them at each attempt.
+        self.certstore = CertStore(
+            config.state_dir / "certs",
+            configured_stores(config.csms.ca_file, config.firmware.manufacturer_roots),
+            certs.policy_from_config(config.firmware),
+        )
+        self.certstore.load()
+        self.credentials = ConnectionSettings(
+            config.csms,
+            config.state_dir,
+            csms_roots=self.certstore.csms_roots_file,
+            client_certificate=lambda: None,
+            tls_url=config.csms.tls_url,
+            on_fallback=self._profile_fell_back,
+        )
+        self.transport = Transport(config.csms, self._events.put, settings=self.credentials.current)
+        self.security = SecurityHandlers(
+            self.credentials,
+            self.certstore,
+            self.reporter,
+            reconnect=self.transport.drop,
+            peer_certificate=self.transport.peer_certificate,
+        )
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
         charger = policy.CommandCharger(config, serialized)
         if config.csms.mode == "sidecar":
-            self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
+            self.sidecar = Sidecar(
+                config,
+                self.session,
+                self.transport.send,
+                self._events.put,
+                self.security if v16_mode else None,
+            )
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
+        # The firmware check reads the manufacturer roots from the store (agent.toml's and
+        # those the CSMS installed).
+        roots = self.certstore.manufacturer_dir
         self.updater = Updater(
-            config,
+            dataclasses.replace(
+                config, firmware=dataclasses.replace(config.firmware, manufacturer_roots=roots)
+            ),
             self.reporter,
             serialized,
             TrustedClock(lambda: self.session.csms_offset),
@@ -109,6 +147,7 @@ class Daemon:
                 v16.Action.EXTENDED_TRIGGER_MESSAGE, self._on_trigger, self._after_trigger
             )
             self.session.route(v16.Action.TRIGGER_MESSAGE, self._on_trigger, self._after_trigger)
+            self.security.register(self.session)
         else:  # before updater.start(): the saved job's phase says why we booted
             job = self.updater.snapshot() or {}
             reason = boot_reason(job.get("phase"))
@@ -134,6 +173,12 @@ class Daemon:
 
     def stop(self) -> None:
         self._events.put(_Stop())
+
+    def _profile_fell_back(self, new: int, old: int) -> None:
+        """The transport thread gave up on a raised profile (A05.FR.08): the CSMS hears of it
+        (the outbox takes events from any thread, as from the firmware worker)."""
+        why = f"SecurityProfile {new}: no connection; back to profile {old}"
+        self.reporter.security_event(v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why)
 
     # --- BootNotification and triggers ------------------------------------------------------
 
@@ -223,6 +268,7 @@ class Daemon:
             self._running = False
         elif isinstance(event, Connected):
             self._generation = event.generation
+            self.credentials.connected()
             self.session.connected_with(self.transport.send)
         elif isinstance(event, Received):
             self.transport.consumed()  # the reader may read the next message (bounded queue)
@@ -244,6 +290,7 @@ class Daemon:
         router = self.sidecar.router
         if isinstance(event, Connected):
             self._generation = event.generation
+            self.credentials.connected()
             router.csms_connected()
         elif isinstance(event, Received):
             self.transport.consumed()
