@@ -13,27 +13,37 @@ The configuration keys the agent owns (white paper §7):
 | SecurityProfile | read-write | the profile in use (A05) |
 | CertificateStoreMaxLength | read-only | `certstore.STORE_MAX` |
 | AdditionalRootCertificateCheck | read-only | false (M05.FR.08-13 not implemented) |
+| CpoName | read-write | the O of the charge point certificate's CSR (A02.FR.13) |
+| CertificateSignedMaxChainSize | read-only | 10000 |
 
 Security events (§8; each also in the journal's security log, A04.FR.04):
 `ReconfigurationOfSecurityParameters` for a changed key, profile or root store (A01.FR.11: the
 key's change is logged, its value never, A01.FR.12), and `InvalidCentralSystemCertificate` for
-a refused CentralSystemRootCertificate (OCTT TC_078).
+a refused CentralSystemRootCertificate (OCTT TC_078), `InvalidChargePointCertificate` for a
+refused CertificateSigned (A02.FR.07).
+
+Profile 3's certificate (A02, `agent.security.cpcert`): ExtendedTriggerMessage
+SignChargePointCertificate is `Accepted` once CpoName is set (A02 prerequisite), else
+`Rejected`; then SignCertificate carries the CSR; CertificateSigned installs the result.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
 
+from agent.durable import StateWriteError
 from agent.firmware.reporting import Reporter
 from agent.ocpp import v16
 from agent.ocpp.session import Session
 from agent.ocpp.validate import to_wire
 from agent.security import certstore
 from agent.security.certstore import CertStore
+from agent.security.cpcert import MAX_CHAIN_CHARS, ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
 
 LOG = logging.getLogger(__name__)
@@ -42,7 +52,16 @@ AUTHORIZATION_KEY = "AuthorizationKey"
 SECURITY_PROFILE = "SecurityProfile"
 STORE_MAX_LENGTH = "CertificateStoreMaxLength"
 ADDITIONAL_ROOT_CHECK = "AdditionalRootCertificateCheck"
-OWNED_KEYS = (AUTHORIZATION_KEY, SECURITY_PROFILE, STORE_MAX_LENGTH, ADDITIONAL_ROOT_CHECK)
+CPO_NAME = "CpoName"
+MAX_CHAIN_SIZE = "CertificateSignedMaxChainSize"
+OWNED_KEYS = (
+    AUTHORIZATION_KEY,
+    SECURITY_PROFILE,
+    STORE_MAX_LENGTH,
+    ADDITIONAL_ROOT_CHECK,
+    CPO_NAME,
+    MAX_CHAIN_SIZE,
+)
 _CANONICAL = {key.lower(): key for key in OWNED_KEYS}  # keys are CiString50: any case
 Status = v16.ConfigurationStatus
 Reconfigured = v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS
@@ -59,7 +78,10 @@ class SecurityHandlers:
         *,
         reconnect: Callable[[], None],
         peer_certificate: Callable[[], bytes | None],
+        charge_point_certificate: ChargePointCertificate,
     ) -> None:
+        self._cpcert = charge_point_certificate
+        self._session: Session | None = None
         self._settings = settings
         self._store = store
         self._reporter = reporter
@@ -67,6 +89,8 @@ class SecurityHandlers:
         self._peer_certificate = peer_certificate
 
     def register(self, session: Session) -> None:
+        self._session = session
+        session.route(v16.Action.CERTIFICATE_SIGNED, self.certificate_signed, self.after_signed)
         session.route(v16.Action.CHANGE_CONFIGURATION, self.change, self.after_change)
         session.route(v16.Action.INSTALL_CERTIFICATE, self.install)
         session.route(v16.Action.GET_INSTALLED_CERTIFICATE_IDS, self.installed_ids)
@@ -98,7 +122,15 @@ class SecurityHandlers:
                 "readonly": True,
                 "value": "false",
             },
+            CPO_NAME: {"key": CPO_NAME, "readonly": False},
+            MAX_CHAIN_SIZE: {
+                "key": MAX_CHAIN_SIZE,
+                "readonly": True,
+                "value": str(MAX_CHAIN_CHARS),
+            },
         }
+        if self._cpcert.cpo_name is not None:
+            values[CPO_NAME]["value"] = self._cpcert.cpo_name
         return [values[name] for name in dict.fromkeys(names)]
 
     def change(self, request: v16.ChangeConfigurationReq) -> v16.ChangeConfigurationConf:
@@ -107,6 +139,9 @@ class SecurityHandlers:
             status, why = self._settings.set_authorization_key(request.value)
         elif key == SECURITY_PROFILE:
             status, why = self._settings.raise_profile(request.value)
+        elif key == CPO_NAME:
+            done, why = self._cpcert.set_cpo_name(request.value)
+            status = Status.ACCEPTED if done else Status.REJECTED
         elif key is not None:
             status, why = Status.REJECTED, f"{key} is read-only"
         else:  # direct mode: the agent has no other keys
@@ -127,6 +162,51 @@ class SecurityHandlers:
         basic = self._settings.uses_basic_auth()
         if key == SECURITY_PROFILE or (key == AUTHORIZATION_KEY and basic):
             LOG.info("reconnecting to the CSMS with the new %s", key)
+            self._reconnect()
+
+    # --- profile 3's charge point certificate (A02) -------------------------------------------
+
+    def sign_trigger(self) -> v16.TriggerMessageConf:
+        """ExtendedTriggerMessage(SignChargePointCertificate): only with a CpoName (A02)."""
+        if self._cpcert.cpo_name is None:
+            LOG.warning("SignChargePointCertificate refused: CpoName is not set")
+            return v16.TriggerMessageConf(status=v16.TriggerStatus.REJECTED)
+        return v16.TriggerMessageConf(status=v16.TriggerStatus.ACCEPTED)
+
+    def after_sign_trigger(self) -> None:
+        """The trigger's answer is out: a new key, its CSR in SignCertificate (A02.FR.02/03)."""
+        try:
+            csr = self._cpcert.new_csr()
+        except (StateWriteError, ValueError) as exc:
+            LOG.error("cannot make a certificate signing request: %s", exc)
+            return
+        assert self._session is not None
+        LOG.info("sending SignCertificate for a new charge point key")
+        self._session.send_live(
+            v16.Action.SIGN_CERTIFICATE, v16.SignCertificateReq(csr=csr), self._signing_answer
+        )
+
+    @staticmethod
+    def _signing_answer(conf: v16.SignCertificateConf) -> None:
+        LOG.info("the CSMS answered SignCertificate %s", conf.status)
+
+    def certificate_signed(self, request: v16.CertificateSignedReq) -> v16.CertificateSignedConf:
+        roots = self._store.certificates(certstore.CSMS_ROOT)
+        now = datetime.datetime.now(datetime.UTC)
+        status, why = self._cpcert.install(request.certificate_chain, roots, now)
+        if status is v16.GenericStatus.ACCEPTED:
+            self._reporter.security_event(Reconfigured, why)
+        else:
+            LOG.warning("CertificateSigned %s: %s", status, why)
+            self._reporter.security_event(v16.SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE, why)
+        return v16.CertificateSignedConf(status=status)
+
+    def after_signed(
+        self, request: v16.CertificateSignedReq, conf: v16.CertificateSignedConf
+    ) -> None:
+        """A02.FR.08: in use from the next connection, made at once under profile 3."""
+        if conf.status is v16.GenericStatus.ACCEPTED and self._settings.profile == 3:
+            LOG.info("reconnecting to the CSMS with the new charge point certificate")
             self._reconnect()
 
     # --- certificates --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from agent.ocpp.dialect import DIALECTS, V16
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
 from agent.security.certstore import CertStore, configured_stores
+from agent.security.cpcert import ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
 from agent.security.handlers import SecurityHandlers
 from agent.service import policy
@@ -95,11 +96,17 @@ class Daemon:
             certs.policy_from_config(config.firmware),
         )
         self.certstore.load()
+        identity = config.identity
+        serial = identity.serial_number or identity.charge_box_serial_number
+        self.cpcert = ChargePointCertificate(
+            config.state_dir / "certs" / "charge-point", serial or config.csms.charge_point_id
+        )
+        self.cpcert.load()
         self.credentials = ConnectionSettings(
             config.csms,
             config.state_dir,
             csms_roots=self.certstore.csms_roots_file,
-            client_certificate=lambda: None,
+            client_certificate=self.cpcert.current,
             tls_url=config.csms.tls_url,
             on_fallback=self._profile_fell_back,
         )
@@ -110,6 +117,7 @@ class Daemon:
             self.reporter,
             reconnect=self.transport.drop,
             peer_certificate=self.transport.peer_certificate,
+            charge_point_certificate=self.cpcert,
         )
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
@@ -201,6 +209,8 @@ class Daemon:
     _TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "FirmwareStatusNotification"})
 
     def _on_trigger(self, request: Any) -> v16.TriggerMessageConf:
+        if request.requested_message.value == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+            return self.security.sign_trigger()
         if request.requested_message.value in self._TRIGGERABLE:
             return v16.TriggerMessageConf(status=v16.TriggerStatus.ACCEPTED)
         return v16.TriggerMessageConf(status=v16.TriggerStatus.NOT_IMPLEMENTED)
@@ -210,7 +220,9 @@ class Daemon:
         if conf.status is not v16.TriggerStatus.ACCEPTED:
             return
         wanted = request.requested_message.value
-        if wanted == "FirmwareStatusNotification":
+        if wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+            self.security.after_sign_trigger()
+        elif wanted == "FirmwareStatusNotification":
             # Answered with the *signed* notification (white paper §6.16, L01.FR.28/29).
             action = v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION
             self.session.send_live(action, self.reporter.triggered())

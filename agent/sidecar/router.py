@@ -16,8 +16,9 @@ Rules (issue 13, mode 1):
 - The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
   ("charging stack not connected"), and so are those it had not answered when it left.
 - The connection's keys and certificates are the agent's (`agent.security.handlers`): a
-  ChangeConfiguration of one of its keys, InstallCertificate, GetInstalledCertificateIds and
-  DeleteCertificate never reach the stack. A GetConfiguration naming only the agent's keys is
+  ChangeConfiguration of one of its keys, InstallCertificate, GetInstalledCertificateIds,
+  DeleteCertificate, CertificateSigned and ExtendedTriggerMessage SignChargePointCertificate
+  never reach the stack. A GetConfiguration naming only the agent's keys is
   answered by the agent; any other goes to the stack without the agent's keys, and the stack's
   answer comes back with them merged in (and any of them the stack reported taken out).
 """
@@ -50,6 +51,7 @@ CERTIFICATE_ACTIONS = frozenset(
         v16.Action.INSTALL_CERTIFICATE,
         v16.Action.GET_INSTALLED_CERTIFICATE_IDS,
         v16.Action.DELETE_CERTIFICATE,
+        v16.Action.CERTIFICATE_SIGNED,
     }
 )
 GET_CONFIGURATION_MAX_KEYS = 100
@@ -169,6 +171,10 @@ class Router:
         if self._security is not None:
             if call.action in CERTIFICATE_ACTIONS:
                 return True
+            if call.action == v16.Action.EXTENDED_TRIGGER_MESSAGE:
+                wanted = call.payload.get("requestedMessage")
+                if wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+                    return True
             if call.action == v16.Action.CHANGE_CONFIGURATION:
                 return self._security.owns(call.payload.get("key"))
         if call.action == v16.Action.UPDATE_FIRMWARE:
