@@ -147,6 +147,13 @@ def validity(cert: x509.Certificate) -> tuple[datetime.datetime, datetime.dateti
     return start, end
 
 
+def _usable_root(cert: x509.Certificate, policy: CertPolicy) -> bool:
+    try:
+        return certpolicy.root_problem(cert, policy) is None
+    except (ValueError, TypeError, KeyError):  # a field that does not parse
+        return False
+
+
 def issued(leaf_der: bytes | None, root: x509.Certificate) -> bool:
     """True when the CSMS's server certificate `leaf_der` is `root` or was issued by it."""
     if leaf_der is None:
@@ -217,10 +224,15 @@ class CertStore:
                 continue
             for file in certs._files(Path(path), certs.CERT_SUFFIXES):
                 try:
-                    for cert in certs.parse_certificates(file.read_bytes()):
-                        yield store, cert
+                    found = certs.parse_certificates(file.read_bytes())
                 except (OSError, ValueError) as exc:
                     LOG.warning("skipping %s for the %s store: %s", file, store, exc)
+                    continue
+                for cert in found:
+                    # A manufacturer root the policy refuses is not taken in: the start-up
+                    # check already names its file and the reason, once.
+                    if store != MANUFACTURER_ROOT or _usable_root(cert, self._policy):
+                        yield store, cert
 
     # --- what is in it -------------------------------------------------------------------------
 
