@@ -129,6 +129,7 @@ def test_a_key_made_on_the_charger_signed_by_the_cpo_ca_becomes_the_profile_3_ce
     keys = list((rig.state / "certs" / "charge-point").glob("key-*.pem"))
     assert len(keys) == 1 and stat.S_IMODE(keys[0].stat().st_mode) == 0o600
     assert all("PRIVATE KEY" not in f.text for f in csms.frames)
+    secret_lines = [line for line in keys[0].read_text().splitlines() if "-----" not in line]
 
     stranger = fwpki.issue(CP, fwpki.ec_key("secp256r1", 77), pki.ca).pem  # another key
     for chain in (sign(csr, fwpki.Issued(pki.other_ca.cert, pki.other_ca.key)), stranger):
@@ -155,6 +156,8 @@ def test_a_key_made_on_the_charger_signed_by_the_cpo_ca_becomes_the_profile_3_ce
     sidecar.restart()
     csms.wait_for(lambda: len(csms.peer_certs) > seen, 30, "the restarted agent")
     assert csms.peer_certs[-1] == der(leaf)
+    log = "\n".join(a.log for a in agents)
+    assert "PRIVATE KEY" not in log and not any(line in log for line in secret_lines)
     assert not any(
         f'"{word}"' in text
         for word in ("SignChargePointCertificate", "CertificateSigned", "CpoName")
