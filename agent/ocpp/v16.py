@@ -265,6 +265,18 @@ class ChangeConfigurationConf:
     status: ConfigurationStatus = wire("status")
 
 
+@dataclasses.dataclass(frozen=True)
+class GetConfigurationReq:
+    key: list[str] | None = wire("key", max_length=50, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetConfigurationConf:
+    # Wire dicts of KeyValue ({key, readonly, value?}); to_wire passes lists through.
+    configuration_key: list[dict[str, Any]] | None = wire("configurationKey", default=None)
+    unknown_key: list[str] | None = wire("unknownKey", default=None)
+
+
 class CertificateUse(enum.StrEnum):
     CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
     MANUFACTURER_ROOT = "ManufacturerRootCertificate"
@@ -366,6 +378,7 @@ class CertificateSignedConf:
 INCOMING_REQUESTS.update(
     {
         Action.CHANGE_CONFIGURATION: ChangeConfigurationReq,
+        Action.GET_CONFIGURATION: GetConfigurationReq,
         Action.INSTALL_CERTIFICATE: InstallCertificateReq,
         Action.GET_INSTALLED_CERTIFICATE_IDS: GetInstalledCertificateIdsReq,
         Action.DELETE_CERTIFICATE: DeleteCertificateReq,

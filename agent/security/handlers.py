@@ -92,6 +92,8 @@ class SecurityHandlers:
         self._session = session
         session.route(v16.Action.CERTIFICATE_SIGNED, self.certificate_signed, self.after_signed)
         session.route(v16.Action.CHANGE_CONFIGURATION, self.change, self.after_change)
+        # Direct mode only: in sidecar mode GetConfiguration is the stack's (router merges).
+        session.route(v16.Action.GET_CONFIGURATION, self.get_configuration)
         session.route(v16.Action.INSTALL_CERTIFICATE, self.install)
         session.route(v16.Action.GET_INSTALLED_CERTIFICATE_IDS, self.installed_ids)
         session.route(v16.Action.DELETE_CERTIFICATE, self.delete)
@@ -132,6 +134,15 @@ class SecurityHandlers:
         if self._cpcert.cpo_name is not None:
             values[CPO_NAME]["value"] = self._cpcert.cpo_name
         return [values[name] for name in dict.fromkeys(names)]
+
+    def get_configuration(self, request: v16.GetConfigurationReq) -> v16.GetConfigurationConf:
+        """Direct mode: the agent's keys are all the charge point has."""
+        wanted = request.key or None
+        mine = None if wanted is None else [k for k in wanted if self.owns(k)]
+        unknown = [] if wanted is None else [k for k in wanted if not self.owns(k)]
+        return v16.GetConfigurationConf(
+            configuration_key=self.key_values(mine) or None, unknown_key=unknown or None
+        )
 
     def change(self, request: v16.ChangeConfigurationReq) -> v16.ChangeConfigurationConf:
         key = _CANONICAL.get(request.key.lower())

@@ -158,7 +158,8 @@ def test_the_store_holds_at_most_its_maximum(sidecar: Sidecar, csms: TestCsms) -
 def test_direct_mode_answers_the_same_messages(
     sidecar: Sidecar, csms: TestCsms, agents: list[AgentProcess]
 ) -> None:
-    """Direct 1.6 mode routes the same handlers: the agent is the only client there."""
+    """Direct 1.6 mode routes the same handlers: the agent is the only client there, so
+    GetConfiguration is answered with its keys alone (others unknown)."""
     rig = sidecar.rig
     cp = rig.charge_point_id
     agents.append(AgentProcess(rig.config()).start())
@@ -172,3 +173,10 @@ def test_direct_mode_answers_the_same_messages(
     assert reply.status == "Rejected"
     reply = csms.call(cp, call.ChangeConfiguration(key="HeartbeatInterval", value="60"))
     assert reply.status == "NotSupported"
+    reply = csms.call(cp, call.GetConfiguration(key=["SecurityProfile", "HeartbeatInterval"]))
+    assert reply.configuration_key == [{"key": "SecurityProfile", "readonly": False, "value": "0"}]
+    assert reply.unknown_key == ["HeartbeatInterval"]
+    keys = [kv["key"] for kv in csms.call(cp, call.GetConfiguration()).configuration_key]
+    assert "AuthorizationKey" in keys and "CpoName" in keys
+    csms.send_raw(cp, json.dumps([2, "gc-1", "GetConfiguration", {"key": ["x" * 51]}]))
+    assert csms.answer_to("gc-1")[:3] == [4, "gc-1", "PropertyConstraintViolation"]
