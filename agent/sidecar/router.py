@@ -144,7 +144,7 @@ class Router:
             if wanted is not None and wanted is not _MALFORMED:
                 mine = [k for k in wanted if self._security.owns(k)]
                 if mine and len(mine) == len(wanted):
-                    self._answer_configuration(call, mine, [])
+                    self._answer_configuration(call, mine)
                     return
                 if mine:
                     rest = [k for k in wanted if not self._security.owns(k)]
@@ -236,11 +236,10 @@ class Router:
 
     # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
 
-    def _answer_configuration(self, call: Call, mine: list[str], unknown: list[str]) -> None:
+    def _answer_configuration(self, call: Call, mine: list[str]) -> None:
+        """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
         assert self._security is not None
-        payload: dict[str, Any] = {"configurationKey": self._security.key_values(mine)}
-        if unknown:
-            payload["unknownKey"] = unknown
+        payload = {"configurationKey": self._security.key_values(mine)}
         self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
 
     def _merged_configuration(self, answer: CallResult, merge: list[str] | None) -> str:
