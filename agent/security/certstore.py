@@ -249,7 +249,12 @@ class CertStore:
     def csms_roots_file(self) -> Path | None:
         """The TLS bundle, when it holds a root (read by the transport thread: the entry list
         is replaced, never changed in place)."""
-        return self.csms_bundle if any(e.store == CSMS_ROOT for e in self._entries) else None
+        if not any(e.store == CSMS_ROOT for e in self._entries):
+            return None
+        try:  # never written (a full state dir since the first start): agent.toml's file
+            return self.csms_bundle if self.csms_bundle.stat().st_size > 0 else None
+        except OSError:
+            return None
 
     # --- changes ---------------------------------------------------------------------------------
 

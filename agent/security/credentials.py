@@ -264,7 +264,7 @@ class ConnectionSettings:
                 return rejected, f"SecurityProfile {new}: only raising is allowed, now {current}"
             if new in (1, 2) and self._key is None:
                 return rejected, f"SecurityProfile {new} needs an AuthorizationKey first"
-            if new in (2, 3) and self._csms_roots() is None:
+            if new in (2, 3) and (self._csms_roots() or self._configured.ca_file) is None:
                 return rejected, f"SecurityProfile {new} needs a CentralSystemRootCertificate"
             if new == 3 and not self._client_valid(now):
                 return rejected, "SecurityProfile 3 needs a valid charge point certificate"
