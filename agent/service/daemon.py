@@ -366,6 +366,8 @@ class Daemon:
             "problems": self.updater.problems,
             "revocation": certs.revocation_status(),
         }
+        if self._v201 is None:  # the profile in use, which the CSMS may have raised (A05)
+            snap["security_profile"] = self.credentials.profile
         if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
             snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
         return snap

@@ -208,6 +208,8 @@ def test_security_profile_goes_only_up_with_its_prerequisites_falls_back_then_ho
     reconnected(stack)
     reply = plain.call(cp, call.GetConfiguration(key=["SecurityProfile"]))
     assert reply.configuration_key[0]["value"] == "1"
+    status = rig.state / "status.json"
+    plain.wait_for(lambda: json.loads(status.read_text()).get("security_profile") == 1)
     plain.wait_for(
         lambda: any(
             "back to profile 1" in (e.get("tech_info") or "") for e in security_events(plain)
@@ -240,4 +242,5 @@ def test_security_profile_goes_only_up_with_its_prerequisites_falls_back_then_ho
     agent = sidecar.restart()
     tls.wait_for(lambda: tls.connections > connections, 30, "the agent back on the TLS CSMS")
     assert json.loads((rig.state / "connection.json").read_text())["profile"] == 2
+    tls.wait_for(lambda: json.loads(status.read_text()).get("security_profile") == 2, 30)
     assert not stack_saw(stack, "ChangeConfiguration") and not stack_saw(stack, "Certificate")
