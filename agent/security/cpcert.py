@@ -14,8 +14,10 @@ root "used by the CA to sign the Central System and Charge Point certificate"), 
 
 Accepted, it becomes the client certificate of profile 3 from the next connection (made at once
 when profile 3 is in use, A02.FR.08); the previous pair is kept beside it as a fallback
-(A02.FR.10), older ones deleted. `state.json` names the pair in use and is replaced last, so a
-power cut leaves the old pair or the new one, never a mix.
+(A02.FR.10), older ones deleted. Until a connection with the new one succeeds it is on trial:
+after `TRIAL_ATTEMPTS` failed connections in a row the previous pair is back (a CSMS that does
+not take the new certificate must not lock the charger out). `state.json` names the pair in
+use and is replaced last, so a power cut leaves the old pair or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from agent.security.certstore import validity
 LOG = logging.getLogger(__name__)
 MAX_CHAIN_CHARS = 10000  # CertificateSignedMaxChainSize
 MAX_CHAIN_CERTS = 5
+TRIAL_ATTEMPTS = 3  # failed connections with a new certificate before the previous is back
 CPO_NAME_MAX = 64  # the X.520 upper bound of an organizationName
 VERSION = 1
 
@@ -61,6 +64,7 @@ class ChargePointCertificate:
         self._serial = serial_number
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
+        self._attempts = 0  # connection attempts with a certificate on trial
 
     def load(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -81,6 +85,50 @@ class ChargePointCertificate:
     def cpo_name(self) -> str | None:
         value = self._state.get("cpo_name")
         return value if isinstance(value, str) else None
+
+    # --- a new certificate on trial (A02.FR.10: the old one kept "as fallback") -----------------
+
+    def attempt(self) -> bool:
+        """A connection attempt with the certificate in use is starting (transport thread).
+        True when a new certificate failed TRIAL_ATTEMPTS times in a row and the previous
+        one is back in use."""
+        with self._lock:
+            state = self._state
+            if not state.get("trial") or not state.get("previous"):
+                return False
+            self._attempts += 1
+            if self._attempts <= TRIAL_ATTEMPTS:
+                return False
+            failed = state["current"]
+            back = {**state, "current": state["previous"], "previous": None, "trial": False}
+            self._attempts = 0
+        LOG.warning(
+            "the new charge point certificate could not connect %d times: back to the "
+            "previous one (A02.FR.10)",
+            TRIAL_ATTEMPTS,
+        )
+        try:
+            self._save(back)
+        except StateWriteError as exc:  # in memory it is done; a restart tries the new one
+            LOG.error("cannot save the return to the previous certificate: %s", exc)
+            with self._lock:
+                self._state = back
+        self._unlink(failed["cert"])
+        self._unlink(failed["key"])
+        return True
+
+    def connected(self) -> None:
+        """The CSMS took the connection: a certificate on trial is the one now."""
+        with self._lock:
+            self._attempts = 0
+            if not self._state.get("trial"):
+                return
+            state = {**self._state, "trial": False}
+        LOG.info("connected with the new charge point certificate; it stays")
+        try:
+            self._save(state)
+        except StateWriteError as exc:
+            LOG.error("cannot save the new certificate's success: %s", exc)
 
     def current(self) -> tuple[Path, Path] | None:
         """(certificate chain, key) of the certificate the CSMS signed, if any."""
@@ -143,10 +191,9 @@ class ChargePointCertificate:
             atomic_write_bytes(self.directory / name, chain_pem.encode("ascii"), update_step=False)
             state = dict(self._state)
             older = state.get("previous")
-            state["previous"], state["current"] = (
-                state.get("current"),
-                {"cert": name, "key": pending},
-            )
+            state["previous"] = state.get("current")
+            state["current"] = {"cert": name, "key": pending}
+            state["trial"] = state["previous"] is not None
             state.pop("pending")
             self._save(state)
         except StateWriteError as exc:
@@ -155,10 +202,8 @@ class ChargePointCertificate:
             self._unlink(older["cert"])
             self._unlink(older["key"])
         leaf = certs.parse_certificates(chain_pem.encode("ascii"))[0]
-        return (
-            GenericStatus.ACCEPTED,
-            f"charge point certificate {certs.describe_name(leaf.subject)}",
-        )
+        subject = certs.describe_name(leaf.subject)
+        return GenericStatus.ACCEPTED, f"new charge point certificate for {subject}"
 
     def _problem(
         self, chain_pem: str, roots: list[x509.Certificate], now: datetime.datetime

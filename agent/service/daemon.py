@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from agent.config import Config
+from agent.config import Config, CsmsConfig
 from agent.durable import StateWriteError
 from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
@@ -110,7 +110,7 @@ class Daemon:
             tls_url=config.csms.tls_url,
             on_fallback=self._profile_fell_back,
         )
-        self.transport = Transport(config.csms, self._events.put, settings=self.credentials.current)
+        self.transport = Transport(config.csms, self._events.put, settings=self._attempt)
         self.security = SecurityHandlers(
             self.credentials,
             self.certstore,
@@ -181,6 +181,23 @@ class Daemon:
 
     def stop(self) -> None:
         self._events.put(_Stop())
+
+    def _attempt(self) -> CsmsConfig:
+        """The settings of the next connection attempt (transport thread): a new charge point
+        certificate that keeps failing gives way to the previous one first."""
+        if self.credentials.profile == 3 and self.cpcert.attempt():
+            why = "new charge point certificate: no connection; back to the previous one"
+            self.reporter.security_event(
+                v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why
+            )
+        return self.credentials.current()
+
+    def _connected_with_credentials(self) -> None:
+        """The CSMS took a connection: what was on trial (a raised profile, a new charge
+        point certificate under profile 3) is what the charger uses now."""
+        self.credentials.connected()
+        if self.credentials.profile == 3:
+            self.cpcert.connected()
 
     def _profile_fell_back(self, new: int, old: int) -> None:
         """The transport thread gave up on a raised profile (A05.FR.08): the CSMS hears of it
@@ -280,7 +297,7 @@ class Daemon:
             self._running = False
         elif isinstance(event, Connected):
             self._generation = event.generation
-            self.credentials.connected()
+            self._connected_with_credentials()
             self.session.connected_with(self.transport.send)
         elif isinstance(event, Received):
             self.transport.consumed()  # the reader may read the next message (bounded queue)
@@ -302,7 +319,7 @@ class Daemon:
         router = self.sidecar.router
         if isinstance(event, Connected):
             self._generation = event.generation
-            self.credentials.connected()
+            self._connected_with_credentials()
             router.csms_connected()
         elif isinstance(event, Received):
             self.transport.consumed()

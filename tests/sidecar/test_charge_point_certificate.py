@@ -97,7 +97,8 @@ def test_a_key_made_on_the_charger_signed_by_the_cpo_ca_becomes_the_profile_3_ce
     key stays on the charger, 0600 (A02.FR.05). CertificateSigned from another CA or for
     another key → Rejected + InvalidChargePointCertificate (A02.FR.06/07); from the CSMS root's
     CA → Accepted. Profile 3 is then allowed (A05.FR.04) and the connection is made with that
-    certificate, also after a restart."""
+    certificate, also after a restart. A renewal the CSMS refuses gives way to the previous
+    certificate after its attempts (A02.FR.10: the old one kept as fallback)."""
     rig = ChargerRig(tmp_path, csms.url, charge_point_id=CP)
     sidecar = Sidecar(rig, csms, agents, stacks)
     agent = sidecar.start(csms=profile(2, csms.url, pki))
@@ -153,9 +154,34 @@ def test_a_key_made_on_the_charger_signed_by_the_cpo_ca_becomes_the_profile_3_ce
 
     agent.stop()
     seen = len(csms.peer_certs)
-    sidecar.restart()
+    agent = sidecar.restart()
     csms.wait_for(lambda: len(csms.peer_certs) > seen, 30, "the restarted agent")
     assert csms.peer_certs[-1] == der(leaf)
+    stack = sidecar.stack()  # its BootNotification is the agent's registration too
+    assert stack.boot().status == "Accepted"
+
+    # A renewal the CSMS does not take: its CA is a CSMS root the agent was given, but the
+    # CSMS does not trust it for clients. After its attempts the previous pair is back.
+    other_root = call.InstallCertificate(
+        certificate_type="CentralSystemRootCertificate", certificate=pki.other_ca.pem
+    )
+    assert csms.call(CP, other_root).status == "Accepted"
+    assert trigger() == "Accepted"
+    csr = x509.load_pem_x509_csr(
+        csms.wait_message("SignCertificate", 2)[-1].payload["csr"].encode()
+    )
+    renewed = sign(csr, fwpki.Issued(pki.other_ca.cert, pki.other_ca.key))
+    seen = len(csms.peer_certs)
+    assert csms.call(CP, call.CertificateSigned(certificate_chain=renewed)).status == "Accepted"
+    agent.wait_log("back to the previous one (A02.FR.10)", 60)
+    csms.wait_for(lambda: len(csms.peer_certs) > seen, 30, "the agent back with the old pair")
+    assert csms.peer_certs[seen:] == [der(leaf)]
+    csms.wait_for(
+        lambda: any(
+            "back to the previous one" in (m.payload.get("tech_info") or "")
+            for m in csms.messages("SecurityEventNotification")
+        )
+    )
     log = "\n".join(a.log for a in agents)
     assert "PRIVATE KEY" not in log and not any(line in log for line in secret_lines)
     assert not any(
