@@ -65,6 +65,9 @@ class CsmsConfig:
     max_pending_messages: int = 8
     outbox_max_entries: int = 500
     outbox_max_bytes: int = 256 * 1024
+    # The wss:// URL for profiles 2 and 3 once the CSMS raises the profile from 0 or 1 over
+    # OCPP (A05); default: `url` with wss://. See agent/security/credentials.py.
+    tls_url: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -418,6 +421,13 @@ def _group(value: Any) -> str:
     return value
 
 
+def _wss_url(value: Any) -> str:
+    url = _string()(value)
+    if urllib.parse.urlsplit(url).scheme != "wss":
+        raise ValueError(f"expected a wss:// URL, got {url[:80]!r}")
+    return url
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("expected a table")
@@ -474,6 +484,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "ocpp_version": _one_of(OCPP_VERSIONS),
         "mode": _one_of(("direct", "sidecar", "api")),
         **{key: _integer(low, high) for key, (low, high) in LIMITS.items()},
+        "tls_url": _wss_url,
     },
     "identity": {
         "vendor": _string(20),

@@ -236,8 +236,13 @@ class Transport:
         post: Callable[[TransportEvent], None],
         *,
         jitter: Callable[[], float] = random.random,
+        settings: Callable[[], CsmsConfig] | None = None,
     ) -> None:
         self._csms = csms
+        # What each attempt uses: the configured settings, or those the CSMS changed over OCPP
+        # (profile, AuthorizationKey, CA stores: agent.security.credentials).
+        self._settings = settings or (lambda: csms)
+        self._endpoint = csms.endpoint  # of the last attempt, for the log
         self._post = post
         self._jitter = jitter
         self._max_message = csms.max_message_bytes
@@ -287,6 +292,19 @@ class Transport:
                 LOG.info("ping failed: %s", exc)
                 self._close_socket()
 
+    def peer_certificate(self) -> bytes | None:
+        """The CSMS's TLS server certificate (DER) on the current connection, if any."""
+        ws = self._ws
+        sock = getattr(ws, "sock", None)
+        getpeercert = getattr(sock, "getpeercert", None)
+        if getpeercert is None:
+            return None
+        try:
+            der = getpeercert(binary_form=True)
+        except (OSError, ValueError):
+            return None
+        return der if isinstance(der, bytes) else None
+
     def drop(self) -> None:
         """Close the current connection; the thread reconnects after its back-off."""
         self._close_socket()
@@ -305,7 +323,8 @@ class Transport:
                 LOG.debug("closing: %s", exc)
 
     def _connect(self) -> Any:
-        csms = self._csms
+        csms = self._settings()
+        self._endpoint = csms.endpoint
         subprotocol = DIALECTS[csms.ocpp_version].subprotocol
         options: dict[str, Any] = {
             "timeout": csms.call_timeout,
@@ -315,7 +334,7 @@ class Transport:
         }
         if csms.security_profile in (1, 2) and csms.authorization_key is not None:
             options["header"] = [basic_auth_header(csms.charge_point_id, csms.authorization_key)]
-        sock = _Budgeted(self._open_socket(), csms.max_handshake_bytes)
+        sock = _Budgeted(self._open_socket(csms), csms.max_handshake_bytes)
         make: Any = functools.partial(_CsmsSocket, max_message=self._max_message)
         try:
             ws = websocket.create_connection(csms.endpoint, class_=make, socket=sock, **options)
@@ -330,9 +349,8 @@ class Transport:
         ws.settimeout(max(2 * csms.ping_interval, 30.0) if csms.ping_interval > 0 else None)
         return ws
 
-    def _open_socket(self) -> socket.socket:
+    def _open_socket(self, csms: CsmsConfig) -> socket.socket:
         """TCP (and for profiles 2 and 3 TLS, server name checked) to the configured URL."""
-        csms = self._csms
         parts = urllib.parse.urlsplit(csms.endpoint)
         secure = parts.scheme == "wss"
         host = parts.hostname or ""
@@ -360,7 +378,7 @@ class Transport:
                     self._post(CertificateRejected(str(exc.verify_message or exc)[:200]))
                     rejected_reported = True
             except Exception as exc:
-                self.last_error = f"cannot connect to {self._csms.endpoint}: {_describe(exc)}"
+                self.last_error = f"cannot connect to {self._endpoint}: {_describe(exc)}"
                 LOG.warning("%s", self.last_error)
             else:
                 rejected_reported = False
@@ -377,7 +395,7 @@ class Transport:
             self._generation += 1
             generation = self._generation
             self._ws = ws
-        LOG.info("connected to %s", self._csms.endpoint)
+        LOG.info("connected to %s", self._endpoint)
         self._post(Connected(generation))
         reason = "closed"
         try:

@@ -33,6 +33,14 @@ class Action(enum.StrEnum):
     EXTENDED_TRIGGER_MESSAGE = "ExtendedTriggerMessage"
     TRIGGER_MESSAGE = "TriggerMessage"
     UPDATE_FIRMWARE = "UpdateFirmware"
+    # the connection's keys and certificates (sidecar mode and direct 1.6)
+    CHANGE_CONFIGURATION = "ChangeConfiguration"
+    GET_CONFIGURATION = "GetConfiguration"
+    INSTALL_CERTIFICATE = "InstallCertificate"
+    GET_INSTALLED_CERTIFICATE_IDS = "GetInstalledCertificateIds"
+    DELETE_CERTIFICATE = "DeleteCertificate"
+    CERTIFICATE_SIGNED = "CertificateSigned"
+    SIGN_CERTIFICATE = "SignCertificate"  # charge point → central system
 
 
 # Every other OCPP 1.6 action (core and security extension). The agent recognises them and
@@ -118,6 +126,8 @@ class SecurityEvent(enum.StrEnum):
     INVALID_FIRMWARE_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
     INVALID_CENTRAL_SYSTEM_CERTIFICATE = "InvalidCentralSystemCertificate"
     STARTUP_OF_THE_DEVICE = "StartupOfTheDevice"
+    RECONFIGURATION_OF_SECURITY_PARAMETERS = "ReconfigurationOfSecurityParameters"
+    INVALID_CHARGE_POINT_CERTIFICATE = "InvalidChargePointCertificate"
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -231,3 +241,148 @@ RESPONSES: dict[Action, type[Any]] = {
     Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION: EmptyConf,
     Action.SECURITY_EVENT_NOTIFICATION: EmptyConf,
 }
+
+
+# --- the connection's configuration keys and certificate management (white paper A01, A05,
+# M03-M05), owned by the agent in sidecar mode -----------------------------------------------
+
+
+class ConfigurationStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    REBOOT_REQUIRED = "RebootRequired"
+    NOT_SUPPORTED = "NotSupported"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeConfigurationReq:
+    key: str = wire("key", max_length=50)
+    value: str = wire("value", max_length=500)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeConfigurationConf:
+    status: ConfigurationStatus = wire("status")
+
+
+@dataclasses.dataclass(frozen=True)
+class GetConfigurationReq:
+    key: list[str] | None = wire("key", max_length=50, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetConfigurationConf:
+    # Wire dicts of KeyValue ({key, readonly, value?}); to_wire passes lists through.
+    configuration_key: list[dict[str, Any]] | None = wire("configurationKey", default=None)
+    unknown_key: list[str] | None = wire("unknownKey", default=None)
+
+
+class CertificateUse(enum.StrEnum):
+    CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
+    MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+
+
+class CertificateStatus(enum.StrEnum):
+    """InstallCertificate.conf (white paper §6.3)."""
+
+    ACCEPTED = "Accepted"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+
+
+class HashAlgorithm(enum.StrEnum):
+    SHA256 = "SHA256"
+    SHA384 = "SHA384"
+    SHA512 = "SHA512"
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateHashData:
+    hash_algorithm: HashAlgorithm = wire("hashAlgorithm")
+    issuer_name_hash: str = wire("issuerNameHash", max_length=128)
+    issuer_key_hash: str = wire("issuerKeyHash", max_length=128)
+    serial_number: str = wire("serialNumber", max_length=40)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallCertificateReq:
+    certificate_type: CertificateUse = wire("certificateType")
+    # The schema's maxLength 5500 is the store's to enforce: too long is Rejected (M05.FR.06).
+    certificate: str = wire("certificate")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallCertificateConf:
+    status: CertificateStatus = wire("status")
+
+
+class GetInstalledCertificateStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    NOT_FOUND = "NotFound"
+
+
+@dataclasses.dataclass(frozen=True)
+class GetInstalledCertificateIdsReq:
+    certificate_type: CertificateUse = wire("certificateType")
+
+
+@dataclasses.dataclass(frozen=True)
+class GetInstalledCertificateIdsConf:
+    status: GetInstalledCertificateStatus = wire("status")
+    # Wire dicts of CertificateHashData (to_wire passes a list through as it is).
+    certificate_hash_data: list[dict[str, str]] | None = wire("certificateHashData", default=None)
+
+
+class DeleteCertificateStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    FAILED = "Failed"
+    NOT_FOUND = "NotFound"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteCertificateReq:
+    certificate_hash_data: CertificateHashData = wire("certificateHashData")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteCertificateConf:
+    status: DeleteCertificateStatus = wire("status")
+
+
+class GenericStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+
+
+@dataclasses.dataclass(frozen=True)
+class SignCertificateReq:
+    csr: str = wire("csr", max_length=5500)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignCertificateConf:
+    status: GenericStatus = wire("status")
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSignedReq:
+    # maxLength 10000 (CertificateSignedMaxChainSize) is checked by the handler: Rejected.
+    certificate_chain: str = wire("certificateChain")
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSignedConf:
+    status: GenericStatus = wire("status")
+
+
+INCOMING_REQUESTS.update(
+    {
+        Action.CHANGE_CONFIGURATION: ChangeConfigurationReq,
+        Action.GET_CONFIGURATION: GetConfigurationReq,
+        Action.INSTALL_CERTIFICATE: InstallCertificateReq,
+        Action.GET_INSTALLED_CERTIFICATE_IDS: GetInstalledCertificateIdsReq,
+        Action.DELETE_CERTIFICATE: DeleteCertificateReq,
+        Action.CERTIFICATE_SIGNED: CertificateSignedReq,
+    }
+)
+RESPONSES[Action.SIGN_CERTIFICATE] = SignCertificateConf

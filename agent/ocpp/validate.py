@@ -84,6 +84,11 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
             return hint(value)
         except ValueError:
             raise PropertyConstraintViolation(f"{where}: {value!r} is not allowed") from None
+    if typing.get_origin(hint) is list:  # e.g. GetConfiguration.req's key list
+        if not isinstance(value, list):
+            raise TypeConstraintViolation(f"{where}: expected a JSON array")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{where}[{n}]", max_length) for n, v in enumerate(value)]
     if hint is str:
         if not isinstance(value, str):
             raise TypeConstraintViolation(f"{where}: expected a string")

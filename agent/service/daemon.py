@@ -8,6 +8,7 @@ loaded and the loop runs, whether or not the CSMS is reachable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ from typing import Any
 
 from agent.api.events import status_call as api_status_call
 from agent.api.mode import Api
-from agent.config import Config
+from agent.config import Config, CsmsConfig
 from agent.durable import StateWriteError
 from agent.firmware import certs
 from agent.firmware.charger import Charger
@@ -41,6 +42,10 @@ from agent.ocpp.devicemodel import Settings
 from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Session
+from agent.security.certstore import CertStore, configured_stores
+from agent.security.cpcert import ChargePointCertificate
+from agent.security.credentials import ConnectionSettings
+from agent.security.handlers import SecurityHandlers
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.availability import Availability, GuardedCharger, observing
@@ -115,19 +120,60 @@ class Daemon:
             heartbeat_interval=config.csms.heartbeat_interval,
             own_registration=config.csms.mode != "sidecar",
         )
-        self.transport = Transport(config.csms, self._events.put)
+        # The connection's keys and CA stores, which the CSMS may change (1.6 security white
+        # paper A01, A05, M03-M05): the transport asks for them at each attempt.
+        self.certstore = CertStore(
+            config.state_dir / "certs",
+            configured_stores(config.csms.ca_file, config.firmware.manufacturer_roots),
+            certs.policy_from_config(config.firmware),
+        )
+        self.certstore.load()
+        identity = config.identity
+        serial = identity.serial_number or identity.charge_box_serial_number
+        self.cpcert = ChargePointCertificate(
+            config.state_dir / "certs" / "charge-point", serial or config.csms.charge_point_id
+        )
+        self.cpcert.load()
+        self.credentials = ConnectionSettings(
+            config.csms,
+            config.state_dir,
+            csms_roots=self.certstore.csms_roots_file,
+            client_certificate=self.cpcert.current,
+            tls_url=config.csms.tls_url,
+            on_fallback=self._profile_fell_back,
+        )
+        self.transport = Transport(config.csms, self._events.put, settings=self._attempt)
+        self.security = SecurityHandlers(
+            self.credentials,
+            self.certstore,
+            self.reporter,
+            reconnect=self.transport.drop,
+            peer_certificate=self.transport.peer_certificate,
+            charge_point_certificate=self.cpcert,
+        )
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
         charger: Charger = policy.CommandCharger(config, serialized)
         if config.csms.mode == "sidecar":
-            self.sidecar = Sidecar(config, self.session, self.transport.send, self._events.put)
+            self.sidecar = Sidecar(
+                config,
+                self.session,
+                self.transport.send,
+                self._events.put,
+                self.security if payloads is None else None,
+            )
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         if self.api is not None:
             charger = self.api.charger(serialized)
         if self.availability is not None:
             charger = GuardedCharger(charger, self.availability)
+        # The firmware check reads the manufacturer roots from the store (agent.toml's and
+        # those the CSMS installed).
+        roots = self.certstore.manufacturer_dir
         self.updater = Updater(
-            config,
+            dataclasses.replace(
+                config, firmware=dataclasses.replace(config.firmware, manufacturer_roots=roots)
+            ),
             self.reporter,
             serialized,
             TrustedClock(self.api.csms_offset if self.api else lambda: self.session.csms_offset),
@@ -148,6 +194,7 @@ class Daemon:
                 v16.Action.EXTENDED_TRIGGER_MESSAGE, self._on_trigger, self._after_trigger
             )
             self.session.route(v16.Action.TRIGGER_MESSAGE, self._on_trigger, self._after_trigger)
+            self.security.register(self.session)
         else:  # before updater.start(): the saved job's phase says why we booted
             job = self.updater.snapshot() or {}
             reason = boot_reason(job.get("phase"))
@@ -185,6 +232,29 @@ class Daemon:
     def stop(self) -> None:
         self._events.put(_Stop())
 
+    def _attempt(self) -> CsmsConfig:
+        """The settings of the next connection attempt (transport thread): a new charge point
+        certificate that keeps failing gives way to the previous one first."""
+        if self.credentials.profile == 3 and self.cpcert.attempt():
+            why = "new charge point certificate: no connection; back to the previous one"
+            self.reporter.security_event(
+                v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why
+            )
+        return self.credentials.current()
+
+    def _connected_with_credentials(self) -> None:
+        """The CSMS took a connection: what was on trial (a raised profile, a new charge
+        point certificate under profile 3) is what the charger uses now."""
+        self.credentials.connected()
+        if self.credentials.profile == 3:
+            self.cpcert.connected()
+
+    def _profile_fell_back(self, new: int, old: int) -> None:
+        """The transport thread gave up on a raised profile (A05.FR.08): the CSMS hears of it
+        (the outbox takes events from any thread, as from the firmware worker)."""
+        why = f"SecurityProfile {new}: no connection; back to profile {old}"
+        self.reporter.security_event(v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why)
+
     # --- BootNotification and triggers ------------------------------------------------------
 
     def _boot_request(self) -> Any:
@@ -206,6 +276,8 @@ class Daemon:
     _TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "FirmwareStatusNotification"})
 
     def _on_trigger(self, request: Any) -> v16.TriggerMessageConf:
+        if request.requested_message.value == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+            return self.security.sign_trigger()
         if request.requested_message.value in self._TRIGGERABLE:
             return v16.TriggerMessageConf(status=v16.TriggerStatus.ACCEPTED)
         return v16.TriggerMessageConf(status=v16.TriggerStatus.NOT_IMPLEMENTED)
@@ -215,7 +287,9 @@ class Daemon:
         if conf.status is not v16.TriggerStatus.ACCEPTED:
             return
         wanted = request.requested_message.value
-        if wanted == "FirmwareStatusNotification":
+        if wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+            self.security.after_sign_trigger()
+        elif wanted == "FirmwareStatusNotification":
             # Answered with the *signed* notification (white paper §6.16, L01.FR.28/29).
             action = v16.Action.SIGNED_FIRMWARE_STATUS_NOTIFICATION
             self.session.send_live(action, self.reporter.triggered())
@@ -278,6 +352,7 @@ class Daemon:
             self._running = False
         elif isinstance(event, Connected):
             self._generation = event.generation
+            self._connected_with_credentials()
             self.session.connected_with(self.transport.send)
         elif isinstance(event, Received):
             self.transport.consumed()  # the reader may read the next message (bounded queue)
@@ -299,6 +374,7 @@ class Daemon:
         router = self.sidecar.router
         if isinstance(event, Connected):
             self._generation = event.generation
+            self._connected_with_credentials()
             router.csms_connected()
         elif isinstance(event, Received):
             self.transport.consumed()
@@ -365,6 +441,10 @@ class Daemon:
             "problems": self.updater.problems,
             "revocation": certs.revocation_status(),
         }
+        if (
+            self._v2x is None and self.api is None
+        ):  # the profile in use, which the CSMS may have raised (A05)
+            snap["security_profile"] = self.credentials.profile
         if self.sidecar is not None:  # sidecar mode: is the charger's OCPP stack with us?
             snap["stack"] = "connected" if self.sidecar.router.stack_up else "offline"
         if self.api is not None:  # API mode: no websocket; the host's connections instead

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.config import Config, ConfigError
 from agent.ocpp.session import Session
+from agent.security.handlers import SecurityHandlers
 from agent.service.policy import CommandCharger
 from agent.sidecar.router import Router
 from agent.sidecar.wsserver import StackConnected, StackDisconnected, StackReceived, StackServer
@@ -21,7 +22,12 @@ class Sidecar:
     """Owns the stack's server and the router; `handle` takes the server's events."""
 
     def __init__(
-        self, config: Config, session: Session, send_csms: Callable[[str], None], post: Any
+        self,
+        config: Config,
+        session: Session,
+        send_csms: Callable[[str], None],
+        post: Any,
+        security: SecurityHandlers | None = None,
     ) -> None:
         self.server = StackServer(
             config.sidecar.address,
@@ -36,6 +42,7 @@ class Sidecar:
             self.server.drop,
             refuse_update_firmware=config.sidecar.update_firmware == "refuse",
             call_timeout=config.csms.call_timeout,
+            security=security,
         )
         self._generation = 0
         self._config = config

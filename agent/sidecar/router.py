@@ -15,6 +15,12 @@ Rules (issue 13, mode 1):
   StartTransaction/StopTransaction say whether a charging session runs (the install gate).
 - The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
   ("charging stack not connected"), and so are those it had not answered when it left.
+- The connection's keys and certificates are the agent's (`agent.security.handlers`): a
+  ChangeConfiguration of one of its keys, InstallCertificate, GetInstalledCertificateIds,
+  DeleteCertificate, CertificateSigned and ExtendedTriggerMessage SignChargePointCertificate
+  never reach the stack. A GetConfiguration naming only the agent's keys is
+  answered by the agent; any other goes to the stack without the agent's keys, and the stack's
+  answer comes back with them merged in (and any of them the stack reported taken out).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from agent.ocpp.errors import InternalError, OcppError
 from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
 from agent.ocpp.session import Session
 from agent.ocpp.validate import from_wire
+from agent.security.handlers import SecurityHandlers
 
 LOG = logging.getLogger(__name__)
 # Frames from the stack and the agent waiting for the one in-flight CALL to be answered. A
@@ -39,6 +46,15 @@ UPLINK_LIMIT = 64
 # CSMS CALLs forwarded to the stack and not yet answered (answered for it if it leaves).
 DOWNLINK_LIMIT = 64
 FIRMWARE_TRIGGERS = frozenset({"FirmwareStatusNotification"})
+CERTIFICATE_ACTIONS = frozenset(
+    {
+        v16.Action.INSTALL_CERTIFICATE,
+        v16.Action.GET_INSTALLED_CERTIFICATE_IDS,
+        v16.Action.DELETE_CERTIFICATE,
+        v16.Action.CERTIFICATE_SIGNED,
+    }
+)
+GET_CONFIGURATION_MAX_KEYS = 100
 STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
 STACK_LEFT = "the charging stack disconnected before answering"
 
@@ -58,6 +74,7 @@ class Router:
         refuse_update_firmware: bool = True,
         call_timeout: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
+        security: SecurityHandlers | None = None,
     ) -> None:
         self._session = session
         self._send_csms = send_csms
@@ -72,6 +89,10 @@ class Router:
         self._in_flight: tuple[str, str, str] | None = None  # (owner, unique id, action)
         self._in_flight_deadline = 0.0
         self._to_stack: dict[str, str] = {}  # CSMS CALL ids awaiting the stack's answer
+        self._security = security
+        # GetConfiguration ids forwarded to the stack: the agent's keys to merge into its
+        # answer (None: all of them).
+        self._merge: dict[str, list[str] | None] = {}
         self._transactions: set[int] = set()
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
@@ -97,6 +118,7 @@ class Router:
         self._uplink.clear()
         self._land()
         self._to_stack.clear()
+        self._merge.clear()
         if self.stack_up:
             self._drop_stack()
 
@@ -116,6 +138,20 @@ class Router:
         if self._ours(call):
             self._session.receive(text)
             return
+        merge: list[str] | None = None
+        if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
+            wanted = _configuration_keys(call.payload)
+            if wanted is not None and wanted is not _MALFORMED:
+                mine = [k for k in wanted if self._security.owns(k)]
+                if mine and len(mine) == len(wanted):
+                    self._answer_configuration(call, mine)
+                    return
+                if mine:
+                    rest = [k for k in wanted if not self._security.owns(k)]
+                    text = Call(call.unique_id, call.action, {"key": rest}).to_json()
+                merge = mine
+            elif wanted is not None:
+                merge = []  # malformed: the stack answers it; nothing of ours to add
         if not self.stack_up:
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
             self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
@@ -125,11 +161,22 @@ class Router:
             self._drop_stack()
             return
         self._to_stack[call.unique_id] = call.action
+        if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
+            self._merge[call.unique_id] = merge
         self._to_stack_send(text)
 
     def _ours(self, call: Call) -> bool:
         if call.action == v16.Action.SIGNED_UPDATE_FIRMWARE:
             return True
+        if self._security is not None:
+            if call.action in CERTIFICATE_ACTIONS:
+                return True
+            if call.action == v16.Action.EXTENDED_TRIGGER_MESSAGE:
+                wanted = call.payload.get("requestedMessage")
+                if wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
+                    return True
+            if call.action == v16.Action.CHANGE_CONFIGURATION:
+                return self._security.owns(call.payload.get("key"))
         if call.action == v16.Action.UPDATE_FIRMWARE:
             return self._refuse_update_firmware
         if call.action in (v16.Action.TRIGGER_MESSAGE, v16.Action.EXTENDED_TRIGGER_MESSAGE):
@@ -167,6 +214,7 @@ class Router:
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
         self._to_stack.clear()
+        self._merge.clear()
         self._pump()
 
     def from_stack(self, text: str) -> None:
@@ -180,7 +228,38 @@ class Router:
             LOG.warning("the stack answers a CALL the CSMS did not send it; forwarded")
         elif isinstance(frame, CallResult | CallError):
             del self._to_stack[frame.unique_id]
+            if frame.unique_id in self._merge:
+                merge = self._merge.pop(frame.unique_id)
+                if isinstance(frame, CallResult):
+                    text = self._merged_configuration(frame, merge)
         self._queue("stack", text, frame)
+
+    # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
+
+    def _answer_configuration(self, call: Call, mine: list[str]) -> None:
+        """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
+        assert self._security is not None
+        payload = {"configurationKey": self._security.key_values(mine)}
+        self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
+
+    def _merged_configuration(self, answer: CallResult, merge: list[str] | None) -> str:
+        """The stack's GetConfiguration.conf with the agent's keys in, and none of the stack's
+        own values for them (the stack no longer holds the connection they describe)."""
+        assert self._security is not None
+        security = self._security
+        payload = dict(answer.payload)
+        theirs = payload.get("configurationKey", [])
+        unknown = payload.get("unknownKey", [])
+        if not isinstance(theirs, list) or not isinstance(unknown, list):
+            return answer.to_json()  # malformed: forwarded as it is, the CSMS judges it
+        kept = [kv for kv in theirs if not (isinstance(kv, dict) and security.owns(kv.get("key")))]
+        payload["configurationKey"] = kept + security.key_values(merge)
+        unknown = [key for key in unknown if not security.owns(key)]
+        if unknown:
+            payload["unknownKey"] = unknown
+        else:
+            payload.pop("unknownKey", None)
+        return CallResult(answer.unique_id, payload).to_json()
 
     # --- the agent's own frames -------------------------------------------------------------
 
@@ -281,3 +360,23 @@ class Router:
             self._session.assume_accepted()
         else:
             self._session.assume_accepted()
+
+
+_MALFORMED: list[str] = []
+
+
+def _configuration_keys(payload: Any) -> list[str] | None:
+    """GetConfiguration.req's `key` list (None: every key), or `_MALFORMED` when it breaks
+    the schema (the stack then answers it as it would without the agent)."""
+    if not isinstance(payload, dict) or set(payload) - {"key"}:
+        return _MALFORMED
+    keys = payload.get("key")
+    if keys is None or keys == []:
+        return None
+    if (
+        not isinstance(keys, list)
+        or len(keys) > GET_CONFIGURATION_MAX_KEYS
+        or not all(isinstance(k, str) and len(k) <= 50 for k in keys)
+    ):
+        return _MALFORMED
+    return keys

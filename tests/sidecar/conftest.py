@@ -58,6 +58,28 @@ class _StackSide(ChargePoint):  # type: ignore[misc]
         self.stack.remote.append(("stop", payload))
         return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.accepted)
 
+    @on(Action.get_configuration)
+    def on_get_configuration(self, key: list[str] | None = None) -> Any:
+        """A legacy stack's keys, with its own (now meaningless) connection keys among them."""
+        self.stack.remote.append(("get_configuration", {"key": key}))
+        mine = [kv for kv in STACK_KEYS if key is None or kv["key"] in key]
+        unknown = [k for k in key or [] if k not in {kv["key"] for kv in STACK_KEYS}]
+        return call_result.GetConfiguration(configuration_key=mine, unknown_key=unknown or None)
+
+    @on(Action.change_configuration)
+    def on_change_configuration(self, key: str, value: str) -> Any:
+        self.stack.remote.append(("change_configuration", {"key": key, "value": value}))
+        return call_result.ChangeConfiguration(status="Accepted")
+
+
+# What the stack reports for itself: a legacy stack still claims the connection's keys, and
+# some even give the AuthorizationKey away.
+STACK_KEYS = [
+    {"key": "HeartbeatInterval", "readonly": False, "value": "300"},
+    {"key": "SecurityProfile", "readonly": False, "value": "0"},
+    {"key": "AuthorizationKey", "readonly": False, "value": "stack-leaks-this"},
+]
+
 
 class Stack:
     """The charger's own OCPP stack; blocking verbs for the tests, its loop in a thread."""
