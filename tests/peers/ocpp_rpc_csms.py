@@ -15,6 +15,7 @@ test runs unchanged against either peer. What the Node validator refuses lands i
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import itertools
 import json
@@ -48,6 +49,17 @@ REFUSABLE = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """What the Node peer serves wss:// with (PEM paths): its certificate and key, and the CA
+    client certificates must verify against; `client` is "none", "optional" or "required"."""
+
+    cert: str
+    key: str
+    ca: str = ""
+    client: str = "none"
+
+
 class PeerMissing(RuntimeError):
     """node_modules is absent: `make` installs it (the `peers` target), never a skip."""
 
@@ -60,9 +72,17 @@ class OcppRpcCsms(TestCsms):
     peer_name = "ocpp-rpc"
 
     def __init__(
-        self, version: str = "1.6", auth: Callable[[str, bytes | None], bool] | None = None
+        self,
+        version: str = "1.6",
+        auth: Callable[[str, bytes | None], bool] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(auth=auth, subprotocols=[SUBPROTOCOL[version]])
+        self.tls = tls
+        # Actions beyond the defaults this CSMS answers, with the answer's payload (camelCase),
+        # as a `side_class` with more handlers does on the Python CSMS.
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.peer_certs: list[bytes | None] = []  # each connection's client certificate (DER)
         self._loop.close()  # the base class's asyncio server is not used: node serves
         self.version = self.schema_version = version
         self._proc: subprocess.Popen[str] | None = None
@@ -82,8 +102,9 @@ class OcppRpcCsms(TestCsms):
         if not (PEER_DIR / "node_modules" / "ocpp-rpc").is_dir():
             raise PeerMissing(f"run `make peers` (npm ci --prefix {PEER_DIR}) first")
         argv = ["node", "peer.js", ",".join(self.subprotocols)]
-        if port:
-            argv.append(str(port))
+        argv.append(str(port))
+        if self.tls is not None:
+            argv.append(json.dumps(dataclasses.asdict(self.tls)))
         self._proc = subprocess.Popen(
             argv,
             cwd=PEER_DIR,
@@ -102,6 +123,12 @@ class OcppRpcCsms(TestCsms):
         if not self.port:
             raise RuntimeError(f"the node peer did not start: {''.join(self.stderr)}")
         return self
+
+    @property
+    def url(self) -> str:
+        if self.tls is None:
+            return super().url
+        return f"wss://localhost:{self.port}/ocpp"  # the name the server certificate carries
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -155,6 +182,8 @@ class OcppRpcCsms(TestCsms):
             self.port = message["port"]
         elif event == "connect":
             self._connected[identity] = message["protocol"]
+            cert = message.get("cert")
+            self.peer_certs.append(None if cert is None else base64.b64decode(cert))
             self.connections += 1
         elif event == "disconnect":
             self._connected.pop(identity, None)
@@ -220,6 +249,8 @@ class OcppRpcCsms(TestCsms):
             return {"result": {"transactionId": self.transaction_ids, "idTagInfo": accepted}}
         if action in EMPTY_ANSWERS[self.version]:
             return {"result": {}}
+        if action in self.answers:
+            return {"result": self.answers[action]}
         return {"error": {"code": "NotImplemented", "description": f"{action} not handled"}}
 
     # --- commands ---------------------------------------------------------------------------

@@ -1,14 +1,21 @@
 """Sidecar fixtures: a real charge-point OCPP stack (the `ocpp` library's v16 ChargePoint on
-`websockets`, test-only) that connects to the agent as if the agent were the CSMS."""
+`websockets`, test-only) that connects to the agent as if the agent were the CSMS.
+
+The CSMS in front is two peers (`peer` is parametrised): the `ocpp` library's (Python, its
+bundled schemas) and ocpp-rpc in strict mode (Node, AJV), so every frame the agent sends or
+forwards for the stack is seen by two independent validators; neither may find a violation.
+Tests that make their own CSMS (TLS, Basic auth, a second server) make it with `make_csms`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from agent.demo.csms import TestCsms
 from agent.demo.rig import AgentProcess, ChargerRig
 from tests.e2e.conftest import wait_until
+from tests.integration.test_security_profiles import Pki
+from tests.peers.ocpp_rpc_csms import OcppRpcCsms, TlsFiles
+
+PEERS = ["ocpp", "ocpp-rpc"]
 
 
 def free_port() -> int:
@@ -225,3 +236,59 @@ def sidecar(
     tmp_path: Path, csms: TestCsms, agents: list[AgentProcess], stacks: list[Stack]
 ) -> Sidecar:
     return Sidecar(ChargerRig(tmp_path, csms.url), csms, agents, stacks)
+
+
+# --- the CSMS in front: either peer ----------------------------------------------------------
+
+
+@pytest.fixture(params=PEERS)
+def peer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_csms(
+    peer: str,
+    *,
+    pki: Pki | None = None,
+    client_certs: str = "none",
+    auth: Callable[[str, bytes | None], bool] | None = None,
+    python_class: type[TestCsms] = TestCsms,
+    port: int = 0,
+) -> TestCsms:
+    """A started 1.6 CSMS of the named peer: plain ws://, or with `pki` wss:// with its server
+    certificate, client certificates checked as `client_certs` says ("none", "optional" for
+    profiles 2 and 3 on one server, "required" for profile 3). `python_class` is the Python
+    CSMS's class when a test needs more handlers (the Node peer takes `answers` instead)."""
+    if peer == "ocpp":
+        context = None
+        if pki is not None:
+            context = pki.server_context(pki.server)
+            if client_certs != "none":
+                context.verify_mode = (
+                    ssl.CERT_REQUIRED if client_certs == "required" else ssl.CERT_OPTIONAL
+                )
+                context.load_verify_locations(cafile=str(pki.dir / "ca.pem"))
+        return python_class(ssl_context=context, auth=auth).start(port)
+    tls = None
+    if pki is not None:
+        tls = TlsFiles(
+            cert=str(pki.write("node-server.pem", pki.server.pem.encode())),
+            key=str(pki.write("node-server.key", pki.server.key_pem)),
+            ca=str(pki.dir / "ca.pem"),
+            client=client_certs,
+        )
+    return OcppRpcCsms("1.6", auth=auth, tls=tls).start(port)
+
+
+def stop_csms(server: TestCsms) -> None:
+    """Stop it; whatever either validator found in the frames fails the test."""
+    server.stop()
+    peer = getattr(server, "peer_name", "ocpp")
+    assert server.schema_violations == [], f"{peer} found frames that violate the schemas"
+
+
+@pytest.fixture
+def csms(peer: str) -> Iterator[TestCsms]:
+    server = make_csms(peer)
+    yield server
+    stop_csms(server)

@@ -5,7 +5,6 @@ certificate is checked and used for the connection; the stack sees none of it.""
 from __future__ import annotations
 
 import datetime
-import ssl
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,8 @@ from agent.demo import pki as fwpki
 from agent.demo.csms import TestCsms, _CentralSystemSide
 from agent.demo.rig import AgentProcess, ChargerRig
 from tests.integration.test_security_profiles import KEY, Pki, profile
-from tests.sidecar.conftest import Sidecar, Stack
+from tests.peers.ocpp_rpc_csms import OcppRpcCsms
+from tests.sidecar.conftest import Sidecar, Stack, make_csms, stop_csms
 
 CP = "CP-TLS-1"
 
@@ -59,14 +59,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def csms(pki: Pki) -> Iterator[SigningCsms]:
-    context = pki.server_context(pki.server)
-    context.verify_mode = ssl.CERT_OPTIONAL  # profile 2 without, profile 3 with a certificate
-    context.load_verify_locations(cafile=str(pki.dir / "ca.pem"))
-    server = SigningCsms(ssl_context=context, auth=lambda cp, pw: pw in (KEY, None)).start()
+def csms(pki: Pki, peer: str) -> Iterator[SigningCsms]:
+    server: Any = make_csms(
+        peer,
+        pki=pki,
+        client_certs="optional",  # profile 2 without, profile 3 with a certificate
+        auth=lambda cp, pw: pw in (KEY, None),
+        python_class=SigningCsms,
+    )
+    if isinstance(server, OcppRpcCsms):
+        server.answers["SignCertificate"] = {"status": "Accepted"}
     yield server
-    server.stop()
-    assert server.schema_violations == []
+    stop_csms(server)
 
 
 def sign(csr: x509.CertificateSigningRequest, issuer: fwpki.Issued, days: int = 30) -> str:

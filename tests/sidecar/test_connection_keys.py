@@ -18,7 +18,7 @@ from agent.demo.csms import TestCsms
 from agent.demo.rig import AgentProcess, ChargerRig
 from agent.security.certstore import hash_data
 from tests.integration.test_security_profiles import Pki
-from tests.sidecar.conftest import Sidecar, Stack, free_port
+from tests.sidecar.conftest import Sidecar, Stack, free_port, make_csms, stop_csms
 
 KEY1_HEX = "00112233445566778899AABBCCDDEEFF"  # 16 bytes
 KEY2_HEX = "F0E1D2C3B4A5968778695A4B3C2D1E0F00FFEE11"  # 20 bytes, several not printable
@@ -35,8 +35,7 @@ def servers() -> Iterator[list[TestCsms]]:
     made: list[TestCsms] = []
     yield made
     for server in made:
-        server.stop()
-        assert server.schema_violations == []
+        stop_csms(server)
 
 
 def secrets_in(text: str, cp: str, *keys: bytes) -> list[str]:
@@ -66,7 +65,11 @@ def security_events(csms: TestCsms) -> list[dict[str, Any]]:
 
 
 def test_authorization_key_set_over_ocpp_is_used_at_once_and_after_a_restart_never_logged(
-    tmp_path: Path, servers: list[TestCsms], agents: list[AgentProcess], stacks: list[Stack]
+    tmp_path: Path,
+    peer: str,
+    servers: list[TestCsms],
+    agents: list[AgentProcess],
+    stacks: list[Stack],
 ) -> None:
     """A01: ChangeConfiguration(AuthorizationKey) is the agent's: Accepted, saved, the link
     dropped and made again with the new password (the hex-decoded bytes, TC_085_CS); a key
@@ -74,7 +77,7 @@ def test_authorization_key_set_over_ocpp_is_used_at_once_and_after_a_restart_nev
     is sent (A01.FR.11); no key appears in any log line (A01.FR.12); the stack never sees it."""
     accepted = {KEY1}
     seen: list[bytes | None] = []
-    csms = TestCsms(auth=lambda cp, pw: bool(seen.append(pw)) or pw in accepted).start()
+    csms = make_csms(peer, auth=lambda cp, pw: bool(seen.append(pw)) or pw in accepted)
     servers.append(csms)
     rig = ChargerRig(tmp_path, csms.url)
     cp = rig.charge_point_id
@@ -165,6 +168,7 @@ def test_get_configuration_merges_the_agents_keys_into_the_stacks_answer(
 def test_security_profile_goes_only_up_with_its_prerequisites_falls_back_then_holds(
     tmp_path: Path,
     pki: Pki,
+    peer: str,
     servers: list[TestCsms],
     agents: list[AgentProcess],
     stacks: list[Stack],
@@ -174,7 +178,7 @@ def test_security_profile_goes_only_up_with_its_prerequisites_falls_back_then_ho
     installed, 2 is Accepted and the agent reconnects with it (A05.FR.05-07); the TLS CSMS not
     reachable, it falls back to profile 1 (A05.FR.08) and says so; once reachable, profile 2
     holds, across a restart; the root verifying it cannot be deleted (M04.FR.06)."""
-    plain = TestCsms(auth=lambda cp, pw: pw == KEY1).start()
+    plain = make_csms(peer, auth=lambda cp, pw: pw == KEY1)
     servers.append(plain)
     tls_port = free_port()
     rig = ChargerRig(tmp_path, plain.url, charge_point_id="CP-UP-1")
@@ -216,8 +220,8 @@ def test_security_profile_goes_only_up_with_its_prerequisites_falls_back_then_ho
         )
     )
 
-    tls = TestCsms(ssl_context=pki.server_context(pki.server), auth=lambda cp, pw: pw == KEY1)
-    servers.append(tls.start(tls_port))
+    tls = make_csms(peer, pki=pki, auth=lambda cp, pw: pw == KEY1, port=tls_port)
+    servers.append(tls)
     assert change(plain, "2") == "Accepted"
     tls.wait_for(lambda: tls.connected(cp), 30, "the agent on the TLS CSMS")
     reconnected(stack)

@@ -13,7 +13,7 @@ from ocpp.v16 import call
 from agent.demo.csms import TestCsms
 from agent.demo.rig import AgentProcess, ChargerRig
 from tests.integration.test_security_profiles import KEY, Pki, profile
-from tests.sidecar.conftest import Sidecar, Stack
+from tests.sidecar.conftest import Sidecar, Stack, make_csms, stop_csms
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +22,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(params=[2, 3])
-def tls_csms(request: Any, pki: Pki) -> Iterator[tuple[int, TestCsms]]:
+def tls_csms(request: Any, pki: Pki, peer: str) -> Iterator[tuple[int, TestCsms]]:
     number = request.param
     passwords: list[bytes | None] = []
-    server = TestCsms(
-        ssl_context=pki.server_context(pki.server, require_client=number == 3),
+    server = make_csms(
+        peer,
+        pki=pki,
+        client_certs="required" if number == 3 else "none",
         auth=(lambda cp, password: passwords.append(password) or password == KEY)
         if number == 2
         else None,
-    ).start()
+    )
     yield number, server
-    server.stop()
-    assert server.schema_violations == []
+    stop_csms(server)
 
 
 def test_the_stack_reaches_a_tls_csms_through_the_agent(

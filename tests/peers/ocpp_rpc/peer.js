@@ -12,13 +12,17 @@
 //   in  {"cmd": "call" | "send_raw" | "disconnect" | "stop", "id": N, ...}
 //   out {"reply": N, "result": ...} or {"reply": N, "error": {code, description, details}}
 //
-// Usage: node peer.js ocpp1.6[,ocpp2.0.1] [port]   (the subprotocols offered, all strict)
+// Usage: node peer.js ocpp1.6[,ocpp2.0.1] [port] [tls]   (the subprotocols offered, all strict)
+// tls, for security profiles 2 and 3: JSON {"cert", "key", "ca", "client"} (PEM file paths;
+// client "none", "optional" or "required", as ssl.CERT_NONE/OPTIONAL/REQUIRED on the Python CSMS:
+// a client certificate that does not verify against `ca` ends the connection either way).
 'use strict';
 
 const readline = require('readline');
 const { RPCServer, createRPCError } = require('ocpp-rpc');
 
 const protocols = (process.argv[2] || 'ocpp1.6').split(',');
+const tls = process.argv[4] ? JSON.parse(process.argv[4]) : null;
 const clients = new Map(); // identity -> the connected RPCServerClient
 const asked = new Map(); // ask number -> resolve(answer line)
 const refused = new WeakSet(); // errors the strict validator raised (not the agent's CALLERRORs)
@@ -58,6 +62,10 @@ const server = new RPCServer({
 
 server.auth(async (accept, reject, handshake) => {
     const password = handshake.password ? handshake.password.toString('base64') : null;
+    // The client certificate of this connection (TLS only), reported with its `connect`.
+    const socket = handshake.request.socket;
+    const cert = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : null;
+    handshake.peerCert = cert && cert.raw ? cert.raw.toString('base64') : null;
     const answer = await ask('auth', {
         identity: handshake.identity,
         password,
@@ -70,7 +78,7 @@ server.auth(async (accept, reject, handshake) => {
 server.on('client', client => {
     const identity = client.identity;
     clients.set(identity, client);
-    emit({ event: 'connect', identity, protocol: client.protocol });
+    emit({ event: 'connect', identity, protocol: client.protocol, cert: client.handshake.peerCert });
 
     client.on('message', ({ message, outbound }) => {
         emit({ event: 'frame', identity, direction: outbound ? 'out' : 'in', text: String(message) });
@@ -100,6 +108,7 @@ async function run(command) {
     const client = clients.get(command.identity);
     if (command.cmd === 'stop') {
         await server.close({ force: true });
+        if (httpsServer) httpsServer.close();
         return null;
     }
     if (!client) throw new Error(`${command.identity} is not connected`);
@@ -127,4 +136,34 @@ readline.createInterface({ input: process.stdin }).on('line', line => {
     });
 }).on('close', () => process.exit(0)); // the test process went away
 
-server.listen(Number(process.argv[3] || 0), '127.0.0.1').then(http => emit({ event: 'listening', port: http.address().port }));
+let httpsServer = null; // ours when serving TLS (ocpp-rpc's listen() serves plain HTTP only)
+
+// wss:// with the given certificate; client certificates checked as `tls.client` says.
+function listenTls(port) {
+    const fs = require('fs');
+    const options = { cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) };
+    if (tls.client && tls.client !== 'none') {
+        Object.assign(options, { ca: fs.readFileSync(tls.ca), requestCert: true, rejectUnauthorized: false });
+    }
+    httpsServer = require('https').createServer(options, (req, res) => {
+        res.statusCode = 404;
+        res.end();
+    });
+    httpsServer.on('secureConnection', socket => {
+        // Optional: none is fine, one that does not verify is not; required: one that verifies.
+        const presented = options.requestCert && Boolean(socket.getPeerCertificate().raw);
+        if (options.requestCert && !socket.authorized && (presented || tls.client === 'required')) {
+            socket.destroy();
+        }
+    });
+    httpsServer.on('upgrade', server.handleUpgrade);
+    return new Promise((resolve, reject) => {
+        httpsServer.once('error', reject);
+        httpsServer.listen(port, '127.0.0.1', () => resolve(httpsServer));
+    });
+}
+
+const port = Number(process.argv[3] || 0);
+(tls ? listenTls(port) : server.listen(port, '127.0.0.1')).then(http =>
+    emit({ event: 'listening', port: http.address().port }),
+);
