@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import websocket
+from cryptography.hazmat.primitives import serialization
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
-from tests.peers.ocpp_rpc_csms import OcppRpcCsms
+from agent.demo import pki as fwpki
+from tests.integration.test_security_profiles import Pki
+from tests.peers.ocpp_rpc_csms import OcppRpcCsms, TlsFiles
 
 CP = "CP-RAW-1"
 
@@ -119,3 +123,52 @@ def test_a_call_the_test_makes_that_violates_the_schema_is_never_sent(peer: Ocpp
     assert len(peer.schema_violations) == 1
     assert "CALL from the test CSMS" in peer.schema_violations[0]
     ws.close()
+
+
+@pytest.mark.parametrize("client_certs", ["optional", "required"])
+def test_over_tls_client_certificates_are_checked_as_told_and_reported(
+    tmp_path: Path, client_certs: str
+):
+    """wss:// for security profiles 2 and 3 (tests/sidecar): the server certificate is served,
+    a client certificate from another CA ends the connection either way, none is fine only
+    when optional, and the one that verifies is reported with its connection (`peer_certs`)."""
+    pki = Pki(tmp_path)
+    stranger = fwpki.issue("SN-0043", fwpki.ec_key("secp256r1", 14), pki.other_ca)
+    tls = TlsFiles(
+        cert=str(pki.write("server.pem", pki.server.pem.encode())),
+        key=str(pki.write("server.key", pki.server.key_pem)),
+        ca=str(pki.dir / "ca.pem"),
+        client=client_certs,
+    )
+    peer = OcppRpcCsms("1.6", tls=tls).start()
+    try:
+        assert peer.url.startswith("wss://localhost:")
+
+        def connect_as(name: str, cert: fwpki.Issued | None) -> websocket.WebSocket:
+            sslopt: dict[str, Any] = {"ca_certs": tls.ca}
+            if cert is not None:
+                sslopt["certfile"] = str(pki.write(f"{name}.pem", cert.pem.encode()))
+                sslopt["keyfile"] = str(pki.write(f"{name}.key", cert.key_pem))
+            url = f"{peer.url}/{name}"
+            return websocket.create_connection(
+                url, subprotocols=["ocpp1.6"], sslopt=sslopt, timeout=30
+            )
+
+        with pytest.raises((OSError, websocket.WebSocketException)):
+            connect_as("CP-STRANGER", stranger)
+        if client_certs == "required":
+            with pytest.raises((OSError, websocket.WebSocketException)):
+                connect_as("CP-NONE", None)
+        else:
+            connect_as("CP-NONE", None).close()
+        connect_as("CP-GOOD", pki.client).close()
+        expected = [None, der(pki.client)] if client_certs == "optional" else [der(pki.client)]
+        peer.wait_for(lambda: len(peer.peer_certs) == len(expected), what="the connections")
+        assert peer.peer_certs == expected
+        assert peer.connections == len(expected)
+    finally:
+        peer.stop()
+
+
+def der(cert: fwpki.Issued) -> bytes:
+    return cert.cert.public_bytes(serialization.Encoding.DER)
