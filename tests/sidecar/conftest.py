@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -241,7 +242,27 @@ def sidecar(
 # --- the CSMS in front: either peer ----------------------------------------------------------
 
 
-@pytest.fixture(params=PEERS)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_peers: in tests/sidecar, also run against ocpp-rpc (Node), not only the Python CSMS",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test with a CSMS runs on the Python peer; those marked `both_peers` (a subset
+    that sends and forwards every message type, each security profile once) on ocpp-rpc too.
+    SIDECAR_PEERS=both runs them all on both (README, "Two CSMS peers")."""
+    if "peer" not in metafunc.fixturenames:
+        return
+    both = os.environ.get("SIDECAR_PEERS") == "both"
+    if both or metafunc.definition.get_closest_marker("both_peers") is not None:
+        metafunc.parametrize("peer", PEERS, indirect=True)
+    else:
+        metafunc.parametrize("peer", PEERS[:1], indirect=True)
+
+
+@pytest.fixture
 def peer(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -9,6 +9,7 @@ import json
 import stat
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from ocpp.v16 import call
 
@@ -61,6 +62,7 @@ def stack_saw_any(stack: Stack, *actions: str) -> bool:
     return any(f'"{a}"' in text for a in actions for text in stack.texts("in"))
 
 
+@pytest.mark.both_peers
 def test_roots_installed_listed_and_deleted_by_the_agent_and_used_by_the_firmware_check(
     sidecar: Sidecar, csms: TestCsms, agents: list[AgentProcess]
 ) -> None:

@@ -93,6 +93,7 @@ def der(pem: str) -> bytes:
     return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
 
 
+@pytest.mark.both_peers
 def test_a_key_made_on_the_charger_signed_by_the_cpo_ca_becomes_the_profile_3_certificate(
     tmp_path: Path, pki: Pki, csms: SigningCsms, agents: list[AgentProcess], stacks: list[Stack]
 ) -> None:

@@ -64,6 +64,7 @@ def security_events(csms: TestCsms) -> list[dict[str, Any]]:
     return [m.payload for m in csms.messages("SecurityEventNotification")]
 
 
+@pytest.mark.both_peers
 def test_authorization_key_set_over_ocpp_is_used_at_once_and_after_a_restart_never_logged(
     tmp_path: Path,
     peer: str,
@@ -124,6 +125,7 @@ def test_authorization_key_set_over_ocpp_is_used_at_once_and_after_a_restart_nev
     assert secrets_in(log, cp, KEY1, KEY2) == []  # ... the keys never are
 
 
+@pytest.mark.both_peers
 def test_get_configuration_merges_the_agents_keys_into_the_stacks_answer(
     sidecar: Sidecar, csms: TestCsms
 ) -> None:

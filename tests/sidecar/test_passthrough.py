@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ocpp.v16 import call
 
 from agent.demo.csms import TestCsms
@@ -17,6 +18,7 @@ def csms_texts(csms: TestCsms, direction: str) -> list[str]:
     return [f.text for f in list(csms.frames) if f.direction == direction]
 
 
+@pytest.mark.both_peers
 def test_a_charging_session_passes_through_byte_for_byte(sidecar: Sidecar, csms: TestCsms) -> None:
     agent = sidecar.start()
     agent.wait_log("waiting for the charger's OCPP stack")

@@ -37,6 +37,7 @@ def tls_csms(request: Any, pki: Pki, peer: str) -> Iterator[tuple[int, TestCsms]
     stop_csms(server)
 
 
+@pytest.mark.both_peers
 def test_the_stack_reaches_a_tls_csms_through_the_agent(
     tmp_path: Path,
     pki: Pki,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ocpp.v16 import call
 
 from agent.demo.csms import TestCsms
@@ -31,6 +32,7 @@ def wait_status(csms: TestCsms, request_id: int, status: str) -> None:
     csms.wait_for(lambda: status in statuses(csms, request_id), 60, f"status {status}")
 
 
+@pytest.mark.both_peers
 def test_an_update_during_a_transaction_waits_for_stop_then_the_stacks_boot_confirms_it(
     sidecar: Sidecar, csms: TestCsms
 ) -> None:
@@ -76,6 +78,7 @@ def test_an_update_during_a_transaction_waits_for_stop_then_the_stacks_boot_conf
     assert {b.payload["charge_point_vendor"] for b in boots} == {"StackVendor"}
 
 
+@pytest.mark.both_peers
 def test_the_stack_away_and_back_and_the_csms_away_and_back(
     sidecar: Sidecar, csms: TestCsms
 ) -> None:
