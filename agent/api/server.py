@@ -145,7 +145,7 @@ class ApiServer:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as exc:
             raise SocketError(f"cannot create {path.parent}: {exc.strerror}") from None
-        if _someone_listens(path):
+        if someone_listens(path):
             raise SocketError(f"{path}: another process is listening there (a second agent?)")
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -424,7 +424,8 @@ def _refuse(sock: socket.socket, code: str, message: str) -> None:
     sock.close()
 
 
-def _someone_listens(path: Path) -> bool:
+def someone_listens(path: Path) -> bool:
+    """A process accepts connections on the socket at `path` (also used by the self-check)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
