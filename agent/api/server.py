@@ -165,7 +165,9 @@ class ApiServer:
             if exc.errno == errno.EPERM:
                 why += (
                     " (without CAP_CHOWN the daemon must be a member of the group to give it"
-                    " the socket: SupplementaryGroups= in the unit)"
+                    " the socket: SupplementaryGroups= in the unit, and the unit's system call"
+                    " filter must allow chown: SystemCallFilter=@chown, as the shipped"
+                    " examples/api-mode.conf drop-in does)"
                 )
             raise SocketError(f"{path}: {why}") from None
         listener.setblocking(False)
