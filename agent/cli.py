@@ -88,7 +88,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return done.returncode if done.returncode in (EXIT_OK, EXIT_USAGE) else EXIT_FAILED
     if not args.here:
         print("deep check in this process (no systemd, or the unit is not installed)")
-    problems = selfcheck.problems(config, backend)
+    problems = selfcheck.problems(config, backend) + selfcheck.api_problems(config)
     _print_problems(problems)
     print(f"{len(problems)} problem(s)" if problems else "no problems: updates can run")
     return EXIT_FAILED if problems else EXIT_OK

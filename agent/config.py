@@ -660,6 +660,4 @@ def _profile_problems(csms: dict[str, Any]) -> list[tuple[str, str]]:
         for key in ("client_cert", "client_key"):
             if key not in csms:
                 out.append((key, "security profile 3 needs a client certificate and key"))
-    if csms.get("mode") == "sidecar" and csms.get("ocpp_version", "1.6") != "1.6":
-        out.append(("mode", "sidecar mode speaks OCPP 1.6 only for now; use ocpp_version = 1.6"))
     return out

@@ -145,7 +145,7 @@ class ApiServer:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as exc:
             raise SocketError(f"cannot create {path.parent}: {exc.strerror}") from None
-        if _someone_listens(path):
+        if someone_listens(path):
             raise SocketError(f"{path}: another process is listening there (a second agent?)")
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -165,7 +165,9 @@ class ApiServer:
             if exc.errno == errno.EPERM:
                 why += (
                     " (without CAP_CHOWN the daemon must be a member of the group to give it"
-                    " the socket: SupplementaryGroups= in the unit)"
+                    " the socket: SupplementaryGroups= in the unit, and the unit's system call"
+                    " filter must allow chown: SystemCallFilter=@chown, as the shipped"
+                    " examples/api-mode.conf drop-in does)"
                 )
             raise SocketError(f"{path}: {why}") from None
         listener.setblocking(False)
@@ -424,7 +426,8 @@ def _refuse(sock: socket.socket, code: str, message: str) -> None:
     sock.close()
 
 
-def _someone_listens(path: Path) -> bool:
+def someone_listens(path: Path) -> bool:
+    """A process accepts connections on the socket at `path` (also used by the self-check)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

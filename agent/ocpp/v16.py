@@ -16,9 +16,22 @@ from typing import Any
 MISSING: Any = dataclasses.MISSING
 
 
-def wire(name: str, *, max_length: int | None = None, default: Any = MISSING) -> Any:
-    """A payload field: its wire key, an optional maximum string length, optional default."""
-    metadata = {"wire": name, "max_length": max_length}
+def wire(
+    name: str,
+    *,
+    max_length: int | None = None,
+    min_items: int = 0,
+    max_items: int | None = None,
+    default: Any = MISSING,
+) -> Any:
+    """A payload field: its wire key, an optional maximum string length (of each item, for
+    an array), the bounds on an array's items, an optional default."""
+    metadata = {
+        "wire": name,
+        "max_length": max_length,
+        "min_items": min_items,
+        "max_items": max_items,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 

@@ -264,7 +264,7 @@ PAYLOADS = Payloads(
 # --- device model and availability (direct mode: the agent is the station's OCPP client) ----
 # Only the shapes the agent's small device model (`agent.ocpp.devicemodel`) needs: B06
 # GetVariables, B05 SetVariables, B07 GetBaseReport with its NotifyReport, and G01
-# StatusNotification. Each array is bounded (`max_length` on a list = most items).
+# StatusNotification. Each array is bounded (`max_items`).
 
 ITEMS_PER_MESSAGE = 32  # DeviceDataCtrlr.ItemsPerMessage{Get,Set}Variables, as reported
 NAME_MAX = 50  # component, variable and instance names
@@ -355,7 +355,9 @@ class GetVariableData:
 
 @dataclasses.dataclass(frozen=True)
 class GetVariablesRequest:
-    get_variable_data: list[GetVariableData] = wire("getVariableData", max_length=ITEMS_PER_MESSAGE)
+    get_variable_data: list[GetVariableData] = wire(
+        "getVariableData", min_items=1, max_items=ITEMS_PER_MESSAGE
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,7 +385,9 @@ class SetVariableData:
 
 @dataclasses.dataclass(frozen=True)
 class SetVariablesRequest:
-    set_variable_data: list[SetVariableData] = wire("setVariableData", max_length=ITEMS_PER_MESSAGE)
+    set_variable_data: list[SetVariableData] = wire(
+        "setVariableData", min_items=1, max_items=ITEMS_PER_MESSAGE
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +436,9 @@ class VariableCharacteristics:
 class ReportData:
     component: Component = wire("component")
     variable: Variable = wire("variable")
-    variable_attribute: list[VariableAttribute] = wire("variableAttribute", max_length=4)
+    variable_attribute: list[VariableAttribute] = wire(
+        "variableAttribute", min_items=1, max_items=4
+    )
     variable_characteristics: VariableCharacteristics | None = wire(
         "variableCharacteristics", default=None
     )

@@ -126,7 +126,7 @@ class SetVariableData(v201.SetVariableData):
 @dataclasses.dataclass(frozen=True)
 class SetVariablesRequest(v201.SetVariablesRequest):
     set_variable_data: list[SetVariableData] = wire(  # type: ignore[assignment]
-        "setVariableData", max_length=v201.ITEMS_PER_MESSAGE
+        "setVariableData", min_items=1, max_items=v201.ITEMS_PER_MESSAGE
     )
 
 

@@ -68,13 +68,20 @@ def from_wire(cls: type[T], payload: Any, path: str = "") -> T:
         value = payload[key]
         if value is None and optional:
             raise TypeConstraintViolation(f"{where}: null is not allowed; omit the field")
-        values[field.name] = _convert(hint, value, where, field.metadata.get("max_length"))
+        if typing.get_origin(hint) is list:
+            values[field.name] = _convert_list(
+                typing.get_args(hint)[0],
+                value,
+                where,
+                (field.metadata.get("min_items", 0), field.metadata.get("max_items")),
+                field.metadata.get("max_length"),
+            )
+        else:
+            values[field.name] = _convert(hint, value, where, field.metadata.get("max_length"))
     return cls(**values)
 
 
 def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
-    if typing.get_origin(hint) is list:
-        return _convert_list(typing.get_args(hint)[0], value, where, max_length)
     if dataclasses.is_dataclass(hint):
         return from_wire(typing.cast(type[Any], hint), value, where)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -84,11 +91,6 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
             return hint(value)
         except ValueError:
             raise PropertyConstraintViolation(f"{where}: {value!r} is not allowed") from None
-    if typing.get_origin(hint) is list:  # e.g. GetConfiguration.req's key list
-        if not isinstance(value, list):
-            raise TypeConstraintViolation(f"{where}: expected a JSON array")
-        (item,) = typing.get_args(hint)
-        return [_convert(item, v, f"{where}[{n}]", max_length) for n, v in enumerate(value)]
     if hint is str:
         if not isinstance(value, str):
             raise TypeConstraintViolation(f"{where}: expected a string")
@@ -110,17 +112,24 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
     raise TypeError(f"unsupported payload field type {hint!r}")  # a bug in v16, not the peer
 
 
-def _convert_list(item: Any, value: Any, where: str, max_items: int | None) -> list[Any]:
-    """A JSON array (2.x device model): at least one item (every OCPP array is `minItems 1`),
-    at most `max_items` (the field's `max_length`), so a hostile CSMS cannot make us build and
-    answer a huge list."""
+def _convert_list(
+    item: Any,
+    value: Any,
+    where: str,
+    items: tuple[int, int | None],
+    max_length: int | None,
+) -> list[Any]:
+    """A JSON array (GetConfiguration's keys, the 2.x device model) with `items` = (min, max)
+    items: 2.x arrays are `minItems 1`, and a maximum keeps a hostile CSMS from making us
+    build and answer a huge list; `max_length` bounds each string item."""
+    min_items, max_items = items
     if not isinstance(value, list):
-        raise TypeConstraintViolation(f"{where}: expected an array")
-    if not value:
-        raise OccurenceConstraintViolation(f"{where}: at least one item is required")
+        raise TypeConstraintViolation(f"{where}: expected a JSON array")
+    if len(value) < min_items:
+        raise OccurenceConstraintViolation(f"{where}: at least {min_items} item(s) required")
     if max_items is not None and len(value) > max_items:
         raise OccurenceConstraintViolation(f"{where}: more than {max_items} items")
-    return [_convert(item, v, f"{where}[{i}]", None) for i, v in enumerate(value)]
+    return [_convert(item, v, f"{where}[{i}]", max_length) for i, v in enumerate(value)]
 
 
 def parse_datetime(text: str, where: str = "date-time") -> datetime.datetime:

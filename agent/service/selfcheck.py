@@ -25,6 +25,7 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from agent.api.server import SocketError, resolve_group, someone_listens
 from agent.config import Config
 from agent.firmware import certs
 from agent.firmware.certpolicy import CertPolicy
@@ -231,6 +232,123 @@ def _hint(what: str, path: Path, reason: str, *, device: bool) -> str:
     )
 
 
+# --- the local API's socket ([csms] mode = "api") ---------------------------------------------
+
+DROPIN_EXAMPLE: Final = "/usr/share/doc/ocpp-fw-agent/examples/api-mode.conf"
+CAP_CHOWN: Final = 0  # capability number (linux/capability.h)
+
+
+def api_problems(config: Config) -> list[str]:
+    """In API mode, what would stop the daemon from making its socket here: the directory, the
+    group, handing the socket to the group, a file left at the path. Not part of `problems()`:
+    the daemon's own per-request check would otherwise connect to its own socket."""
+    if config.csms.mode != "api":
+        return []
+    path, group = config.api.socket, config.api.group
+    out = _socket_dir_problems(path.parent)
+    try:
+        gid = resolve_group(group)
+    except SocketError:
+        out.append(
+            f"[api] group: there is no group {group} here; create it (addgroup --system {group}; "
+            "the package makes ocpp-fw) or give a numeric gid"
+        )
+    else:
+        out += _handover_problems(group, gid)
+    out += _stale_socket_problems(path)
+    return out
+
+
+def _socket_dir_problems(directory: Path) -> list[str]:
+    """The daemon makes the socket in `directory` (creating it if missing): it must be
+    writable, or its nearest existing parent must be."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == directory and not directory.is_dir():
+        return [f"[api] socket: {directory} is not a directory; fix [api] socket"]
+    if os.access(existing, os.W_OK):
+        return []
+    reason = "read-only file system" if _read_only(existing) else "permission denied"
+    state = "is not writable" if existing == directory else "does not exist and cannot be made"
+    return [
+        f"[api] socket: {directory} {state} here ({reason}); grant it in the unit's drop-in "
+        f"(systemctl edit ocpp-fw-agent, as in {DROPIN_EXAMPLE}): {_dir_grant(directory)}"
+    ]
+
+
+def _dir_grant(directory: Path) -> str:
+    """systemd makes (and removes) a directory under /run for the unit; elsewhere it must exist
+    and be granted."""
+    if directory.is_relative_to("/run") and directory != Path("/run"):
+        return f"RuntimeDirectory={directory.relative_to('/run')}"
+    return f"ReadWritePaths={directory}"
+
+
+def _handover_problems(group: str, gid: int) -> list[str]:
+    """The socket is made root's and then given to the group (chown): without CAP_CHOWN that
+    needs membership, and the system call filter must let chown through."""
+    out = []
+    member = gid == os.getegid() or gid in os.getgroups()
+    if not member and not _has_capability(CAP_CHOWN):
+        out.append(
+            f"[api] group: the daemon is not a member of {group} and has no CAP_CHOWN, so it "
+            "cannot give the socket to the group; add to the unit's drop-in (systemctl edit "
+            f"ocpp-fw-agent, as in {DROPIN_EXAMPLE}): SupplementaryGroups={group}"
+        )
+    if not _chown_allowed():
+        out.append(
+            "[api] group: the system call filter refuses chown, so the daemon cannot give the "
+            "socket to the group; add to the unit's drop-in (systemctl edit ocpp-fw-agent, as "
+            f"in {DROPIN_EXAMPLE}): SystemCallFilter=@chown"
+        )
+    return out
+
+
+def _has_capability(number: int) -> bool:
+    try:
+        text = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return os.geteuid() == 0
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> number & 1)
+    return os.geteuid() == 0
+
+
+def _chown_allowed() -> bool:
+    """Try a chown that changes nothing, on a pipe (no file system, nothing written): only a
+    seccomp filter refuses it."""
+    read_end, write_end = os.pipe()
+    try:
+        os.fchown(read_end, -1, -1)
+    except PermissionError:
+        return False
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return True
+
+
+def _stale_socket_problems(path: Path) -> list[str]:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return []
+    if not stat.S_ISSOCK(info.st_mode):
+        return [
+            f"[api] socket: {path} exists and is not a socket; the daemon would replace it: "
+            "move it away or fix [api] socket"
+        ]
+    if someone_listens(path):
+        return []
+    return [
+        f"[api] socket: {path} is left from an agent that is not running (nobody listens); "
+        f"the charger's stack gets 'connection refused' there: remove it (rm {path}) or start "
+        "the agent (systemctl restart ocpp-fw-agent), which replaces it"
+    ]
+
+
 # --- certificates and keys -------------------------------------------------------------------
 
 
@@ -369,8 +487,11 @@ def _unique(lines: Iterable[str]) -> list[str]:
 
 UNIT: Final = "ocpp-fw-agent.service"
 # What decides what the daemon can open, copied from the installed unit (with its drop-ins).
-# System call filters and namespace restrictions are left out: they refuse calls, not paths,
-# and `systemctl show` prints them in forms a `-p` does not read back as the same setting.
+# Namespace and address family restrictions are left out: they refuse calls, not paths, and
+# `systemctl show` prints them in forms a `-p` does not read back as the same setting. The
+# system call filter is copied (printed as the resolved allow list, read back as such): API
+# mode's chown of the socket depends on it. The supplementary groups and the runtime directory
+# decide whether API mode's socket can be made and given to its group.
 # StateDirectoryMode is copied so the transient unit leaves the state dir's mode as it is.
 SANDBOX_PROPERTIES: Final = (
     "User", "Group", "UMask", "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities",
@@ -379,7 +500,15 @@ SANDBOX_PROPERTIES: Final = (
     "InaccessiblePaths", "StateDirectory", "StateDirectoryMode", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
     "ProtectHostname", "ProtectProc", "RestrictSUIDSGID", "LockPersonality",
+    "SupplementaryGroups", "RuntimeDirectory", "RuntimeDirectoryMode",
+    "SystemCallFilter", "SystemCallErrorNumber", "SystemCallArchitectures",
 )  # fmt: skip
+# How `systemctl show` prints a setting that is not set, where that is not empty (and would not
+# be read back): no filter, and the default action (kill).
+NOT_SET: Final = {"SystemCallFilter": "~", "SystemCallErrorNumber": "2147483646"}
+# The transient unit shares the unit's runtime directory (API mode's socket lives there); it
+# must not remove it when it ends, under a running daemon.
+TRANSIENT_ONLY: Final = ("RuntimeDirectoryPreserve=yes",)
 EMPTY_MEANS_NONE: Final = frozenset({"CapabilityBoundingSet", "AmbientCapabilities"})
 
 
@@ -406,6 +535,8 @@ def unit_properties() -> list[str]:
     out = []
     for line in done.stdout.splitlines():
         name, sep, value = line.partition("=")
+        if NOT_SET.get(name) == value:
+            continue
         if sep and name in SANDBOX_PROPERTIES and (value or name in EMPTY_MEANS_NONE):
             out.append(f"{name}={value}")
     return out
@@ -415,7 +546,7 @@ def in_unit_sandbox(cli_args: list[str]) -> subprocess.CompletedProcess[str]:
     """Run `ocpp-fw-agent <cli_args>` as a transient service with the unit's sandbox and
     return what it printed (`systemd-run --wait --pipe`)."""
     argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
-    for assignment in unit_properties():
+    for assignment in [*unit_properties(), *TRANSIENT_ONLY]:
         argv += ["-p", assignment]
     program = Path(sys.argv[0])
     if program.name == "ocpp-fw-agent" and program.is_absolute() and os.access(program, os.X_OK):

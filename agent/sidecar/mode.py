@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config, ConfigError
+from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.session import Session
 from agent.security.handlers import SecurityHandlers
 from agent.service.policy import CommandCharger
-from agent.sidecar.router import Router
+from agent.sidecar.router import Router, TransactionId
 from agent.sidecar.wsserver import StackConnected, StackDisconnected, StackReceived, StackServer
 from agent.slots.base import BootBackend
 
@@ -29,11 +30,13 @@ class Sidecar:
         post: Any,
         security: SecurityHandlers | None = None,
     ) -> None:
+        dialect = DIALECTS[config.csms.ocpp_version]  # the stack speaks what the CSMS does
         self.server = StackServer(
             config.sidecar.address,
             config.csms.charge_point_id,
             post,
             accepting=lambda: self.router.csms_up,
+            subprotocol=dialect.subprotocol,
         )
         self.router = Router(
             session,
@@ -43,6 +46,7 @@ class Sidecar:
             refuse_update_firmware=config.sidecar.update_firmware == "refuse",
             call_timeout=config.csms.call_timeout,
             security=security,
+            dialect=dialect,
         )
         self._generation = 0
         self._config = config
@@ -79,10 +83,12 @@ class TransactionGate(CommandCharger):
     """The integrator's charger, whose install gate is also closed while the stack has a
     transaction running (L01.FR.06: never cut a charging session), no command needed."""
 
-    def __init__(self, config: Config, backend: BootBackend, running: Callable[[], list[int]]):
+    def __init__(
+        self, config: Config, backend: BootBackend, running: Callable[[], list[TransactionId]]
+    ):
         super().__init__(config, backend)
         self._running = running
-        self._said: list[int] = []
+        self._said: list[TransactionId] = []
 
     def may_install(self, cancel: threading.Event) -> bool:
         running = self._running()

@@ -11,8 +11,12 @@ Rules (issue 13, mode 1):
   to the owner of that one CALL, so the stack's and the agent's message ids cannot be
   confused even when equal.
 - What the router learns on the way: the CSMS's answer to the stack's BootNotification is
-  the session's registration (and the trial boot's "CSMS accepted" signal);
-  StartTransaction/StopTransaction say whether a charging session runs (the install gate).
+  the session's registration (and the trial boot's "CSMS accepted" signal); the stack's
+  transaction messages say whether a charging session runs (the install gate). Which
+  messages those are, and which CSMS CALLs are the agent's, differ per OCPP version: one
+  `Traffic` value per version says so (1.6: StartTransaction/StopTransaction; 2.0.1 and 2.1:
+  TransactionEvent Started/Ended, UpdateFirmware and TriggerMessage handled by the 2.x
+  adapter). 2.1's CALLRESULTERROR and SEND frames pass through both ways.
 - The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
   ("charging stack not connected"), and so are those it had not answered when it left.
 - The connection's keys and certificates are the agent's (`agent.security.handlers`): a
@@ -25,16 +29,26 @@ Rules (issue 13, mode 1):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.ocpp import v16
+from agent.ocpp.dialect import V16, Dialect
 from agent.ocpp.errors import InternalError, OcppError
-from agent.ocpp.messages import Call, CallError, CallResult, FrameError, unpack
+from agent.ocpp.messages import (
+    Call,
+    CallError,
+    CallResult,
+    CallResultError,
+    FrameError,
+    Send,
+    unpack,
+)
 from agent.ocpp.session import Session
 from agent.ocpp.validate import from_wire
 from agent.security.handlers import SecurityHandlers
@@ -58,7 +72,82 @@ GET_CONFIGURATION_MAX_KEYS = 100
 STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
 STACK_LEFT = "the charging stack disconnected before answering"
 
-Send = Callable[[str], None]
+SendText = Callable[[str], None]
+# CSMS CALL ids the agent answered itself, remembered so that a 2.1 CALLRESULTERROR about
+# one of those answers reaches the agent's session and not the stack.
+ANSWERED_MEMORY = 16
+# A transaction id: 1.6's integer, 2.x's string.
+TransactionId = int | str
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What one of the stack's CALLs (or the CSMS's answer to it) says about its transactions:
+    `starting` (1.6: the id comes with the answer), `started` or `ended` transaction `id`."""
+
+    kind: str
+    id: TransactionId | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """One OCPP version's words for what the router handles or learns."""
+
+    firmware_update: str  # the CSMS's CALL that starts a secure update: always the agent's
+    legacy_update: str | None  # 1.6's unsigned UpdateFirmware: the agent's when refused
+    triggers: frozenset[str]  # CALLs that may ask for a firmware status
+    learn_call: Callable[[Call], Step | None]
+    learn_answer: Callable[[str, dict[str, Any]], Step | None]
+
+
+def _v16_call(call: Call) -> Step | None:
+    if call.action == "StartTransaction":
+        return Step("starting")
+    if call.action == "StopTransaction":
+        return Step("ended", call.payload.get("transactionId"))
+    return None
+
+
+def _v16_answer(action: str, payload: dict[str, Any]) -> Step | None:
+    if action == "StartTransaction":
+        return Step("started", payload.get("transactionId"))
+    return None
+
+
+def _v2x_call(call: Call) -> Step | None:
+    """TransactionEvent carries its id from the start; an Updated one the agent never saw
+    start (the agent restarted mid-session) counts as running too."""
+    if call.action != "TransactionEvent":
+        return None
+    info = call.payload.get("transactionInfo")
+    transaction = info.get("transactionId") if isinstance(info, dict) else None
+    event = call.payload.get("eventType")
+    if event in ("Started", "Updated"):
+        return Step("started", transaction)
+    if event == "Ended":
+        return Step("ended", transaction)
+    return None
+
+
+def _nothing(action: str, payload: dict[str, Any]) -> Step | None:
+    return None
+
+
+V16_TRAFFIC = Traffic(
+    firmware_update=v16.Action.SIGNED_UPDATE_FIRMWARE,
+    legacy_update=v16.Action.UPDATE_FIRMWARE,
+    triggers=frozenset({v16.Action.TRIGGER_MESSAGE, v16.Action.EXTENDED_TRIGGER_MESSAGE}),
+    learn_call=_v16_call,
+    learn_answer=_v16_answer,
+)
+V2X_TRAFFIC = Traffic(
+    firmware_update="UpdateFirmware",
+    legacy_update=None,
+    triggers=frozenset({"TriggerMessage"}),
+    learn_call=_v2x_call,
+    learn_answer=_nothing,
+)
+TRAFFIC = {"1.6": V16_TRAFFIC, "2.0.1": V2X_TRAFFIC, "2.1": V2X_TRAFFIC}
 
 
 class Router:
@@ -67,16 +156,20 @@ class Router:
     def __init__(
         self,
         session: Session,
-        send_csms: Send,
-        send_stack: Send,
+        send_csms: SendText,
+        send_stack: SendText,
         drop_stack: Callable[[], None],
         *,
         refuse_update_firmware: bool = True,
         call_timeout: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
         security: SecurityHandlers | None = None,
+        dialect: Dialect = V16,
     ) -> None:
         self._session = session
+        self._dialect = dialect
+        self._traffic = TRAFFIC[dialect.version]
+        self._answered: deque[str] = deque(maxlen=ANSWERED_MEMORY)
         self._send_csms = send_csms
         self._send_stack = send_stack
         self._drop_stack = drop_stack
@@ -93,17 +186,17 @@ class Router:
         # GetConfiguration ids forwarded to the stack: the agent's keys to merge into its
         # answer (None: all of them).
         self._merge: dict[str, list[str] | None] = {}
-        self._transactions: set[int] = set()
+        self._transactions: dict[TransactionId, None] = {}  # in the order they started
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
 
     # --- what others ask --------------------------------------------------------------------
 
-    def transactions_running(self) -> list[int]:
+    def transactions_running(self) -> list[TransactionId]:
         """Transactions the stack started and has not stopped, -1 for a StartTransaction still
         awaiting its id (read from the worker thread)."""
         with self._lock:
-            return sorted(self._transactions) + ([-1] if self._starting else [])
+            return list(self._transactions) + ([-1] if self._starting else [])
 
     # --- the CSMS link ----------------------------------------------------------------------
 
@@ -124,18 +217,31 @@ class Router:
 
     def from_csms(self, text: str) -> None:
         try:
-            frame = unpack(text)
+            frame = unpack(text, ocpp21=self._dialect.ocpp21_frames)
         except FrameError:
             frame = None
         if isinstance(frame, Call):
             self._csms_call(frame, text)
         elif isinstance(frame, CallResult | CallError):
             self._csms_answer(frame, text)
+        elif isinstance(frame, CallResultError) and frame.unique_id in self._answered:
+            self._session.receive(text)  # about an answer of the agent's: it logs it
+        elif isinstance(frame, CallResultError | Send):
+            self._csms_unanswered(text)
         else:  # malformed or unknown: the session answers or logs it as in direct mode
             self._session.receive(text)
 
+    def _csms_unanswered(self, text: str) -> None:
+        """2.1: a frame nobody answers (SEND, or a CALLRESULTERROR about one of the stack's
+        answers) goes to the stack as it came, or nowhere when the stack is away."""
+        if self.stack_up:
+            self._to_stack_send(text)
+        else:
+            LOG.info("the charging stack is away: a frame for it dropped (never answered)")
+
     def _csms_call(self, call: Call, text: str) -> None:
         if self._ours(call):
+            self._answered.append(call.unique_id)
             self._session.receive(text)
             return
         merge: list[str] | None = None
@@ -166,7 +272,8 @@ class Router:
         self._to_stack_send(text)
 
     def _ours(self, call: Call) -> bool:
-        if call.action == v16.Action.SIGNED_UPDATE_FIRMWARE:
+        traffic = self._traffic
+        if call.action == traffic.firmware_update:
             return True
         if self._security is not None:
             if call.action in CERTIFICATE_ACTIONS:
@@ -177,9 +284,9 @@ class Router:
                     return True
             if call.action == v16.Action.CHANGE_CONFIGURATION:
                 return self._security.owns(call.payload.get("key"))
-        if call.action == v16.Action.UPDATE_FIRMWARE:
+        if call.action == traffic.legacy_update:
             return self._refuse_update_firmware
-        if call.action in (v16.Action.TRIGGER_MESSAGE, v16.Action.EXTENDED_TRIGGER_MESSAGE):
+        if call.action in traffic.triggers:
             return call.payload.get("requestedMessage") in FIRMWARE_TRIGGERS
         return False
 
@@ -219,7 +326,7 @@ class Router:
 
     def from_stack(self, text: str) -> None:
         try:
-            frame = unpack(text)
+            frame = unpack(text, ocpp21=self._dialect.ocpp21_frames)
         except FrameError as exc:
             frame = None
             LOG.warning("forwarding a malformed frame from the charging stack: %s", exc)
@@ -334,32 +441,43 @@ class Router:
     # --- learning from the stack's traffic ------------------------------------------------------
 
     def _learn_call(self, call: Call) -> None:
-        with self._lock:
-            if call.action == "StartTransaction":
-                self._starting = True
-            elif call.action == "StopTransaction":
-                transaction = call.payload.get("transactionId")
-                if transaction in self._transactions:
-                    self._transactions.discard(transaction)
-                    LOG.info("transaction %s stopped", transaction)
+        self._step(self._traffic.learn_call(call))
 
     def _learn(self, action: str, payload: dict[str, Any]) -> None:
-        if action == v16.Action.BOOT_NOTIFICATION:
+        if action == v16.Action.BOOT_NOTIFICATION:  # the same name in every version
             try:
-                conf = from_wire(v16.BootNotificationConf, payload)
+                conf = from_wire(self._dialect.responses[action], self._dialect.clean(payload))
             except OcppError as exc:
                 LOG.warning("invalid BootNotification.conf for the stack: %s", exc.description)
                 return
             self._session.adopt_boot(conf)
-        elif action == "StartTransaction":
-            transaction = payload.get("transactionId")
-            with self._lock:
-                if type(transaction) is int and len(self._transactions) < DOWNLINK_LIMIT:
-                    self._transactions.add(transaction)
-                    LOG.info("transaction %s started: installs wait for it to stop", transaction)
-            self._session.assume_accepted()
-        else:
-            self._session.assume_accepted()
+            return
+        self._step(self._traffic.learn_answer(action, payload))
+        self._session.assume_accepted()
+
+    def _step(self, step: Step | None) -> None:
+        if step is None:
+            return
+        transaction = step.id
+        with self._lock:
+            if step.kind == "starting":
+                self._starting = True
+            elif step.kind == "ended":
+                if _is_transaction_id(transaction) and transaction in self._transactions:
+                    del self._transactions[transaction]
+                    LOG.info("transaction %s stopped", transaction)
+            elif (
+                _is_transaction_id(transaction)
+                and transaction not in self._transactions
+                and len(self._transactions) < DOWNLINK_LIMIT
+            ):
+                self._transactions[transaction] = None
+                LOG.info("transaction %s started: installs wait for it to stop", transaction)
+
+
+def _is_transaction_id(value: Any) -> TypeGuard[TransactionId]:
+    """1.6: an integer; 2.x: a string of at most 36 characters."""
+    return type(value) is int or (isinstance(value, str) and 0 < len(value) <= 36)
 
 
 _MALFORMED: list[str] = []

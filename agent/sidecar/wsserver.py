@@ -1,13 +1,14 @@
 """The local websocket server the charger's OCPP stack connects to (RFC 6455, stdlib only).
 
-Just enough of the protocol for one trusted-but-checked local peer: the `ocpp1.6`
-subprotocol, masked text frames, fragmentation, ping/pong and close. Every bound the CSMS
-side has holds here too: a message longer than MAX_MESSAGE is refused (1009) unread, the
-handshake is size- and time-bounded, and at most PENDING_MESSAGES messages wait for the
-daemon's loop (past that the reader stops reading). One stack at a time: a second
-connection is refused with HTTP 409 and one log line; while the CSMS is unreachable the
-handshake is refused with 503, so the stack sees its own link down exactly as it would
-without the agent in between.
+Just enough of the protocol for one trusted-but-checked local peer: one subprotocol (the
+`[csms] ocpp_version` the agent speaks to the CSMS, `ocpp1.6` by default; a stack that does
+not offer it is refused at the handshake), masked text frames, fragmentation, ping/pong and
+close. Every bound the CSMS side has holds here too: a message longer than MAX_MESSAGE is
+refused (1009) unread, the handshake is size- and time-bounded, and at most PENDING_MESSAGES
+messages wait for the daemon's loop (past that the reader stops reading). One stack at a
+time: a second connection is refused with HTTP 409 and one log line; while the CSMS is
+unreachable the handshake is refused with 503, so the stack sees its own link down exactly
+as it would without the agent in between.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ class StackServer:
         accepting: Callable[[], bool],
         *,
         max_message: int = MAX_MESSAGE,
+        subprotocol: str = SUBPROTOCOL,
     ) -> None:
         self._address = address
+        self._subprotocol = subprotocol
         self._charge_point_id = charge_point_id
         self._post = post
         self._accepting = accepting
@@ -214,8 +217,12 @@ class StackServer:
             problem, status = "not a websocket upgrade", 400
         elif headers.get("sec-websocket-version") != "13":
             problem, status = "websocket version is not 13", 426
-        elif SUBPROTOCOL not in protocols:
-            problem, status = f"the stack did not offer subprotocol {SUBPROTOCOL}", 400
+        elif self._subprotocol not in protocols:
+            offered = ", ".join(p for p in protocols if p)[:100] or "none"
+            problem = (
+                f"the stack did not offer subprotocol {self._subprotocol} (offered: {offered})"
+            )
+            status = 400
         elif path.rstrip("/").rsplit("/", 1)[-1] != _quoted(self._charge_point_id):
             problem, status = f"path {path[:100]!r} does not end with our charge point id", 404
         elif not self._accepting():
@@ -231,7 +238,7 @@ class StackServer:
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
-                f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+                f"Sec-WebSocket-Protocol: {self._subprotocol}\r\n\r\n"
             ).encode()
         )
         conn.settimeout(None)  # reads block; sends give up after SEND_SECONDS

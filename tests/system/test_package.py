@@ -807,6 +807,115 @@ def test_signed_update_through_a_real_reboot(system: System, tmp_path: Path) -> 
     c.wait_running("after the update")
 
 
+API_GROUP = "ocpp-fw"
+API_SOCKET = "/run/ocpp-fw-agent/api.sock"
+API_DROPIN_EXAMPLE = "/usr/share/doc/ocpp-fw-agent/examples/api-mode.conf"
+# The README's client, run in the container as another user: what `hello` got, or why not.
+API_CLIENT = """\
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    sock.connect(sys.argv[1])
+except OSError as exc:
+    print(json.dumps({"connect_error": exc.strerror}))
+    sys.exit(1)
+sock.sendall(b'{"id": 1, "method": "hello", "params": {"api": 1}}\\n')
+print(sock.makefile("r", encoding="utf-8").readline().strip())
+"""
+NOBODY = ("--reuid=65534", "--regid=65534")
+
+
+def api_hello(c: Container, *setpriv: str) -> dict[str, Any]:
+    done = c.run("setpriv", *setpriv, "/usr/bin/python3", "-I", "-c", API_CLIENT, API_SOCKET,
+                 check=False)  # fmt: skip
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_api_mode_with_the_shipped_dropin(system: System) -> None:
+    """Issue 13 mode 2 as packaged: the group the package made, the example drop-in (its
+    problems named by the deep check before it is installed, none after), the socket 0660
+    root:ocpp-fw in the runtime directory, a member of the group gets `hello` answered, anyone
+    else is refused (by the file mode, and by the agent's peer check past it)."""
+    c = system.container
+    group = c.run("getent", "group", API_GROUP).stdout.split(":")
+    gid = int(group[2])
+    assert gid < 1000, f"{API_GROUP} is not a system group: {group}"
+    dropins = c.path(f"/etc/systemd/system/{UNIT}.d")
+    dropins.mkdir(parents=True, exist_ok=True)
+    c.path(CONFFILE).write_text(
+        agent_config(system.port).replace("[csms]\n", '[csms]\nmode = "api"\n', 1)
+    )
+
+    started = time.monotonic()
+    before = c.run("ocpp-fw-agent", "check-config", "--deep", check=False)
+    system.report.timing("check-config --deep in API mode, without the drop-in", started)
+    fix = (
+        f"grant it in the unit's drop-in (systemctl edit ocpp-fw-agent, as in {API_DROPIN_EXAMPLE})"
+    )
+    add = f"add to the unit's drop-in (systemctl edit ocpp-fw-agent, as in {API_DROPIN_EXAMPLE})"
+    api_lines = [line for line in before.stderr.splitlines() if line.startswith("problem: [api]")]
+    assert [line for line in api_lines if line.startswith("problem: [api] group")] == [
+        f"problem: [api] group: the daemon is not a member of {API_GROUP} and has no CAP_CHOWN, "
+        f"so it cannot give the socket to the group; {add}: SupplementaryGroups={API_GROUP}",
+        "problem: [api] group: the system call filter refuses chown, so the daemon cannot give "
+        f"the socket to the group; {add}: SystemCallFilter=@chown",
+    ], before.stderr
+    # /run is read-only under ProtectSystem=strict on a charger; in this container systemd 252
+    # leaves it writable to the unit (with ProtectKernelTunables=), so the line may be absent.
+    assert [line for line in api_lines if line.startswith("problem: [api] socket")] in (
+        [],
+        [
+            "problem: [api] socket: /run/ocpp-fw-agent does not exist and cannot be made here "
+            f"(read-only file system); {fix}: RuntimeDirectory=ocpp-fw-agent"
+        ],
+    ), before.stderr
+
+    shutil.copy(c.path(API_DROPIN_EXAMPLE), dropins / "api-mode.conf")
+    c.daemon_reload()
+    c.run("systemd-analyze", "verify", UNIT)
+    score = exposure(c.run("systemd-analyze", "security", UNIT).stdout)
+    system.report.line(f"exposure with the API-mode drop-in: {score}")
+    assert score <= MAX_EXPOSURE
+    after = c.run("ocpp-fw-agent", "check-config", "--deep", check=False)
+    assert "problem: [api]" not in after.stderr, after.stderr
+
+    started = time.monotonic()
+    c.run("systemctl", "restart", UNIT)
+    c.wait_running("in API mode")
+    # /run is the container's own tmpfs: looked at from inside.
+    shown = wait_until(
+        lambda: c.run("stat", "-c", "%F %a %u %g", API_SOCKET, check=False).stdout.strip(),
+        20,
+        "the socket",
+    )
+    system.report.timing("restart in API mode -> socket", started)
+    assert shown == f"socket 660 0 {gid}", shown
+    assert c.run("stat", "-c", "%a %U", "/run/ocpp-fw-agent").stdout.split() == ["755", "root"]
+
+    member = api_hello(c, *NOBODY, f"--groups={gid}")
+    assert member["result"]["api"] == 1, member
+    assert api_hello(c, *NOBODY, "--clear-groups") == {"connect_error": "Permission denied"}
+    past_mode = api_hello(
+        c, *NOBODY, "--clear-groups", "--inh-caps=+dac_override", "--ambient-caps=+dac_override"
+    )
+    assert past_mode["error"]["code"] == "forbidden", past_mode
+    assert f"uid 65534 is not root and not in group {API_GROUP}" in past_mode["error"]["message"]
+    assert "not root and not in group" in c.journal()
+
+    # The deep check beside the running daemon: its socket is live, and the runtime directory
+    # stays (the check's transient unit shares it and must not remove it).
+    beside = c.run("ocpp-fw-agent", "check-config", "--deep", check=False)
+    assert "problem: [api]" not in beside.stderr, beside.stderr
+    c.run("test", "-S", API_SOCKET)
+    assert api_hello(c, *NOBODY, f"--groups={gid}")["result"]["api"] == 1
+
+    c.run("systemctl", "stop", UNIT)
+    c.run("test", "!", "-e", "/run/ocpp-fw-agent")  # RuntimeDirectory=: no socket outlives it
+    (dropins / "api-mode.conf").unlink()
+    c.daemon_reload()
+
+
 def test_purge_removes_unit_and_state(system: System) -> None:
     c = system.container
     shutil.rmtree(c.path(f"/etc/systemd/system/{UNIT}.d"))  # the test's own drop-in
@@ -825,6 +934,8 @@ def test_purge_removes_unit_and_state(system: System) -> None:
         "/usr/bin/ocpp-fw-agent",
     ):
         assert not os.path.lexists(c.path(gone)), f"{gone} left after purge"
+    # The group of the API socket stays (the charger's stack may still carry its gid).
+    assert c.run("getent", "group", API_GROUP, check=False).returncode == 0
     # What the integrator put there (the manufacturer roots) is theirs to remove.
     etc = c.path("/etc/ocpp-fw-agent")
     assert not etc.exists() or {p.name for p in etc.iterdir()} <= {"roots"}

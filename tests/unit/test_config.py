@@ -420,9 +420,3 @@ def test_check_config_names_a_client_key_that_is_a_certificate(
         "[csms] client_cert\n"
     )
     json.loads(proc.stdout)  # the effective configuration is still printed
-
-
-def test_sidecar_mode_with_ocpp_2_0_1_is_refused(write_config: ConfigWriter) -> None:
-    """The sidecar proxies OCPP 1.6 only (so far); the two keys together are one clear line."""
-    path = write_config(csms={"mode": "sidecar", "ocpp_version": "2.0.1"})
-    assert_rejected(path, "[csms] mode", "sidecar mode speaks OCPP 1.6 only")
