@@ -8,6 +8,8 @@ import pytest
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
+from agent.firmware.job import JobStore
+from agent.firmware.machine import Phase
 from agent.slots import filemodel
 from tests.api.client import ApiCallError, Host
 from tests.api.conftest import ApiCharger
@@ -100,4 +102,38 @@ def test_cancel_after_the_trial_is_armed_is_too_late(
     rig.wait_reboot_request(agent)
     assert filemodel.load_env(rig.env)["trial"] is not None
     assert [s for s, _ in host.statuses() if s in TERMINAL] == []
+    charger.stop()
+
+
+def test_a_cancel_saved_before_a_power_cut_is_finished_by_the_next_start(
+    charger: ApiCharger, rig: ChargerRig, firmware: Firmware
+) -> None:
+    """The cancel is saved in the job before it is answered; a power cut before the worker
+    ended the job leaves exactly that on disk (written here with the daemon's own JobStore,
+    as Updater.cancel writes it). The next start ends the job with the one terminal status
+    and the host's reason, and arms nothing."""
+    agent = charger.start()
+    client = charger.connect()
+    host = Host(client)
+    client.call("start_update", **charger.update_params(firmware, 64))
+    client.call("response_sent", request_id=64)
+    host.until_status("InstallScheduled")
+    charger.close_clients()
+    charger.stop()
+
+    store = JobStore(rig.state)
+    job = store.load()
+    assert job is not None and job.phase is Phase.INSTALL_SCHEDULED
+    job.cancelled = "cancelled by the host: before the cut"
+    store.save(job, store.ownership.claim(), transition=False)
+    rig.power_cycle(agent)
+
+    agent = charger.restart()
+    client = charger.connect()
+    host.client = client
+    failed = host.until_status("InstallationFailed")
+    assert failed["request_id"] == 64
+    assert failed["reason"] == "cancelled by the host: before the cut"
+    assert [s for s, _ in host.statuses() if s in TERMINAL] == ["InstallationFailed"]
+    nothing_armed(rig)
     charger.stop()
