@@ -16,10 +16,16 @@ APT_PACKAGES := libsystemd-dev pkg-config python3-venv python3-systemd python3-r
 TEST_ONLY_PIP := "pytest>=7.2" "pytest-timeout>=2.1" "hypothesis>=6.0" "ocpp>=2.0" \
 	"websockets>=11" "pyftpdlib>=1.5" "pyOpenSSL>=23.0"
 PYTEST_ARGS ?=
+TEST_TMP ?= /tmp/ocpp-fw-agent-tests
 
 .PHONY: test deps venv debvenv lint unit compat demo bench clean mutation flake-hunt peers
 
-test: deps venv debvenv lint unit compat system
+# The two pytest passes run side by side (their tests mostly wait on processes, sockets and
+# disks, so two at once on two cores take little more than the longer one), each in its own
+# basetemp, their output kept whole (-O); then the system test, which boots a container.
+test: deps venv debvenv lint peers
+	$(MAKE) --no-print-directory -j2 -O unit compat
+	$(MAKE) --no-print-directory system
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -73,11 +79,13 @@ lint: venv
 # urllib3, cryptography, the test CSMS's websockets), without the whole-update process tests
 # (tests/e2e) and the slow ones, which the Debian pass below runs: the stack the .deb ships on.
 unit: venv peers
-	$(VENV)/bin/python -m pytest -q -m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/unit \
+		-m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # Debian 12's stack (what the .deb runs on): the whole suite.
 compat: debvenv peers
-	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/compat \
+		--durations=15 $(PYTEST_ARGS)
 
 # Options: make demo DEMO_ARGS=--sidecar (the charger's own stack behind the agent, charging
 # during the update), DEMO_ARGS="--ocpp 2.0.1" (or 2.1); -v keeps the files and the agent's log.

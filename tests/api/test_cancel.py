@@ -14,6 +14,9 @@ from agent.slots import filemodel
 from tests.api.client import ApiCallError, Host
 from tests.api.conftest import ApiCharger
 
+# A whole update through the reboot, as in tests/e2e: the Debian pass runs it (Makefile).
+pytestmark = pytest.mark.slow
+
 TERMINAL = {"DownloadFailed", "InstallationFailed", "Installed", "InvalidSignature"}
 
 

@@ -3,10 +3,15 @@ the agent as a real process in API mode, file slots, the reboot, the trial boot,
 
 from __future__ import annotations
 
+import pytest
+
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
 from tests.api.client import Host
 from tests.api.conftest import ApiCharger
+
+# A whole update through the reboot, as in tests/e2e: the Debian pass runs it (Makefile).
+pytestmark = pytest.mark.slow
 
 REQUEST = 4711
 BEFORE_REBOOT = [

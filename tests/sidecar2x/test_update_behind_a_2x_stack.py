@@ -13,6 +13,9 @@ from agent.demo.rig import Firmware
 from tests.e2e.conftest import IMAGE
 from tests.sidecar2x.conftest import Sidecar2x, SidecarCsms, Stack2x, library
 
+# A whole update through the reboot, as in tests/e2e: the Debian pass runs it (Makefile).
+pytestmark = pytest.mark.slow
+
 GATED = [
     "Downloading",
     "Downloaded",

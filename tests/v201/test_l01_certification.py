@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.pki import issue, rsa_key
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
@@ -20,6 +22,9 @@ from tests.e2e.conftest import GATED, HAPPY, IMAGE, iso, publish, wait_until, wa
 from tests.e2e.test_l01_guards import image_check
 from tests.e2e.test_l01_power_loss import GATE_POLL
 from tests.v201.conftest import Station
+
+# A whole update through the reboot, as in tests/e2e: the Debian pass runs it (Makefile).
+pytestmark = pytest.mark.slow
 
 VERIFIED = HAPPY[:3]  # Downloading, Downloaded, SignatureVerified
 

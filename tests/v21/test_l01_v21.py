@@ -21,6 +21,9 @@ from tests.e2e.conftest import HAPPY, IMAGE, publish
 from tests.v21.conftest import Station
 from tests.v201 import test_l01_certification as v201_cases
 
+# A whole update through the reboot, as in tests/e2e: the Debian pass runs it (Makefile).
+pytestmark = pytest.mark.slow
+
 # The 2.0.1 cases, each run here against the 2.1 CSMS (fixtures from this folder).
 test_TC_L_01_CS_secure_update_through_the_reboot = (
     v201_cases.test_TC_L_01_CS_secure_update_through_the_reboot
