@@ -79,11 +79,13 @@ lint: venv
 # urllib3, cryptography, the test CSMS's websockets), without the whole-update process tests
 # (tests/e2e) and the slow ones, which the Debian pass below runs: the stack the .deb ships on.
 unit: venv peers
+	mkdir -p $(TEST_TMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/unit \
 		-m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # Debian 12's stack (what the .deb runs on): the whole suite.
 compat: debvenv peers
+	mkdir -p $(TEST_TMP)
 	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/compat \
 		--durations=15 $(PYTEST_ARGS)
 
