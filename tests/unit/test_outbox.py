@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import re
 import resource
 import signal
 import threading
@@ -361,3 +364,95 @@ def test_max_bytes_bounds_the_queue_too(tmp_path: Path) -> None:
         outbox.append(EVENT, event(f"reason {n} " + "x" * 200))
     assert outbox.size_bytes <= 4096
     assert outbox.entries()[-1].payload["techInfo"].startswith("reason 99 ")
+
+
+# --- found by mutation testing (tests/mutation, issue #10) -------------------------------
+
+
+def test_the_journal_is_folded_into_the_snapshot_every_compact_every_records(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most COMPACT_EVERY records pile up between two snapshots (the journal's size and the
+    time a load takes stay bounded); counting starts at the load and each record counts once."""
+    monkeypatch.setattr(outbox_module, "COMPACT_EVERY", 3)
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 1)  # to an empty snapshot: written whole
+    outbox = Outbox(path)  # an empty journal: nothing to fold at the load
+    journal = path.with_suffix(".journal")
+    lines = []
+    for _ in range(7):
+        ids += fill(outbox, 1)
+        lines.append(len(journal.read_bytes().splitlines()))
+    assert lines == [1, 2, 3, 0, 1, 2, 3]
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_short_write_to_the_journal_goes_on_where_it_stopped(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwrite may write less than asked (a signal, a nearly full disk): the rest of the
+    record follows right after the part written, so the record reads back whole."""
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real_pwrite(fd, bytes(data[:7]), at))
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 2
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_coalesced_event_keeps_the_calls_after_it_in_the_same_write(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    outbox.append(STATUS, {"status": "Downloading", "requestId": 1})  # the head, in flight
+    waiting = outbox.append(EVENT, event("bad certificate"))
+    ids = outbox.append_all(
+        [(EVENT, event("bad certificate")), (STATUS, {"status": "Downloaded", "requestId": 1})]
+    )
+    assert len(ids) == 2 and ids[0] == waiting
+    assert [e.unique_id for e in Outbox(path).entries()][1:] == [waiting, ids[1]]
+
+
+@pytest.mark.parametrize(
+    "action", ["FirmwareStatusNotification", "DiagnosticsStatusNotification", "BootNotification"]
+)
+def test_no_call_but_a_security_event_is_ever_dropped(tmp_path: Path, action: str) -> None:
+    """Actions are compared by name: one that sorts before SecurityEventNotification is still
+    not a security event and stays, above the bounds."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    ids = [outbox.append(action, {"status": "Idle", "n": n}) for n in range(4)]
+    assert [e.unique_id for e in outbox.entries()] == ids and outbox.dropped == 0
+
+
+def so_far(caplog: pytest.LogCaptureFixture, words: str) -> list[int]:
+    """The running counts the outbox logged in lines containing `words`."""
+    return [
+        int(re.search(r"(\d+)(?: dropped)? so far", r.getMessage()).group(1))  # type: ignore[union-attr]
+        for r in caplog.records
+        if words in r.getMessage()
+    ]
+
+
+def test_a_flood_is_logged_at_the_1st_10th_100th_and_every_1000th(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CSMS that provokes the same event a thousand times gets four log lines, each with
+    the count so far, not a thousand lines (and not silence after the 100th)."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    outbox.append(EVENT, event("head"))
+    with caplog.at_level(logging.INFO, logger=outbox_module.__name__):
+        for _ in range(1001):
+            outbox.append(EVENT, event("same"))
+        for n in range(10):
+            outbox.append(EVENT, event(f"other {n}"))  # each drops the oldest waiting one
+    assert so_far(caplog, "coalesced") == [1, 10, 100, 1000]
+    assert so_far(caplog, "dropped the oldest") == [1, 10]
+
+
+def test_only_a_queue_above_its_bounds_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        Outbox(tmp_path / "a.json").append(STATUS, {"status": "Downloading", "requestId": 1})
+        assert "above its bounds" not in caplog.text
+        Outbox(tmp_path / "b.json", max_entries=0).append(STATUS, {"status": "Downloading"})
+    assert "above its bounds with firmware statuses only: 1 queued" in caplog.text
