@@ -132,6 +132,7 @@ def test_the_resume_table_covers_every_phase_and_proves_the_slot_again_before_th
         (Proof(7, "aa", "aa"), Phase.INSTALLING, None),
         (None, Phase.INSTALLING, "no proof"),
         (Proof(6, "aa", "aa"), Phase.INSTALLING, "another run"),
+        (Proof(8, "aa", "aa"), Phase.INSTALLING, "another run"),  # a later run's, not ours
         (Proof(7, "aa", "bb"), Phase.INSTALLING, "does not hold"),
         (Proof(7, "aa", "aa"), Phase.VERIFIED, "arming in phase"),
     ],
@@ -261,3 +262,18 @@ def test_a_proof_cannot_be_altered_once_gathered():
     proof = Proof(7, "aa", "bb")
     with pytest.raises(dataclasses.FrozenInstanceError):
         proof.slot_digest = "aa"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("verified", "slot"), [("aa", "bb"), ("bb", "aa")])
+def test_a_slot_digest_either_side_of_the_verified_one_is_refused(verified, slot):
+    """Digests are compared for equality, not order: a slot hash that sorts before the
+    verified one is as wrong as one that sorts after."""
+    assert "does not hold" in (arming_refusal(Proof(7, verified, slot), 7, Phase.INSTALLING) or "")
+
+
+def test_the_table_cannot_be_edited_at_run_time():
+    """`TRANSITIONS` is the whole flow; a row changed in memory would change the flow
+    without a trace in the code."""
+    row = advance(Phase.INSTALLING, Event.TRIAL_ARMED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.target = Phase.FINISHED  # type: ignore[misc]

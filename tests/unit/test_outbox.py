@@ -453,6 +453,24 @@ def test_only_a_queue_above_its_bounds_says_so(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
         Outbox(tmp_path / "a.json").append(STATUS, {"status": "Downloading", "requestId": 1})
-        assert "above its bounds" not in caplog.text
+        Outbox(tmp_path / "c.json", max_entries=1).append(STATUS, {"status": "Downloading"})
+        assert "above its bounds" not in caplog.text  # at its bound is not above it
         Outbox(tmp_path / "b.json", max_entries=0).append(STATUS, {"status": "Downloading"})
     assert "above its bounds with firmware statuses only: 1 queued" in caplog.text
+
+
+def test_a_queue_of_snapshot_below_bytes_goes_to_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a queue smaller than SNAPSHOT_BELOW is written whole; at that size a change is one
+    journal record."""
+    monkeypatch.setattr(outbox_module, "SNAPSHOT_BELOW", 1000)
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    (first,) = fill(outbox, 1)  # to an empty snapshot: written whole
+    rest = outbox_module.SNAPSHOT_BELOW - outbox.size_bytes
+    pad = rest - outbox_module.Entry("", STATUS, {"pad": ""}, 0).size
+    outbox.append(STATUS, {"pad": "x" * pad})
+    assert outbox.size_bytes == outbox_module.SNAPSHOT_BELOW
+    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
+    assert [e["unique_id"] for e in json.loads(path.read_text())["entries"]] == [first]
