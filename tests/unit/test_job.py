@@ -151,3 +151,96 @@ def test_retry_values_are_kept_or_clamped_with_a_logged_reason(retries, interval
     assert (job.retries, job.retry_interval) == kept
     clamped = kept != (retries, interval)
     assert ("out of range" in caplog.text) is clamped
+
+
+# --- found by mutation testing (tests/mutation, issue #10) -------------------------------
+
+
+def test_install_date_time_is_kept_as_epoch_seconds():
+    firmware = v16.Firmware(
+        location="https://fw.example/2.0.bin",
+        retrieve_date_time=NOW,
+        install_date_time=NOW + datetime.timedelta(hours=2),
+        signing_certificate="PEM",
+        signature="c2ln",
+    )
+    req = v16.SignedUpdateFirmwareReq(request_id=7, firmware=firmware)
+    job = Job.from_request(req, FirmwareConfig(), now=NOW.timestamp())
+    assert job.install_at == NOW.timestamp() + 7200
+    assert Job.from_request(request(NOW), FirmwareConfig(), now=0).install_at is None
+
+
+@pytest.mark.parametrize(("retries", "interval"), [(0, 0), (100, 86400)])
+def test_the_bounds_themselves_are_kept_without_a_warning(retries, interval, caplog):
+    """At most 100 retries and a day between attempts: the edges are in range."""
+    job = Job.from_request(
+        request(NOW, retries=retries, retry_interval=interval),
+        FirmwareConfig(),
+        now=NOW.timestamp(),
+    )
+    assert (job.retries, job.retry_interval) == (retries, interval)
+    assert "out of range" not in caplog.text
+
+
+def test_the_history_keeps_the_last_64_transitions_and_counts_them_all(tmp_path):
+    """A job that loops (retries, resumes) must not grow its file without bound."""
+    store = JobStore(tmp_path)
+    token = store.ownership.claim()
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    phases = [Phase.DOWNLOADING, Phase.VERIFYING] * 40
+    for phase in phases:
+        job.phase = phase
+        store.save(job, token)
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and loaded.transitions == 80
+    assert len(loaded.history) == 64
+    assert [phase for phase, _, _ in loaded.history] == [p.value for p in phases[-64:]]
+
+
+def test_the_saved_document_is_version_1_and_a_version_1_document_loads(tmp_path):
+    """The job file is an on-disk API across upgrades."""
+    store = JobStore(tmp_path)
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job, store.ownership.claim())
+    document = json.loads((tmp_path / "job.json").read_text())
+    assert document["version"] == 1 and document["job"]["phase"] == "downloading"
+    (tmp_path / "job.json.prev").unlink(missing_ok=True)
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and loaded == job
+
+
+def test_a_job_file_with_unknown_fields_is_moved_aside(tmp_path):
+    """Fields this version does not know mean a newer (or foreign) writer: not guessed at."""
+    store = JobStore(tmp_path)
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job, store.ownership.claim())
+    document = json.loads((tmp_path / "job.json").read_text())
+    document["job"]["teleport_to"] = "slot C"
+    (tmp_path / "job.json").write_text(json.dumps(document))
+    assert JobStore(tmp_path).load() is None
+    assert len(list(tmp_path.glob("job.json.broken-*"))) == 1
+
+
+def test_ownership_compares_tokens_by_value_past_256_claims(tmp_path):
+    """A long-running daemon hands out many tokens; the current one must still save."""
+    store = JobStore(tmp_path)
+    for _ in range(300):
+        token = store.ownership.claim()
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job, int(str(token)))
+    assert JobStore(tmp_path).load() == job
+
+
+def test_a_generation_that_cannot_be_kept_is_a_state_write_error(tmp_path):
+    """Any OSError while keeping the previous generation (here a directory in its place)
+    reaches the caller as StateWriteError, and the transition is not counted."""
+    store = JobStore(tmp_path)
+    token = store.ownership.claim()
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job, token)
+    (tmp_path / "job.json.prev").mkdir()
+    (tmp_path / "job.json.prev" / "occupied").touch()
+    job.phase = Phase.VERIFYING
+    with pytest.raises(StateWriteError, match="cannot keep"):
+        store.save(job, token)
+    assert job.transitions == 1
