@@ -244,3 +244,23 @@ def test_a_generation_that_cannot_be_kept_is_a_state_write_error(tmp_path):
     with pytest.raises(StateWriteError, match="cannot keep"):
         store.save(job, token)
     assert job.transitions == 1
+
+
+def test_a_document_without_the_progress_fields_starts_from_nothing(tmp_path):
+    """A job file from before a field existed loads with its neutral value: no attempt
+    started, no byte durable (a default offset past 0 would resume past bytes never written)."""
+    store = JobStore(tmp_path)
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    store.save(job, store.ownership.claim())
+    document = json.loads((tmp_path / "job.json").read_text())
+    del document["job"]["attempt"], document["job"]["offset"]
+    (tmp_path / "job.json").write_text(json.dumps(document))
+    loaded = JobStore(tmp_path).load()
+    assert loaded is not None and (loaded.attempt, loaded.offset) == (0, 0)
+
+
+def test_only_the_finished_phase_is_finished():
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    for phase in Phase:
+        job.phase = phase
+        assert job.finished is (phase is Phase.FINISHED)
