@@ -264,3 +264,14 @@ def test_only_the_finished_phase_is_finished():
     for phase in Phase:
         job.phase = phase
         assert job.finished is (phase is Phase.FINISHED)
+
+
+def test_only_the_current_token_owns_the_job(tmp_path):
+    """Neither a revoked token nor one never handed out may save."""
+    store = JobStore(tmp_path)
+    token = store.ownership.claim()
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    for other in (token - 1, token + 1):
+        with pytest.raises(NotOwner):
+            store.save(job, other)
+    assert not store.path.exists()
