@@ -454,7 +454,9 @@ def test_only_a_queue_above_its_bounds_says_so(
     with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
         Outbox(tmp_path / "a.json").append(STATUS, {"status": "Downloading", "requestId": 1})
         Outbox(tmp_path / "c.json", max_entries=1).append(STATUS, {"status": "Downloading"})
-        assert "above its bounds" not in caplog.text  # at its bound is not above it
+        exact = outbox_module.Entry("", STATUS, {"status": "Downloading"}, 0).size
+        Outbox(tmp_path / "d.json", max_bytes=exact).append(STATUS, {"status": "Downloading"})
+        assert "above its bounds" not in caplog.text  # at its bounds is not above them
         Outbox(tmp_path / "b.json", max_entries=0).append(STATUS, {"status": "Downloading"})
     assert "above its bounds with firmware statuses only: 1 queued" in caplog.text
 
@@ -474,3 +476,43 @@ def test_a_queue_of_snapshot_below_bytes_goes_to_the_journal(
     assert outbox.size_bytes == outbox_module.SNAPSHOT_BELOW
     assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
     assert [e["unique_id"] for e in json.loads(path.read_text())["entries"]] == [first]
+
+
+def test_a_part_left_behind_by_a_failed_write_is_cut_before_the_next_record(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """If cutting a failed write back failed too, the next record first cuts the journal to
+    its last whole record: nothing of the failed write stays between or after records."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 2)  # the first in the snapshot, one record
+    journal = path.with_suffix(".journal")
+    whole = journal.read_bytes()
+    with journal.open("ab") as handle:
+        handle.write(b"x" * 500 + b"\n")
+    ids += fill(outbox, 1)
+    data = journal.read_bytes()
+    assert data.startswith(whole) and data.count(b"\n") == 2 and b"x" not in data
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_journal_that_cannot_be_opened_refuses_the_change_as_a_state_write_error(
+    tmp_path: Path,
+) -> None:
+    """Whatever OSError the journal raises, the caller hears StateWriteError (what it
+    handles) and the queue stays as it was."""
+    path = tmp_path / "outbox.json"
+    path.with_suffix(".journal").mkdir()  # opening it fails with IsADirectoryError
+    outbox = Outbox(path)
+    with pytest.raises(StateWriteError, match="cannot write"):
+        outbox.append(STATUS, {"status": "Downloading", "requestId": 1})
+    assert len(outbox) == 0
+
+
+def test_one_write_over_the_bounds_by_several_drops_as_many(tmp_path: Path) -> None:
+    """Several events in one write: as many of the oldest waiting ones go as needed."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    head = outbox.append(EVENT, event("e0"))
+    ids = outbox.append_all([(EVENT, event(f"e{n}")) for n in (1, 2, 3)])
+    assert [e.unique_id for e in outbox.entries()] == [head, ids[2]]
+    assert outbox.dropped == 2
