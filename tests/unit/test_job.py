@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import threading
 
 import pytest
 
@@ -248,15 +249,16 @@ def test_a_generation_that_cannot_be_kept_is_a_state_write_error(tmp_path):
 
 def test_a_document_without_the_progress_fields_starts_from_nothing(tmp_path):
     """A job file from before a field existed loads with its neutral value: no attempt
-    started, no byte durable (a default offset past 0 would resume past bytes never written)."""
+    started, no byte durable (a default offset past 0 would resume past bytes never written),
+    no resume counted by the crash-loop breaker."""
     store = JobStore(tmp_path)
     job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
     store.save(job, store.ownership.claim())
     document = json.loads((tmp_path / "job.json").read_text())
-    del document["job"]["attempt"], document["job"]["offset"]
+    del document["job"]["attempt"], document["job"]["offset"], document["job"]["resumes"]
     (tmp_path / "job.json").write_text(json.dumps(document))
     loaded = JobStore(tmp_path).load()
-    assert loaded is not None and (loaded.attempt, loaded.offset) == (0, 0)
+    assert loaded is not None and (loaded.attempt, loaded.offset, loaded.resumes) == (0, 0, 0)
 
 
 def test_only_the_finished_phase_is_finished():
@@ -275,3 +277,25 @@ def test_only_the_current_token_owns_the_job(tmp_path):
         with pytest.raises(NotOwner):
             store.save(job, other)
     assert not store.path.exists()
+
+
+def test_a_retrieve_date_time_in_the_past_starts_the_download_now():
+    job = Job.from_request(
+        request(NOW - datetime.timedelta(days=1)), FirmwareConfig(), now=NOW.timestamp()
+    )
+    assert (job.phase, job.attempt) == (Phase.DOWNLOADING, 1)
+
+
+def test_the_ownership_lock_is_the_one_every_save_holds(tmp_path):
+    """The updater decides under `ownership.lock` (cancellable? armed?) while no owner may
+    write; the lock is re-entrant, as arming saves while holding it."""
+    store = JobStore(tmp_path)
+    token = store.ownership.claim()
+    job = Job.from_request(request(NOW), FirmwareConfig(), now=NOW.timestamp())
+    taken: list[bool] = []
+    with store.ownership.lock:
+        store.save(job, token)
+        other = threading.Thread(target=lambda: taken.append(store.ownership.lock.acquire(False)))
+        other.start()
+        other.join()
+    assert taken == [False]
