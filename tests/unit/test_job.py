@@ -299,3 +299,11 @@ def test_the_ownership_lock_is_the_one_every_save_holds(tmp_path):
         other.start()
         other.join()
     assert taken == [False]
+
+
+def test_one_past_the_bounds_is_clamped_to_100_retries_and_a_day():
+    """The bounds are 100 retries and 86400 s between attempts, not the constants' names."""
+    job = Job.from_request(
+        request(NOW, retries=101, retry_interval=86401), FirmwareConfig(), now=NOW.timestamp()
+    )
+    assert (job.retries, job.retry_interval) == (100, 86400)
