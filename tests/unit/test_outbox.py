@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import signal
+import stat
 import threading
 import zlib
 from collections.abc import Iterator
@@ -461,21 +462,21 @@ def test_only_a_queue_above_its_bounds_says_so(
     assert "above its bounds with firmware statuses only: 1 queued" in caplog.text
 
 
-def test_a_queue_of_snapshot_below_bytes_goes_to_the_journal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("total", "whole"), [(4095, True), (4096, False)])
+def test_a_queue_under_4_kib_is_written_whole_and_one_of_4_kib_is_a_record(
+    tmp_path: Path, total: int, whole: bool
 ) -> None:
-    """Only a queue smaller than SNAPSHOT_BELOW is written whole; at that size a change is one
-    journal record."""
-    monkeypatch.setattr(outbox_module, "SNAPSHOT_BELOW", 1000)
+    """SNAPSHOT_BELOW is a page: a smaller queue is rewritten whole (as cheap as a record),
+    a queue of 4096 bytes as counted by the bounds is one journal record."""
     path = tmp_path / "outbox.json"
     outbox = Outbox(path)
     (first,) = fill(outbox, 1)  # to an empty snapshot: written whole
-    rest = outbox_module.SNAPSHOT_BELOW - outbox.size_bytes
-    pad = rest - outbox_module.Entry("", STATUS, {"pad": ""}, 0).size
-    outbox.append(STATUS, {"pad": "x" * pad})
-    assert outbox.size_bytes == outbox_module.SNAPSHOT_BELOW
-    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
-    assert [e["unique_id"] for e in json.loads(path.read_text())["entries"]] == [first]
+    pad = total - outbox.size_bytes - outbox_module.Entry("", STATUS, {"pad": ""}, 0).size
+    second = outbox.append(STATUS, {"pad": "x" * pad})
+    assert outbox.size_bytes == total
+    records = path.with_suffix(".journal").read_bytes().splitlines()
+    in_snapshot = [e["unique_id"] for e in json.loads(path.read_text())["entries"]]
+    assert (len(records), in_snapshot) == ((0, [first, second]) if whole else (1, [first]))
 
 
 def test_a_part_left_behind_by_a_failed_write_is_cut_before_the_next_record(
@@ -516,3 +517,168 @@ def test_one_write_over_the_bounds_by_several_drops_as_many(tmp_path: Path) -> N
     ids = outbox.append_all([(EVENT, event(f"e{n}")) for n in (1, 2, 3)])
     assert [e.unique_id for e in outbox.entries()] == [head, ids[2]]
     assert outbox.dropped == 2
+
+
+def record_line(record: object) -> bytes:
+    """A journal line with a correct checksum around any JSON value."""
+    body = json.dumps(record).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def row(unique_id: object) -> dict[str, object]:
+    return {"unique_id": unique_id, "action": STATUS, "payload": {}, "queued_at": 1.0}
+
+
+def test_the_default_bound_is_256_kib_of_payload(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.json")
+    for n in range(40):
+        outbox.append(EVENT, event(f"{n:02} " + "x" * 8000))
+    one = outbox.entries()[-1].size
+    assert 256 * 1024 - one < outbox.size_bytes <= 256 * 1024
+
+
+def test_an_entry_counts_its_payloads_utf8_json_and_64_bytes(tmp_path: Path) -> None:
+    """What `max_bytes` bounds: the UTF-8 JSON of the payload (not its \\u escapes) plus 64."""
+    payload = {"techInfo": "é" * 100}
+    outbox = Outbox(tmp_path / "outbox.json")
+    outbox.append(EVENT, payload)
+    assert outbox.size_bytes == len('{"techInfo": "' + "é" * 100 + '"}') + 100 + 64
+
+
+def test_an_event_loaded_from_disk_still_coalesces_a_repeat(tmp_path: Path) -> None:
+    """After a restart the waiting events come from JSON (new string objects): an identical
+    one is still recognised as a security event and coalesced."""
+    path = tmp_path / "outbox.json"
+    first = Outbox(path)
+    first.append(STATUS, {"status": "Downloading", "requestId": 1})
+    waiting = first.append(EVENT, event("bad certificate"))
+    reopened = Outbox(path)
+    assert reopened.append(json.loads(json.dumps(EVENT)), event("bad certificate")) == waiting
+    assert len(reopened) == 2
+
+
+@pytest.mark.parametrize("bad", [row(5), {**row("u"), "action": 5}, {**row("u"), "payload": []}])
+def test_a_snapshot_entry_of_the_wrong_types_is_moved_aside(tmp_path: Path, bad) -> None:
+    path = tmp_path / "outbox.json"
+    path.write_text(json.dumps({"version": 1, "seq": 1, "entries": [bad]}))
+    assert len(Outbox(path)) == 0
+    assert len(list(tmp_path.glob("outbox.json.broken-*"))) == 1
+
+
+def test_the_journal_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Security events' techInfo is queued there: created 0600."""
+    path = tmp_path / "outbox.json"
+    Outbox(path)
+    assert stat.S_IMODE(path.with_suffix(".journal").stat().st_mode) == 0o600
+
+
+def test_a_journal_that_cannot_be_folded_at_start_is_still_read(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A full disk at start: the snapshot cannot be rewritten, the queue is still all there
+    (journal included) and the journal stays for the next start."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    with no_file_may_grow_past(1):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_the_last_record_again_after_a_lost_truncation_is_not_applied_twice(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A cut between writing the snapshot and emptying the journal: the journal's last record
+    has the snapshot's own seq and is skipped, not added a second time."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    records = journal.read_bytes()
+    Outbox(path)  # folds them: the snapshot's seq is the last record's
+    journal.write_bytes(records)
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_start_folds_a_torn_tail_away_and_an_empty_journal_rewrites_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flash wear and tidiness: a start with an empty journal leaves the snapshot as it is;
+    a start with one torn byte says so and empties the journal."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 1)
+    inode = path.stat().st_ino
+    Outbox(path)
+    assert path.stat().st_ino == inode
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(b"0")
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert journal.read_bytes() == b""
+    assert "1 byte(s) after the last record ignored" in caplog.text
+
+
+def test_damage_in_the_last_line_is_kept_and_so_is_an_overlong_line(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A whole last line that fails its checksum is damage, not a torn write: a copy is kept.
+    So is a line longer than any record, though it has no newline where it is cut."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + lines[1].replace(b"Downloading", b"Downloadinf"))
+    assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert len(list(tmp_path.glob("outbox.journal.broken-*"))) == 1
+    for kept in tmp_path.glob("outbox.journal.broken-*"):
+        kept.unlink()
+    journal.write_bytes(b"0" * (outbox_module.MAX_RECORD + 10) + b"\n")
+    assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert len(list(tmp_path.glob("outbox.journal.broken-*"))) == 1
+
+
+def test_a_damaged_journal_that_cannot_be_copied_is_still_read_up_to_the_damage(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + b"zzzzzzzz " + lines[1][9:])  # not even hex
+    monkeypatch.setattr(outbox_module.time, "time", lambda: 1234.0)
+    (tmp_path / "outbox.journal.broken-1234").mkdir()  # where the copy would go
+    with caplog.at_level(logging.ERROR, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert "no copy kept" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        record_line({"seq": 9, "add": [{"x": 1}]}),  # a whole record of the wrong shape
+        record_line({"add": [row("u")]}),  # no seq
+        record_line([9]),  # not an object
+        b"00000000 " + json.dumps({"seq": 9, "add": [row("u")]}).encode() + b"\n",  # wrong crc
+    ],
+    ids=["wrong-shape", "no-seq", "not-an-object", "checksum-below"],
+)
+def test_a_journal_record_that_is_not_ours_is_not_applied(
+    tmp_path: Path, journal_mode: None, line: bytes
+) -> None:
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 2)
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(journal.read_bytes() + line)
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_exactly_at_max_bytes_nothing_is_dropped_and_over_it_as_many_as_needed(
+    tmp_path: Path,
+) -> None:
+    one = outbox_module.Entry("", EVENT, event("e0"), 0).size
+    outbox = Outbox(tmp_path / "a.json", max_bytes=2 * one)
+    ids = [outbox.append(EVENT, event(f"e{n}")) for n in range(2)]
+    assert [e.unique_id for e in outbox.entries()] == ids and outbox.dropped == 0
+    outbox = Outbox(tmp_path / "b.json", max_bytes=2 * one)
+    head = outbox.append(EVENT, event("e0"))
+    more = outbox.append_all([(EVENT, event(f"e{n}")) for n in (1, 2, 3)])
+    assert [e.unique_id for e in outbox.entries()] == [head, more[2]]
