@@ -436,16 +436,16 @@ def so_far(caplog: pytest.LogCaptureFixture, words: str) -> list[int]:
 def test_a_flood_is_logged_at_the_1st_10th_100th_and_every_1000th(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A CSMS that provokes the same event a thousand times gets four log lines, each with
-    the count so far, not a thousand lines (and not silence after the 100th)."""
+    """A CSMS that provokes the same event two thousand times gets five log lines, each with
+    the count so far, not two thousand lines (and not silence after the 100th)."""
     outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
     outbox.append(EVENT, event("head"))
     with caplog.at_level(logging.INFO, logger=outbox_module.__name__):
-        for _ in range(1001):
+        for _ in range(2001):
             outbox.append(EVENT, event("same"))
         for n in range(10):
             outbox.append(EVENT, event(f"other {n}"))  # each drops the oldest waiting one
-    assert so_far(caplog, "coalesced") == [1, 10, 100, 1000]
+    assert so_far(caplog, "coalesced") == [1, 10, 100, 1000, 2000]
     assert so_far(caplog, "dropped the oldest") == [1, 10]
 
 
@@ -530,11 +530,13 @@ def row(unique_id: object) -> dict[str, object]:
 
 
 def test_the_default_bound_is_256_kib_of_payload(tmp_path: Path) -> None:
+    """Entries of 8200 bytes: 31 fit in 262144 bytes, a 32nd would need 262400."""
     outbox = Outbox(tmp_path / "outbox.json")
+    pad = 8200 - outbox_module.Entry("", EVENT, event("00 "), 0).size
     for n in range(40):
-        outbox.append(EVENT, event(f"{n:02} " + "x" * 8000))
-    one = outbox.entries()[-1].size
-    assert 256 * 1024 - one < outbox.size_bytes <= 256 * 1024
+        outbox.append(EVENT, event(f"{n:02} " + "x" * pad))
+    assert {e.size for e in outbox.entries()} == {8200}
+    assert (len(outbox), outbox.size_bytes) == (31, 31 * 8200)
 
 
 def test_an_entry_counts_its_payloads_utf8_json_and_64_bytes(tmp_path: Path) -> None:
@@ -691,3 +693,15 @@ def test_a_record_of_600_kib_reads_back_after_a_restart(tmp_path: Path, journal_
     outbox = Outbox(path)
     ids = [outbox.append(STATUS, {"n": 1}), outbox.append(STATUS, {"big": "y" * (600 << 10)})]
     assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_the_torn_bytes_counted_are_those_after_the_last_record(
+    tmp_path: Path, journal_mode: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(journal.read_bytes() + b"0badc")
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert "5 byte(s) after the last record ignored" in caplog.text
