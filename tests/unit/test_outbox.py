@@ -381,10 +381,10 @@ def test_the_journal_is_folded_into_the_snapshot_every_compact_every_records(
     outbox = Outbox(path)  # an empty journal: nothing to fold at the load
     journal = path.with_suffix(".journal")
     lines = []
-    for _ in range(7):
+    for _ in range(8):
         ids += fill(outbox, 1)
         lines.append(len(journal.read_bytes().splitlines()))
-    assert lines == [1, 2, 3, 0, 1, 2, 3]
+    assert lines == [1, 2, 3, 0, 1, 2, 3, 0]
     assert [e.unique_id for e in Outbox(path).entries()] == ids
 
 
@@ -705,3 +705,29 @@ def test_the_torn_bytes_counted_are_those_after_the_last_record(
     with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
         assert [e.unique_id for e in Outbox(path).entries()] == ids
     assert "5 byte(s) after the last record ignored" in caplog.text
+
+
+def test_a_coalesced_repeat_writes_nothing_and_notes_alone_are_saved(tmp_path: Path) -> None:
+    """A repeat that only joins a waiting event changes nothing on disk and wakes nobody;
+    notes without a call are still a change, saved."""
+    path = tmp_path / "outbox.json"
+    woken: list[int] = []
+    outbox = Outbox(path, on_change=lambda: woken.append(1))
+    outbox.append(STATUS, {"status": "Downloading", "requestId": 1})
+    outbox.append(EVENT, event("bad certificate"))
+    before = (path.stat().st_ino, path.with_suffix(".journal").read_bytes(), len(woken))
+    outbox.append(EVENT, event("bad certificate"))
+    assert (path.stat().st_ino, path.with_suffix(".journal").read_bytes(), len(woken)) == before
+    outbox.append_all([], notes={"last_status": "Downloaded"})
+    assert Outbox(path).note("last_status") == "Downloaded"
+
+
+def test_a_drop_is_in_the_journal_so_a_restart_does_not_bring_it_back(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path, max_entries=2)
+    head = outbox.append(EVENT, event("e0"))
+    outbox.append(EVENT, event("e1"))
+    e2 = outbox.append(EVENT, event("e2"))  # drops e1, as a journal record
+    assert [e.unique_id for e in Outbox(path, max_entries=2).entries()] == [head, e2]
