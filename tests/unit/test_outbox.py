@@ -578,11 +578,15 @@ def test_a_journal_that_cannot_be_folded_at_start_is_still_read(
     tmp_path: Path, journal_mode: None
 ) -> None:
     """A full disk at start: the snapshot cannot be rewritten, the queue is still all there
-    (journal included) and the journal stays for the next start."""
+    (journal included), the journal stays, and the next change that can be written folds it."""
     path = tmp_path / "outbox.json"
     ids = fill(Outbox(path), 3)
     with no_file_may_grow_past(1):
-        assert [e.unique_id for e in Outbox(path).entries()] == ids
+        outbox = Outbox(path)
+        assert [e.unique_id for e in outbox.entries()] == ids
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+    ids += fill(outbox, 1)  # the next change folds the journal after all
+    assert path.with_suffix(".journal").read_bytes() == b""
     assert [e.unique_id for e in Outbox(path).entries()] == ids
 
 
@@ -731,3 +735,24 @@ def test_a_drop_is_in_the_journal_so_a_restart_does_not_bring_it_back(
     outbox.append(EVENT, event("e1"))
     e2 = outbox.append(EVENT, event("e2"))  # drops e1, as a journal record
     assert [e.unique_id for e in Outbox(path, max_entries=2).entries()] == [head, e2]
+
+
+def test_the_journal_is_folded_after_256_records(tmp_path: Path, journal_mode: None) -> None:
+    """COMPACT_EVERY's value: 256 records, then the next change rewrites the snapshot."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    journal = path.with_suffix(".journal")
+    ids = fill(outbox, 257)  # the first to an empty snapshot: written whole
+    assert len(journal.read_bytes().splitlines()) == 256
+    ids += fill(outbox, 1)
+    assert journal.read_bytes() == b""
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_non_ascii_payload_goes_through_the_journal(tmp_path: Path, journal_mode: None) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    fill(outbox, 1)
+    outbox.append(EVENT, {"techInfo": "Prüfsumme ✗"})
+    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
+    assert Outbox(path).entries()[1].payload == {"techInfo": "Prüfsumme ✗"}
