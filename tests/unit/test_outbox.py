@@ -4,6 +4,7 @@ safe across restarts, and an unreadable file is kept aside rather than silently 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -446,6 +447,11 @@ def test_a_flood_is_logged_at_the_1st_10th_100th_and_every_1000th(
         for n in range(10):
             outbox.append(EVENT, event(f"other {n}"))  # each drops the oldest waiting one
     assert so_far(caplog, "coalesced") == [1, 10, 100, 1000, 2000]
+    assert all(
+        "security event InvalidFirmwareSigningCertificate repeated" in r.getMessage()
+        for r in caplog.records
+        if "coalesced" in r.getMessage()
+    )
     assert so_far(caplog, "dropped the oldest") == [1, 10]
 
 
@@ -756,3 +762,43 @@ def test_a_non_ascii_payload_goes_through_the_journal(tmp_path: Path, journal_mo
     outbox.append(EVENT, {"techInfo": "Prüfsumme ✗"})
     assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
     assert Outbox(path).entries()[1].payload == {"techInfo": "Prüfsumme ✗"}
+
+
+def test_the_default_bound_is_500_entries(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.json")
+    for n in range(502):
+        outbox.append(EVENT, event(f"e{n}"))
+    assert (len(outbox), outbox.dropped) == (500, 2)
+
+
+def test_a_queued_entry_cannot_be_altered_in_memory(tmp_path: Path) -> None:
+    """What is queued is what is on disk: nobody holding an entry can change it unsaved."""
+    outbox = Outbox(tmp_path / "outbox.json")
+    fill(outbox, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outbox.entries()[0].action = "Heartbeat"  # type: ignore[misc]
+
+
+def test_an_acknowledgement_is_matched_by_value(tmp_path: Path) -> None:
+    """The id in a CALLRESULT is a new string parsed from the CSMS's frame."""
+    outbox = Outbox(tmp_path / "outbox.json")
+    (unique_id,) = fill(outbox, 1)
+    from_the_wire = json.loads(json.dumps(unique_id))
+    assert from_the_wire is not unique_id
+    assert outbox.acknowledge(from_the_wire) and len(outbox) == 0
+
+
+def test_a_journal_that_cannot_be_made_durable_leaks_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new journal whose directory cannot be fsynced is closed again (and the outbox works
+    from the snapshot alone, as with a read-only state dir)."""
+
+    def fail(_: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(outbox_module, "fsync_dir", fail)
+    before = len(os.listdir("/proc/self/fd"))
+    outbox = Outbox(tmp_path / "outbox.json")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(outbox) == 0
