@@ -122,12 +122,29 @@ def skip_annotations(module: str, session: Path) -> int:
     return count
 
 
-def forget_survivors(session: Path) -> int:
+def listed(known: dict[tuple[str, int, int], str], operator: str, line: int, column: int) -> bool:
+    """Whether equivalent.toml lists this mutant (by operator and line, and column if given)."""
+    return any((op, ln) == (operator, line) and col in (-1, column) for op, ln, col in known)
+
+
+def forget_survivors(module: str, session: Path) -> int:
     """Make the surviving mutants pending again, so `exec` tests only them (after tests were
-    added: a killed mutant stays killed as long as no test is removed). cosmic-ray has no
-    command for this; its session keeps one row per finished mutant in `work_results`."""
+    added: a killed mutant stays killed as long as no test is removed); those listed as
+    equivalent stay as they are. cosmic-ray has no command for this; its session keeps one
+    row per finished mutant in `work_results`, its position in `mutation_specs`."""
+    known = equivalents(module)
     with contextlib.closing(sqlite3.connect(session)) as db, db:
-        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+        survivors = db.execute(
+            "SELECT r.job_id, s.operator_name, s.start_pos_row, s.start_pos_col"
+            " FROM work_results r JOIN mutation_specs s ON r.job_id = s.job_id"
+            " WHERE r.test_outcome = 'SURVIVED'"
+        ).fetchall()
+        again = [
+            (job,) for job, operator, line, column in survivors
+            if not listed(known, operator, line, column)
+        ]  # fmt: skip
+        db.executemany("DELETE FROM work_results WHERE job_id = ?", again)
+        return len(again)
 
 
 def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]:
@@ -136,7 +153,7 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
     cfg, session = OUT / f"{name}.toml", OUT / f"{name}.sqlite"
     cfg.write_text(config(module, tests))
     if again and session.exists():
-        forgotten = forget_survivors(session) - skip_annotations(module, session)
+        forgotten = forget_survivors(module, session) - skip_annotations(module, session)
         print(f"{module}: testing {forgotten} survivors again", flush=True)
     if not session.exists():
         baseline = cosmic("baseline", str(cfg))
@@ -163,13 +180,12 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
             continue
         mutation = item["mutations"][0]
         line_no, column = mutation["start_pos"][0], mutation["start_pos"][1]
-        key = (mutation["operator_name"], line_no)
         position = (line_no, column)
         if result["test_outcome"] == "killed":
             killed += 1
         elif any(start <= position < end for start, end in annotations):
             in_annotations += 1
-        elif any((op, ln) == key and col in (-1, column) for op, ln, col in known):
+        elif listed(known, mutation["operator_name"], line_no, column):
             equivalent += 1
         else:
             survived += 1
