@@ -531,18 +531,26 @@ def record_line(record: object) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
+def checksummed_but_torn(record: object) -> bytes:
+    """A last line without its newline whose checksum fits all but its last byte: the
+    newline, not the checksum, says a line is whole."""
+    body = json.dumps(record).encode()
+    return b"%08x %s}" % (zlib.crc32(body), body)
+
+
 def row(unique_id: object) -> dict[str, object]:
     return {"unique_id": unique_id, "action": STATUS, "payload": {}, "queued_at": 1.0}
 
 
-def test_the_default_bound_is_256_kib_of_payload(tmp_path: Path) -> None:
-    """Entries of 8200 bytes: 31 fit in 262144 bytes, a 32nd would need 262400."""
+@pytest.mark.parametrize(("size", "kept"), [(8192, 32), (8200, 31)])
+def test_the_default_bound_is_256_kib_of_payload(tmp_path: Path, size: int, kept: int) -> None:
+    """262144 bytes: 32 entries of 8192 fit exactly; of 8200, a 32nd would need 262400."""
     outbox = Outbox(tmp_path / "outbox.json")
-    pad = 8200 - outbox_module.Entry("", EVENT, event("00 "), 0).size
+    pad = size - outbox_module.Entry("", EVENT, event("00 "), 0).size
     for n in range(40):
         outbox.append(EVENT, event(f"{n:02} " + "x" * pad))
-    assert {e.size for e in outbox.entries()} == {8200}
-    assert (len(outbox), outbox.size_bytes) == (31, 31 * 8200)
+    assert {e.size for e in outbox.entries()} == {size}
+    assert (len(outbox), outbox.size_bytes) == (kept, kept * size)
 
 
 def test_an_entry_counts_its_payloads_utf8_json_and_64_bytes(tmp_path: Path) -> None:
@@ -670,8 +678,21 @@ def test_a_damaged_journal_that_cannot_be_copied_is_still_read_up_to_the_damage(
         record_line({"add": [row("u")]}),  # no seq
         record_line([9]),  # not an object
         b"00000000 " + json.dumps({"seq": 9, "add": [row("u")]}).encode() + b"\n",  # wrong crc
+        b"ffffffff " + json.dumps({"seq": 9, "add": [row("u")]}).encode() + b"\n",
+        record_line({"seq": 9, "add": [row("u")]}).replace(b" ", b"x", 1),  # not a space
+        record_line({"seq": 9, "add": [row("u")]}).replace(b" ", b"\t", 1),
+        checksummed_but_torn({"seq": 9, "add": [row("u")]}),
     ],
-    ids=["wrong-shape", "no-seq", "not-an-object", "checksum-below"],
+    ids=[
+        "wrong-shape",
+        "no-seq",
+        "not-an-object",
+        "checksum-below",
+        "checksum-above",
+        "separator-x",
+        "separator-tab",
+        "no-newline",
+    ],
 )
 def test_a_journal_record_that_is_not_ours_is_not_applied(
     tmp_path: Path, journal_mode: None, line: bytes
@@ -769,6 +790,7 @@ def test_the_default_bound_is_500_entries(tmp_path: Path) -> None:
     for n in range(502):
         outbox.append(EVENT, event(f"e{n}"))
     assert (len(outbox), outbox.dropped) == (500, 2)
+    assert not outbox.acknowledge("no-such-id")  # lengths past 256 compared by value
 
 
 def test_a_queued_entry_cannot_be_altered_in_memory(tmp_path: Path) -> None:
@@ -802,3 +824,34 @@ def test_a_journal_that_cannot_be_made_durable_leaks_no_descriptor(
     outbox = Outbox(tmp_path / "outbox.json")
     assert len(os.listdir("/proc/self/fd")) == before
     assert len(outbox) == 0
+
+
+def test_a_compaction_whose_journal_cannot_be_emptied_still_counts(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot holds everything once written; a journal left full is skipped by seq."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 2)
+
+    def fail(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", fail)
+    for unique_id in ids:
+        assert outbox.acknowledge(unique_id)  # the last empties the queue: a compaction
+    monkeypatch.undo()
+    assert path.with_suffix(".journal").read_bytes() != b""
+    assert Outbox(path).entries() == []
+
+
+def test_events_loaded_from_disk_are_dropped_like_any_other(tmp_path: Path) -> None:
+    """After a restart the queued events' actions are new strings: still security events."""
+    path = tmp_path / "outbox.json"
+    first = Outbox(path, max_entries=3)
+    head = first.append(EVENT, event("e0"))
+    first.append(EVENT, event("e1"))
+    e2 = first.append(EVENT, event("e2"))
+    reopened = Outbox(path, max_entries=3)
+    e3 = reopened.append(EVENT, event("e3"))
+    assert [e.unique_id for e in reopened.entries()] == [head, e2, e3]
