@@ -28,7 +28,14 @@ PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider"
 NO_HYPOTHESIS = "-p no:hypothesispytest"
 MODULES: dict[str, list[str]] = {
     "agent/firmware/signature.py": ["tests/firmware/test_signature.py"],
-    "agent/firmware/certs.py": ["tests/firmware/test_certs.py", "tests/firmware/test_certs_pss.py"],
+    "agent/firmware/certs.py": [
+        "tests/firmware/test_certs.py",
+        "tests/firmware/test_certs_pss.py",
+        # The policy and the online CRL fetch are certs.py's too; the daemon test is e2e.
+        "tests/security/test_cert_policy.py",
+        "tests/security/test_cert_online.py",
+        "--deselect=tests/security/test_cert_online.py::test_the_daemon_fetches_before_answering",
+    ],
     "agent/firmware/writer.py": [
         "tests/firmware/test_writer.py",
         "tests/firmware/test_pipeline.py",
