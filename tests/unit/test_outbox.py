@@ -598,7 +598,7 @@ def test_a_journal_that_cannot_be_folded_at_start_is_still_read(
     with no_file_may_grow_past(1):
         outbox = Outbox(path)
         assert [e.unique_id for e in outbox.entries()] == ids
-    assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert path.with_suffix(".journal").read_bytes() != b""  # the journal stays
     ids += fill(outbox, 1)  # the next change folds the journal after all
     assert path.with_suffix(".journal").read_bytes() == b""
     assert [e.unique_id for e in Outbox(path).entries()] == ids
