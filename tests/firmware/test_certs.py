@@ -320,3 +320,27 @@ def test_the_root_store_cannot_be_altered():
     roots = certs.RootStore(())
     with pytest.raises(dataclasses.FrozenInstanceError):
         roots.roots = ()  # type: ignore[misc]
+
+
+def test_a_certificate_is_valid_from_its_first_second(rsa_root):
+    """notBefore is inclusive (RFC 5280 §4.1.2.5): at that very second it is valid."""
+    start = fwpki.NOW + fwpki.DAY  # a whole second, inside the root's validity
+    signer = fwpki.issue("From tomorrow", fwpki.rsa_key(2048, 78), rsa_root, not_before=start)
+    clock = TrustedClock(system=lambda: start.timestamp())
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert verdict.certificate == signer.cert
+
+
+def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):
+    """The schema's maxLength for signingCertificate is 5500: that length is allowed."""
+    padded = rsa_signer.pem + "\n" * (5500 - len(rsa_signer.pem))
+    certs.check_signing_certificate(padded, store(rsa_root), NO_CRLS, CLOCK)
+    assert "at most 5500" in rejected(padded + "\n", store(rsa_root)).tech_info
+
+
+def test_verdicts_and_crl_sets_cannot_be_altered(rsa_root, rsa_signer):
+    verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, CLOCK)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.certificate = rsa_root.cert  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        NO_CRLS.crls = ()  # type: ignore[misc]
