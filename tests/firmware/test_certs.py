@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import subprocess
@@ -286,3 +287,60 @@ def test_a_pin_does_not_replace_the_chain(rsa_root, ec_root, ec_signer):
     pins = (certs.key_pin(ec_signer.cert),)
     with pytest.raises(CertificateRejected):
         certs.check_signing_certificate(ec_signer.pem, store(rsa_root), NO_CRLS, CLOCK, pins=pins)
+
+
+# --- found by mutation testing (tests/mutation, issue #10) -------------------------------
+
+
+def test_a_root_crl_after_another_issuers_crl_still_counts(rsa_root, ec_root, rsa_signer):
+    """L01.FR.25: CRLs of other issuers are passed over, not the end of the search."""
+    crls = certs.CrlSet(
+        (fwpki.crl(ec_root, [1]), fwpki.crl(rsa_root, [rsa_signer.cert.serial_number])),
+        source=Path("/crl-dir"),
+    )
+    assert rejected(rsa_signer.pem, store(rsa_root), crls).status == "RevokedCertificate"
+
+
+def test_a_blank_certificate_is_missing(rsa_root):
+    assert "missing" in rejected(" \n\t ", store(rsa_root)).tech_info
+
+
+def test_an_unpinned_key_is_named_by_16_hex_digits(rsa_root, rsa_signer):
+    """techInfo names the refused key briefly (255 characters at most in all)."""
+    other = fwpki.issue("Also issued by the root", fwpki.rsa_key(2048, 77), rsa_root)
+    pin = certs.key_pin(other.cert)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(
+            other.pem, store(rsa_root), NO_CRLS, CLOCK, pins=(certs.key_pin(rsa_signer.cert),)
+        )
+    assert f"signing key {pin[:16]}… is not" in caught.value.tech_info
+
+
+def test_the_root_store_cannot_be_altered():
+    roots = certs.RootStore(())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        roots.roots = ()  # type: ignore[misc]
+
+
+def test_a_certificate_is_valid_from_its_first_second(rsa_root):
+    """notBefore is inclusive (RFC 5280 §4.1.2.5): at that very second it is valid."""
+    start = fwpki.NOW + fwpki.DAY  # a whole second, inside the root's validity
+    signer = fwpki.issue("From tomorrow", fwpki.rsa_key(2048, 78), rsa_root, not_before=start)
+    clock = TrustedClock(system=lambda: start.timestamp())
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert verdict.certificate == signer.cert
+
+
+def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):
+    """The schema's maxLength for signingCertificate is 5500: that length is allowed."""
+    padded = rsa_signer.pem + "\n" * (5500 - len(rsa_signer.pem))
+    certs.check_signing_certificate(padded, store(rsa_root), NO_CRLS, CLOCK)
+    assert "at most 5500" in rejected(padded + "\n", store(rsa_root)).tech_info
+
+
+def test_verdicts_and_crl_sets_cannot_be_altered(rsa_root, rsa_signer):
+    verdict = certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), NO_CRLS, CLOCK)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.certificate = rsa_root.cert  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        NO_CRLS.crls = ()  # type: ignore[misc]

@@ -3,15 +3,15 @@
 A firmware server (or whatever answers on its address) may send anything: status lines,
 headers, chunking and lengths, well-formed or not. Properties: the fetcher never raises
 anything but a FirmwareError (DownloadError for every transfer failure, never a signature
-status); it never hangs (the server sends, then closes or holds the line, and the stall
-timeout ends it); and for the responses whose meaning is clear, the outcome is exactly the
-right one: the body, or ServerRefused, Truncated, LengthMismatch.
+status); it never hangs (the server sends, then closes or holds the line, and a held line is
+ended by the fetcher itself: the stall timeout ends every wait); and for the responses whose
+meaning is clear, the outcome is exactly the right one: the body, or ServerRefused, Truncated,
+LengthMismatch.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +26,7 @@ from agent.firmware.errors import (
     Truncated,
 )
 from agent.firmware.fetch import Fetcher, FetchSettings
-from tests.security.hostile_net import Peer, RawServer
+from tests.security.hostile_net import Peer, RawServer, wait_until
 
 STALL = 0.5
 FUZZ = settings(
@@ -36,13 +36,18 @@ FUZZ = settings(
 )
 
 
+HOLD_LIMIT = 60.0  # a held line is let go after this long if the fetcher never hangs up
+
+
 class Script:
-    """What the server says next: raw bytes, then close (or hold the line until stalled)."""
+    """What the server says next: raw bytes, then close (or hold the line until the client
+    hangs up, noting whether it did before HOLD_LIMIT)."""
 
     def __init__(self) -> None:
         self.response = b""
         self.hold = False
         self.lock = threading.Lock()
+        self.client_left: list[bool] = []  # one per held line: True if the client hung up
 
     def __call__(self, peer: Peer) -> None:
         with self.lock:
@@ -50,7 +55,22 @@ class Script:
         peer.read_head()
         peer.send(response)
         if hold:
-            peer.server.done.wait(STALL * 4)
+            left = client_leaves(peer)
+            with self.lock:
+                self.client_left.append(left)
+
+
+def client_leaves(peer: Peer) -> bool:
+    """Wait for the client to close the connection; False if HOLD_LIMIT passed first."""
+    peer.sock.settimeout(HOLD_LIMIT)
+    try:
+        while peer.sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset by the client
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +82,13 @@ def server():
 
 
 def fetch(server: RawServer, response: bytes, hold: bool = False) -> bytes:
-    server.script.response, server.script.hold = response, hold  # type: ignore[attr-defined]
+    """Fetch `response`. On a held line the fetcher must hang up by itself (the stall timeout
+    ends every wait): a fetcher that waited for the server would still be there at HOLD_LIMIT."""
+    script: Script = server.script  # type: ignore[attr-defined]
+    with script.lock:
+        script.response, script.hold = response, hold
+        held_before = len(script.client_left)
     settings_ = FetchSettings(connect_timeout=5, stall_timeout=STALL, allowed_hosts=("127.0.0.1",))
-    started = time.monotonic()
     try:
         with (
             Fetcher(settings_) as fetcher,
@@ -72,8 +96,13 @@ def fetch(server: RawServer, response: bytes, hold: bool = False) -> bytes:
         ):
             return b"".join(transfer.chunks())
     finally:
-        # Generous: a hang would be minutes; the stall timeout bounds every wait.
-        assert time.monotonic() - started < 20 * STALL + 10
+        if hold:
+            wait_until(
+                lambda: len(script.client_left) > held_before,
+                HOLD_LIMIT + 30,
+                "the held line to end",
+            )
+            assert script.client_left[held_before], "the fetcher waited for the server to let go"
 
 
 tokens = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz-0123456789"), min_size=1, max_size=20)

@@ -10,6 +10,7 @@ over a digest and read that same digest back from the slot.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 from hypothesis import given, settings
@@ -131,6 +132,7 @@ def test_the_resume_table_covers_every_phase_and_proves_the_slot_again_before_th
         (Proof(7, "aa", "aa"), Phase.INSTALLING, None),
         (None, Phase.INSTALLING, "no proof"),
         (Proof(6, "aa", "aa"), Phase.INSTALLING, "another run"),
+        (Proof(8, "aa", "aa"), Phase.INSTALLING, "another run"),  # a later run's, not ours
         (Proof(7, "aa", "bb"), Phase.INSTALLING, "does not hold"),
         (Proof(7, "aa", "aa"), Phase.VERIFIED, "arming in phase"),
     ],
@@ -233,3 +235,45 @@ def test_a_tampered_slot_after_the_proof_of_another_run_is_not_armed():
     step(world, "prove")
     assert world.phase is Phase.FINISHED
     assert world.terminal == [Status.INSTALL_VERIFICATION_FAILED]
+
+
+# --- found by mutation testing (tests/mutation, issue #10) -------------------------------
+
+
+@pytest.mark.parametrize("phase", sorted(set(Phase) - {Phase.INSTALLING}))
+def test_arming_is_refused_in_every_phase_but_installing(phase):
+    """Phases are strings too: a check that compared them by order instead of identity would
+    let `download-scheduled` (sorted before `installing`) arm with a good proof."""
+    assert "arming in phase" in (arming_refusal(Proof(7, "aa", "aa"), 7, phase) or "")
+
+
+def test_arming_compares_the_proof_by_value_not_by_identity():
+    """Tokens past 256 and digests computed at run time are equal but distinct objects: a
+    proof of this run over this digest must still allow arming (an identity check would
+    refuse every update once a daemon had handed out 256 tokens)."""
+    digest = hashlib.sha256(b"image").hexdigest()
+    proof = Proof(int("1000"), digest, hashlib.sha256(b"image").hexdigest())
+    assert proof.slot_digest is not proof.verified_digest
+    assert arming_refusal(proof, int("1000"), Phase.INSTALLING) is None
+
+
+def test_a_proof_cannot_be_altered_once_gathered():
+    """The runner holds the proof in memory; nothing may mend it into agreement later."""
+    proof = Proof(7, "aa", "bb")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        proof.slot_digest = "aa"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("verified", "slot"), [("aa", "bb"), ("bb", "aa")])
+def test_a_slot_digest_either_side_of_the_verified_one_is_refused(verified, slot):
+    """Digests are compared for equality, not order: a slot hash that sorts before the
+    verified one is as wrong as one that sorts after."""
+    assert "does not hold" in (arming_refusal(Proof(7, verified, slot), 7, Phase.INSTALLING) or "")
+
+
+def test_the_table_cannot_be_edited_at_run_time():
+    """`TRANSITIONS` is the whole flow; a row changed in memory would change the flow
+    without a trace in the code."""
+    row = advance(Phase.INSTALLING, Event.TRIAL_ARMED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.target = Phase.FINISHED  # type: ignore[misc]

@@ -4,9 +4,14 @@ safe across restarts, and an unreadable file is kept aside rather than silently 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
+import os
+import re
 import resource
 import signal
+import stat
 import threading
 import zlib
 from collections.abc import Iterator
@@ -361,3 +366,492 @@ def test_max_bytes_bounds_the_queue_too(tmp_path: Path) -> None:
         outbox.append(EVENT, event(f"reason {n} " + "x" * 200))
     assert outbox.size_bytes <= 4096
     assert outbox.entries()[-1].payload["techInfo"].startswith("reason 99 ")
+
+
+# --- found by mutation testing (tests/mutation, issue #10) -------------------------------
+
+
+def test_the_journal_is_folded_into_the_snapshot_every_compact_every_records(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most COMPACT_EVERY records pile up between two snapshots (the journal's size and the
+    time a load takes stay bounded); counting starts at the load and each record counts once."""
+    monkeypatch.setattr(outbox_module, "COMPACT_EVERY", 3)
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 1)  # to an empty snapshot: written whole
+    outbox = Outbox(path)  # an empty journal: nothing to fold at the load
+    journal = path.with_suffix(".journal")
+    lines = []
+    for _ in range(8):
+        ids += fill(outbox, 1)
+        lines.append(len(journal.read_bytes().splitlines()))
+    assert lines == [1, 2, 3, 0, 1, 2, 3, 0]
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_short_write_to_the_journal_goes_on_where_it_stopped(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwrite may write less than asked (a signal, a nearly full disk): the rest of the
+    record follows right after the part written, so the record reads back whole."""
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real_pwrite(fd, bytes(data[:7]), at))
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 2
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_coalesced_event_keeps_the_calls_after_it_in_the_same_write(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    outbox.append(STATUS, {"status": "Downloading", "requestId": 1})  # the head, in flight
+    waiting = outbox.append(EVENT, event("bad certificate"))
+    ids = outbox.append_all(
+        [(EVENT, event("bad certificate")), (STATUS, {"status": "Downloaded", "requestId": 1})]
+    )
+    assert len(ids) == 2 and ids[0] == waiting
+    assert [e.unique_id for e in Outbox(path).entries()][1:] == [waiting, ids[1]]
+
+
+@pytest.mark.parametrize(
+    "action", ["FirmwareStatusNotification", "DiagnosticsStatusNotification", "BootNotification"]
+)
+def test_no_call_but_a_security_event_is_ever_dropped(tmp_path: Path, action: str) -> None:
+    """Actions are compared by name: one that sorts before SecurityEventNotification is still
+    not a security event and stays, above the bounds."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    ids = [outbox.append(action, {"status": "Idle", "n": n}) for n in range(4)]
+    assert [e.unique_id for e in outbox.entries()] == ids and outbox.dropped == 0
+
+
+def so_far(caplog: pytest.LogCaptureFixture, words: str) -> list[int]:
+    """The running counts the outbox logged in lines containing `words`."""
+    return [
+        int(re.search(r"(\d+)(?: dropped)? so far", r.getMessage()).group(1))  # type: ignore[union-attr]
+        for r in caplog.records
+        if words in r.getMessage()
+    ]
+
+
+def test_a_flood_is_logged_at_the_1st_10th_100th_and_every_1000th(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CSMS that provokes the same event two thousand times gets five log lines, each with
+    the count so far, not two thousand lines (and not silence after the 100th)."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    outbox.append(EVENT, event("head"))
+    with caplog.at_level(logging.INFO, logger=outbox_module.__name__):
+        for _ in range(2001):
+            outbox.append(EVENT, event("same"))
+        for n in range(10):
+            outbox.append(EVENT, event(f"other {n}"))  # each drops the oldest waiting one
+    assert so_far(caplog, "coalesced") == [1, 10, 100, 1000, 2000]
+    assert all(
+        "security event InvalidFirmwareSigningCertificate repeated" in r.getMessage()
+        for r in caplog.records
+        if "coalesced" in r.getMessage()
+    )
+    assert so_far(caplog, "dropped the oldest") == [1, 10]
+
+
+def test_only_a_queue_above_its_bounds_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        Outbox(tmp_path / "a.json").append(STATUS, {"status": "Downloading", "requestId": 1})
+        Outbox(tmp_path / "c.json", max_entries=1).append(STATUS, {"status": "Downloading"})
+        exact = outbox_module.Entry("", STATUS, {"status": "Downloading"}, 0).size
+        Outbox(tmp_path / "d.json", max_bytes=exact).append(STATUS, {"status": "Downloading"})
+        assert "above its bounds" not in caplog.text  # at its bounds is not above them
+        Outbox(tmp_path / "b.json", max_entries=0).append(STATUS, {"status": "Downloading"})
+    assert "above its bounds with firmware statuses only: 1 queued" in caplog.text
+
+
+@pytest.mark.parametrize(("total", "whole"), [(4095, True), (4096, False)])
+def test_a_queue_under_4_kib_is_written_whole_and_one_of_4_kib_is_a_record(
+    tmp_path: Path, total: int, whole: bool
+) -> None:
+    """SNAPSHOT_BELOW is a page: a smaller queue is rewritten whole (as cheap as a record),
+    a queue of 4096 bytes as counted by the bounds is one journal record."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    (first,) = fill(outbox, 1)  # to an empty snapshot: written whole
+    pad = total - outbox.size_bytes - outbox_module.Entry("", STATUS, {"pad": ""}, 0).size
+    second = outbox.append(STATUS, {"pad": "x" * pad})
+    assert outbox.size_bytes == total
+    records = path.with_suffix(".journal").read_bytes().splitlines()
+    in_snapshot = [e["unique_id"] for e in json.loads(path.read_text())["entries"]]
+    assert (len(records), in_snapshot) == ((0, [first, second]) if whole else (1, [first]))
+
+
+def test_a_part_left_behind_by_a_failed_write_is_cut_before_the_next_record(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """If cutting a failed write back failed too, the next record first cuts the journal to
+    its last whole record: nothing of the failed write stays between or after records."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 2)  # the first in the snapshot, one record
+    journal = path.with_suffix(".journal")
+    whole = journal.read_bytes()
+    with journal.open("ab") as handle:
+        handle.write(b"x" * 500 + b"\n")
+    ids += fill(outbox, 1)
+    data = journal.read_bytes()
+    assert data.startswith(whole) and data.count(b"\n") == 2 and b"x" not in data
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_journal_that_cannot_be_opened_refuses_the_change_as_a_state_write_error(
+    tmp_path: Path,
+) -> None:
+    """Whatever OSError the journal raises, the caller hears StateWriteError (what it
+    handles) and the queue stays as it was."""
+    path = tmp_path / "outbox.json"
+    path.with_suffix(".journal").mkdir()  # opening it fails with IsADirectoryError
+    outbox = Outbox(path)
+    with pytest.raises(StateWriteError, match="cannot write"):
+        outbox.append(STATUS, {"status": "Downloading", "requestId": 1})
+    assert len(outbox) == 0
+
+
+def test_one_write_over_the_bounds_by_several_drops_as_many(tmp_path: Path) -> None:
+    """Several events in one write: as many of the oldest waiting ones go as needed."""
+    outbox = Outbox(tmp_path / "outbox.json", max_entries=2)
+    head = outbox.append(EVENT, event("e0"))
+    ids = outbox.append_all([(EVENT, event(f"e{n}")) for n in (1, 2, 3)])
+    assert [e.unique_id for e in outbox.entries()] == [head, ids[2]]
+    assert outbox.dropped == 2
+
+
+def record_line(record: object) -> bytes:
+    """A journal line with a correct checksum around any JSON value."""
+    body = json.dumps(record).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def checksummed_but_torn(record: object) -> bytes:
+    """A last line without its newline whose checksum fits all but its last byte: the
+    newline, not the checksum, says a line is whole."""
+    body = json.dumps(record).encode()
+    return b"%08x %s}" % (zlib.crc32(body), body)
+
+
+def row(unique_id: object) -> dict[str, object]:
+    return {"unique_id": unique_id, "action": STATUS, "payload": {}, "queued_at": 1.0}
+
+
+@pytest.mark.parametrize(("size", "kept"), [(8192, 32), (8200, 31)])
+def test_the_default_bound_is_256_kib_of_payload(tmp_path: Path, size: int, kept: int) -> None:
+    """262144 bytes: 32 entries of 8192 fit exactly; of 8200, a 32nd would need 262400."""
+    outbox = Outbox(tmp_path / "outbox.json")
+    pad = size - outbox_module.Entry("", EVENT, event("00 "), 0).size
+    for n in range(40):
+        outbox.append(EVENT, event(f"{n:02} " + "x" * pad))
+    assert {e.size for e in outbox.entries()} == {size}
+    assert (len(outbox), outbox.size_bytes) == (kept, kept * size)
+
+
+def test_an_entry_counts_its_payloads_utf8_json_and_64_bytes(tmp_path: Path) -> None:
+    """What `max_bytes` bounds: the UTF-8 JSON of the payload (not its \\u escapes) plus 64."""
+    payload = {"techInfo": "é" * 100}
+    outbox = Outbox(tmp_path / "outbox.json")
+    outbox.append(EVENT, payload)
+    assert outbox.size_bytes == len('{"techInfo": "' + "é" * 100 + '"}') + 100 + 64
+
+
+def test_an_event_loaded_from_disk_still_coalesces_a_repeat(tmp_path: Path) -> None:
+    """After a restart the waiting events come from JSON (new string objects): an identical
+    one is still recognised as a security event and coalesced."""
+    path = tmp_path / "outbox.json"
+    first = Outbox(path)
+    first.append(STATUS, {"status": "Downloading", "requestId": 1})
+    waiting = first.append(EVENT, event("bad certificate"))
+    reopened = Outbox(path)
+    assert reopened.append(json.loads(json.dumps(EVENT)), event("bad certificate")) == waiting
+    assert len(reopened) == 2
+
+
+@pytest.mark.parametrize("bad", [row(5), {**row("u"), "action": 5}, {**row("u"), "payload": []}])
+def test_a_snapshot_entry_of_the_wrong_types_is_moved_aside(tmp_path: Path, bad) -> None:
+    path = tmp_path / "outbox.json"
+    path.write_text(json.dumps({"version": 1, "seq": 1, "entries": [bad]}))
+    assert len(Outbox(path)) == 0
+    assert len(list(tmp_path.glob("outbox.json.broken-*"))) == 1
+
+
+def test_the_journal_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Security events' techInfo is queued there: created 0600."""
+    path = tmp_path / "outbox.json"
+    Outbox(path)
+    assert stat.S_IMODE(path.with_suffix(".journal").stat().st_mode) == 0o600
+
+
+def test_a_journal_that_cannot_be_folded_at_start_is_still_read(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A full disk at start: the snapshot cannot be rewritten, the queue is still all there
+    (journal included), the journal stays, and the next change that can be written folds it."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    with no_file_may_grow_past(1):
+        outbox = Outbox(path)
+        assert [e.unique_id for e in outbox.entries()] == ids
+    assert path.with_suffix(".journal").read_bytes() != b""  # the journal stays
+    ids += fill(outbox, 1)  # the next change folds the journal after all
+    assert path.with_suffix(".journal").read_bytes() == b""
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_the_last_record_again_after_a_lost_truncation_is_not_applied_twice(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A cut between writing the snapshot and emptying the journal: the journal's last record
+    has the snapshot's own seq and is skipped, not added a second time."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    records = journal.read_bytes()
+    Outbox(path)  # folds them: the snapshot's seq is the last record's
+    journal.write_bytes(records)
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_start_folds_a_torn_tail_away_and_an_empty_journal_rewrites_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flash wear and tidiness: a start with an empty journal leaves the snapshot as it is;
+    a start with one torn byte says so and empties the journal."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 1)
+    inode = path.stat().st_ino
+    Outbox(path)
+    assert path.stat().st_ino == inode
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(b"0")
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert journal.read_bytes() == b""
+    assert "1 byte(s) after the last record ignored" in caplog.text
+
+
+def test_damage_in_the_last_line_is_kept_and_so_is_an_overlong_line(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A whole last line that fails its checksum is damage, not a torn write: a copy is kept.
+    So is a line longer than any record, though it has no newline where it is cut."""
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + lines[1].replace(b"Downloading", b"Downloadinf"))
+    assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert len(list(tmp_path.glob("outbox.journal.broken-*"))) == 1
+    for kept in tmp_path.glob("outbox.journal.broken-*"):
+        kept.unlink()
+    journal.write_bytes(b"0" * (outbox_module.MAX_RECORD + 10) + b"\n")
+    assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert len(list(tmp_path.glob("outbox.journal.broken-*"))) == 1
+
+
+def test_a_damaged_journal_that_cannot_be_copied_is_still_read_up_to_the_damage(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + b"zzzzzzzz " + lines[1][9:])  # not even hex
+    monkeypatch.setattr(outbox_module.time, "time", lambda: 1234.0)
+    (tmp_path / "outbox.journal.broken-1234").mkdir()  # where the copy would go
+    with caplog.at_level(logging.ERROR, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids[:2]
+    assert "no copy kept" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        record_line({"seq": 9, "add": [{"x": 1}]}),  # a whole record of the wrong shape
+        record_line({"add": [row("u")]}),  # no seq
+        record_line([9]),  # not an object
+        b"00000000 " + json.dumps({"seq": 9, "add": [row("u")]}).encode() + b"\n",  # wrong crc
+        b"ffffffff " + json.dumps({"seq": 9, "add": [row("u")]}).encode() + b"\n",
+        record_line({"seq": 9, "add": [row("u")]}).replace(b" ", b"x", 1),  # not a space
+        record_line({"seq": 9, "add": [row("u")]}).replace(b" ", b"\t", 1),
+        checksummed_but_torn({"seq": 9, "add": [row("u")]}),
+    ],
+    ids=[
+        "wrong-shape",
+        "no-seq",
+        "not-an-object",
+        "checksum-below",
+        "checksum-above",
+        "separator-x",
+        "separator-tab",
+        "no-newline",
+    ],
+)
+def test_a_journal_record_that_is_not_ours_is_not_applied(
+    tmp_path: Path, journal_mode: None, line: bytes
+) -> None:
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 2)
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(journal.read_bytes() + line)
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_exactly_at_max_bytes_nothing_is_dropped_and_over_it_as_many_as_needed(
+    tmp_path: Path,
+) -> None:
+    one = outbox_module.Entry("", EVENT, event("e0"), 0).size
+    outbox = Outbox(tmp_path / "a.json", max_bytes=2 * one)
+    ids = [outbox.append(EVENT, event(f"e{n}")) for n in range(2)]
+    assert [e.unique_id for e in outbox.entries()] == ids and outbox.dropped == 0
+    outbox = Outbox(tmp_path / "b.json", max_bytes=2 * one)
+    head = outbox.append(EVENT, event("e0"))
+    more = outbox.append_all([(EVENT, event(f"e{n}")) for n in (1, 2, 3)])
+    assert [e.unique_id for e in outbox.entries()] == [head, more[2]]
+
+
+def test_a_record_of_600_kib_reads_back_after_a_restart(tmp_path: Path, journal_mode: None) -> None:
+    """Records up to MAX_RECORD (1 MiB) are read back whole. (One over it is written but not
+    read back: reported, see the README's mutation section.)"""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = [outbox.append(STATUS, {"n": 1}), outbox.append(STATUS, {"big": "y" * (600 << 10)})]
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_the_torn_bytes_counted_are_those_after_the_last_record(
+    tmp_path: Path, journal_mode: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.json"
+    ids = fill(Outbox(path), 3)
+    journal = path.with_suffix(".journal")
+    journal.write_bytes(journal.read_bytes() + b"0badc")
+    with caplog.at_level(logging.WARNING, logger=outbox_module.__name__):
+        assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert "5 byte(s) after the last record ignored" in caplog.text
+
+
+def test_a_coalesced_repeat_writes_nothing_and_notes_alone_are_saved(tmp_path: Path) -> None:
+    """A repeat that only joins a waiting event changes nothing on disk and wakes nobody;
+    notes without a call are still a change, saved."""
+    path = tmp_path / "outbox.json"
+    woken: list[int] = []
+    outbox = Outbox(path, on_change=lambda: woken.append(1))
+    outbox.append(STATUS, {"status": "Downloading", "requestId": 1})
+    outbox.append(EVENT, event("bad certificate"))
+    before = (path.stat().st_ino, path.with_suffix(".journal").read_bytes(), len(woken))
+    outbox.append(EVENT, event("bad certificate"))
+    assert (path.stat().st_ino, path.with_suffix(".journal").read_bytes(), len(woken)) == before
+    outbox.append_all([], notes={"last_status": "Downloaded"})
+    assert Outbox(path).note("last_status") == "Downloaded"
+
+
+def test_a_drop_is_in_the_journal_so_a_restart_does_not_bring_it_back(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path, max_entries=2)
+    head = outbox.append(EVENT, event("e0"))
+    outbox.append(EVENT, event("e1"))
+    e2 = outbox.append(EVENT, event("e2"))  # drops e1, as a journal record
+    assert [e.unique_id for e in Outbox(path, max_entries=2).entries()] == [head, e2]
+
+
+def test_the_journal_is_folded_after_256_records(tmp_path: Path, journal_mode: None) -> None:
+    """COMPACT_EVERY's value: 256 records, then the next change rewrites the snapshot."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    journal = path.with_suffix(".journal")
+    ids = fill(outbox, 257)  # the first to an empty snapshot: written whole
+    assert len(journal.read_bytes().splitlines()) == 256
+    ids += fill(outbox, 1)
+    assert journal.read_bytes() == b""
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_non_ascii_payload_goes_through_the_journal(tmp_path: Path, journal_mode: None) -> None:
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    fill(outbox, 1)
+    outbox.append(EVENT, {"techInfo": "Prüfsumme ✗"})
+    assert len(path.with_suffix(".journal").read_bytes().splitlines()) == 1
+    assert Outbox(path).entries()[1].payload == {"techInfo": "Prüfsumme ✗"}
+
+
+def test_the_default_bound_is_500_entries(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.json")
+    for n in range(502):
+        outbox.append(EVENT, event(f"e{n}"))
+    assert (len(outbox), outbox.dropped) == (500, 2)
+    assert not outbox.acknowledge("no-such-id")  # lengths past 256 compared by value
+
+
+def test_a_queued_entry_cannot_be_altered_in_memory(tmp_path: Path) -> None:
+    """What is queued is what is on disk: nobody holding an entry can change it unsaved."""
+    outbox = Outbox(tmp_path / "outbox.json")
+    fill(outbox, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outbox.entries()[0].action = "Heartbeat"  # type: ignore[misc]
+
+
+def test_an_acknowledgement_is_matched_by_value(tmp_path: Path) -> None:
+    """The id in a CALLRESULT is a new string parsed from the CSMS's frame."""
+    outbox = Outbox(tmp_path / "outbox.json")
+    (unique_id,) = fill(outbox, 1)
+    from_the_wire = json.loads(json.dumps(unique_id))
+    assert from_the_wire is not unique_id
+    assert outbox.acknowledge(from_the_wire) and len(outbox) == 0
+
+
+def test_a_journal_that_cannot_be_made_durable_leaks_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new journal whose directory cannot be fsynced is closed again (and the outbox works
+    from the snapshot alone, as with a read-only state dir)."""
+
+    def fail(_: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(outbox_module, "fsync_dir", fail)
+    before = len(os.listdir("/proc/self/fd"))
+    outbox = Outbox(tmp_path / "outbox.json")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(outbox) == 0
+
+
+def test_a_compaction_whose_journal_cannot_be_emptied_still_counts(
+    tmp_path: Path, journal_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot holds everything once written; a journal left full is skipped by seq."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path)
+    ids = fill(outbox, 2)
+
+    def fail(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", fail)
+    for unique_id in ids:
+        assert outbox.acknowledge(unique_id)  # the last empties the queue: a compaction
+    monkeypatch.undo()
+    assert path.with_suffix(".journal").read_bytes() != b""
+    assert Outbox(path).entries() == []
+
+
+def test_events_loaded_from_disk_are_dropped_like_any_other(tmp_path: Path) -> None:
+    """After a restart the queued events' actions are new strings: still security events."""
+    path = tmp_path / "outbox.json"
+    first = Outbox(path, max_entries=3)
+    head = first.append(EVENT, event("e0"))
+    first.append(EVENT, event("e1"))
+    e2 = first.append(EVENT, event("e2"))
+    reopened = Outbox(path, max_entries=3)
+    e3 = reopened.append(EVENT, event("e3"))
+    assert [e.unique_id for e in reopened.entries()] == [head, e2, e3]
