@@ -250,8 +250,10 @@ class Outbox:
         line = b"%08x %s\n" % (zlib.crc32(body), body)
         try:
             size = os.fstat(journal).st_size
-            if size < self._journal_size:
-                # Another Outbox on these files compacted it: our queue, whole, as the snapshot.
+            if len(line) > MAX_RECORD or size < self._journal_size:
+                # A record longer than a reader accepts would end the journal at the next
+                # load, losing it; or another Outbox on these files compacted it. Either
+                # way: our queue, whole, as the snapshot (which has no such bound).
                 self._compact(journal)
                 return
             if size > self._journal_size:

@@ -718,12 +718,27 @@ def test_exactly_at_max_bytes_nothing_is_dropped_and_over_it_as_many_as_needed(
 
 
 def test_a_record_of_600_kib_reads_back_after_a_restart(tmp_path: Path, journal_mode: None) -> None:
-    """Records up to MAX_RECORD (1 MiB) are read back whole. (One over it is written but not
-    read back: reported, see the README's mutation section.)"""
+    """Records up to MAX_RECORD (1 MiB) are read back whole."""
     path = tmp_path / "outbox.json"
     outbox = Outbox(path)
     ids = [outbox.append(STATUS, {"n": 1}), outbox.append(STATUS, {"big": "y" * (600 << 10)})]
     assert [e.unique_id for e in Outbox(path).entries()] == ids
+
+
+def test_a_change_longer_than_a_journal_record_goes_into_the_snapshot(
+    tmp_path: Path, journal_mode: None
+) -> None:
+    """A change whose journal line would pass MAX_RECORD (which a reader stops at, so the
+    entry would be lost at the next start) is written as the whole snapshot instead."""
+    path = tmp_path / "outbox.json"
+    outbox = Outbox(path, max_bytes=4 << 20)
+    ids = [outbox.append(STATUS, {"n": 1})]
+    ids.append(outbox.append(STATUS, {"big": "y" * (outbox_module.MAX_RECORD + 1)}))
+    assert [e.unique_id for e in Outbox(path).entries()] == ids
+    assert all(
+        len(line) <= outbox_module.MAX_RECORD
+        for line in path.with_suffix(".journal").read_bytes().splitlines(keepends=True)
+    )
 
 
 def test_the_torn_bytes_counted_are_those_after_the_last_record(
