@@ -105,6 +105,9 @@ class FirmwareConfig:
     crl_policy: str = CRL_REFUSE
     allowed_ec_curves: tuple[str, ...] = DEFAULT_EC_CURVES
     online_crl: bool = False
+    # InstallCertificate/DeleteCertificate of ManufacturerRootCertificate by the CSMS (M03-M05):
+    # off, because a root the CSMS installs could sign firmware (README "Certificates").
+    csms_manages_manufacturer_roots: bool = False
     online_ocsp: bool = False
     ocsp_responder: str | None = None
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
@@ -505,6 +508,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "crl_policy": _one_of(CRL_POLICIES),
         "allowed_ec_curves": _choices(KNOWN_EC_CURVES),
         "online_crl": _boolean,
+        "csms_manages_manufacturer_roots": _boolean,
         "online_ocsp": _boolean,
         "ocsp_responder": _http_url,
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),

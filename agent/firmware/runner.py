@@ -439,21 +439,22 @@ class JobRun:
         job = self.job
         assert job.target is not None
         if self._first is Resume.JUDGE_BOOT:
-            if job.boot_id is not None:
+            if job.boot_id is not None or self.ctx.backend.observe().booted == job.target:
                 # The arming began in an earlier boot and REBOOTING was not saved (a power
                 # cut): the trial itself, or the bootloader fell back from it. Arming the
-                # same image again could try a bad image once per power cut.
-                found = self._judge_boot()
-                job.boot_id = None
-                return found
+                # same image again could try a bad image once per power cut. (Running from
+                # the target with no boot id: a job an earlier release armed.) The boot id
+                # stays: until the move is saved, a retry must judge again.
+                return self._judge_boot()
             self._first = Resume.PROVE_THEN_INSTALL  # the cut came before the arming began
         refusal = self._check()
         if refusal is not None:
             return refusal
-        if self._first is Resume.PROVE_THEN_INSTALL:
-            while not self._gate_open():  # resumed: the gate is asked again before arming
-                if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
-                    raise Cancelled("cancelled while the install gate was closed")
+        # The image check (or a resume) may have taken minutes since the gate was asked: a
+        # session may have started meanwhile, so it is asked again right before arming.
+        while not self._gate_open():
+            if self.cancel.wait(self.ctx.config.firmware.gate_poll_interval):
+                raise Cancelled("cancelled while the install gate was closed")
         crashpoints.hold("arm", self.cancel)  # tests: a slow bootloader before the write
         with self.ctx.store.ownership.holding(self.token):
             self._stop_if_cancelled()

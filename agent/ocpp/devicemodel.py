@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,7 +120,8 @@ def boolean(text: str) -> bool:
 
 def integer(text: str, low: int, high: int) -> int:
     stripped = text.strip()
-    if not stripped.lstrip("+-").isdigit() or len(stripped) > 12:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not re.fullmatch(r"[+-]?[0-9]{1,11}", stripped):
         raise InvalidValue("expected an integer")
     value = int(stripped)
     if not low <= value <= high:

@@ -167,6 +167,12 @@ def issued(leaf_der: bytes | None, root: x509.Certificate) -> bool:
         return False
 
 
+MANUFACTURER_REFUSAL = (
+    "manufacturer roots sign firmware and are the integrator's, not the CSMS's "
+    "([firmware] csms_manages_manufacturer_roots = true lets the CSMS change them)"
+)
+
+
 class CertStore:
     """Owns index.json and what is derived from it; callers are the daemon's loop (OCPP
     handlers) and, read-only through the derived files, the transport and the firmware check."""
@@ -177,8 +183,14 @@ class CertStore:
         configured: Mapping[str, Path | None],
         policy: CertPolicy | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        *,
+        csms_manages_manufacturer_roots: bool = False,
     ) -> None:
         self.directory = directory
+        # A manufacturer root signs firmware: one the CSMS installs would let the CSMS (or
+        # whoever speaks for it) sign an image this charger boots, and deleting the configured
+        # ones blocks every update. Off unless the integrator opts in (README).
+        self._csms_roots_ok = csms_manages_manufacturer_roots
         self.csms_bundle = directory / "csms-roots.pem"
         self.manufacturer_dir = directory / "manufacturer"
         self._index = directory / "index.json"
@@ -260,6 +272,8 @@ class CertStore:
 
     def install(self, store: str, pem: str) -> tuple[CertificateStatus, str]:
         """InstallCertificate: (status, why) — `why` is for the log and techInfo."""
+        if store == MANUFACTURER_ROOT and not self._csms_roots_ok:
+            return CertificateStatus.REJECTED, MANUFACTURER_REFUSAL
         problem, cert = root_problem(pem, self._policy, self._now())
         if problem is not None or cert is None:
             return CertificateStatus.REJECTED, problem or "unusable"
@@ -286,6 +300,8 @@ class CertStore:
         matches = [e for e in self._entries if _same_hash_data(e.cert, wanted)]
         if not matches:
             return DeleteCertificateStatus.NOT_FOUND, "no installed certificate matches"
+        if not self._csms_roots_ok and any(e.store == MANUFACTURER_ROOT for e in matches):
+            return DeleteCertificateStatus.FAILED, MANUFACTURER_REFUSAL
         csms_roots = len(self.certificates(CSMS_ROOT))
         for entry in matches:
             if entry.store == CSMS_ROOT and in_use(entry.cert, csms_roots):

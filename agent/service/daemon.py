@@ -126,6 +126,7 @@ class Daemon:
             config.state_dir / "certs",
             configured_stores(config.csms.ca_file, config.firmware.manufacturer_roots),
             certs.policy_from_config(config.firmware),
+            csms_manages_manufacturer_roots=config.firmware.csms_manages_manufacturer_roots,
         )
         self.certstore.load()
         identity = config.identity

@@ -74,7 +74,7 @@ def test_roots_installed_listed_and_deleted_by_the_agent_and_used_by_the_firmwar
     → NotFound (M04.FR.02/04); a configured root deleted stays deleted after a restart."""
     rig = sidecar.rig
     cp = rig.charge_point_id
-    sidecar.start()
+    sidecar.start(firmware={"csms_manages_manufacturer_roots": True})
     stack = sidecar.stack()
     assert stack.boot().status == "Accepted"
 
@@ -135,6 +135,32 @@ def test_roots_installed_listed_and_deleted_by_the_agent_and_used_by_the_firmwar
     assert not stack_saw_any(
         stack, "InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate"
     )
+
+
+@pytest.mark.both_peers
+def test_by_default_the_csms_cannot_change_the_manufacturer_roots(
+    sidecar: Sidecar, csms: TestCsms
+) -> None:
+    """The one promise against a hostile CSMS: a manufacturer root signs firmware, so by
+    default InstallCertificate(ManufacturerRootCertificate) is Rejected and a signing
+    certificate from the CSMS's own CA stays InvalidCertificate (L01.FR.02), and the configured
+    root cannot be deleted (Failed); CSMS roots are still managed (M05)."""
+    rig = sidecar.rig
+    cp = rig.charge_point_id
+    sidecar.start()
+    assert sidecar.stack().boot().status == "Accepted"
+    own = pki.issue("CSMS's own CA", pki.rsa_key(2048, 205), ca=True)
+    own_signer = pki.issue("CSMS's signer", pki.rsa_key(2048, 206), own)
+    assert install(csms, cp, MANUFACTURER, own.pem) == "Rejected"
+    assert update(csms, sidecar, own_signer, 35) == "InvalidCertificate"
+    assert installed(csms, cp, MANUFACTURER).certificate_hash_data == [
+        expected_hash_data(rig.root.cert)
+    ]
+    assert delete(csms, cp, expected_hash_data(rig.root.cert)) == "Failed"
+    assert update(csms, sidecar, rig.signer, 36) == "Accepted"
+    assert install(csms, cp, CSMS_ROOT, own.pem) == "Accepted"
+    assert sidecar.agent is not None
+    sidecar.agent.wait_log("csms_manages_manufacturer_roots")
 
 
 def test_the_store_holds_at_most_its_maximum(sidecar: Sidecar, csms: TestCsms) -> None:

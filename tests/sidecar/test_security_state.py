@@ -20,7 +20,11 @@ OTHER = pki.issue("Unit Other Root", pki.ec_key("secp256r1", 501), ca=True)
 
 
 def store(tmp_path: Path, manufacturer: Path | None = None) -> CertStore:
-    made = CertStore(tmp_path / "certs", {CSMS_ROOT: None, MANUFACTURER_ROOT: manufacturer})
+    made = CertStore(
+        tmp_path / "certs",
+        {CSMS_ROOT: None, MANUFACTURER_ROOT: manufacturer},
+        csms_manages_manufacturer_roots=True,
+    )
     made.load()
     return made
 

@@ -19,8 +19,10 @@ from agent.ocpp import v16, v21, v201
 from agent.ocpp.devicemodel import (
     SETTINGS_FILE,
     DeviceModel,
+    InvalidValue,
     Settings,
     Sources,
+    integer,
     owned_variables,
 )
 from agent.ocpp.errors import OcppError
@@ -308,3 +310,12 @@ def test_L01_FR_33_connectors_are_blocked_only_while_the_install_waits(tmp_path:
     station.firmware_status(v16.FirmwareStatus.INSTALLED)
     assert reported() == [("Available", 1), ("Available", 2)]
     assert log.read_text().split() == ["block", "allow"]
+
+
+def test_an_integer_value_is_ascii_digits_only() -> None:
+    """A hostile SetVariables value: Unicode digits that str.isdigit() takes but int() refuses
+    ("²"), signs doubled, or more digits than any bound are InvalidValue, never an error."""
+    assert integer(" +42 ", 1, 86400) == 42
+    for text in ["²", "-+5", "+", "1" * 12, "4 2", "٣"]:
+        with pytest.raises(InvalidValue):
+            integer(text, 1, 86400)
