@@ -81,13 +81,13 @@ lint: venv
 unit: venv peers
 	mkdir -p $(TEST_TMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/unit \
-		-m "not slow" --ignore=tests/e2e $(PYTEST_ARGS)
+		-m "not slow or node_peer" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # Debian 12's stack (what the .deb runs on): the whole suite.
 compat: debvenv peers
 	mkdir -p $(TEST_TMP)
 	$(DEBVENV)/bin/python -m pytest -q -p no:cacheprovider --basetemp=$(TEST_TMP)/compat \
-		--durations=15 $(PYTEST_ARGS)
+		-m "not node_peer" --durations=15 $(PYTEST_ARGS)
 
 # Options: make demo DEMO_ARGS=--sidecar (the charger's own stack behind the agent, charging
 # during the update), DEMO_ARGS="--ocpp 2.0.1" (or 2.1); -v keeps the files and the agent's log.

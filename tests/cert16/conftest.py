@@ -18,7 +18,8 @@ from tests.peers.ocpp_rpc_csms import OcppRpcCsms
 # The e2e rig, firmware server, image and charger, reused as they are (`rig` takes our `csms`).
 fileserver, firmware, rig, charger = e2e.fileserver, e2e.firmware, e2e.rig, e2e.charger
 
-PEERS = ["ocpp", "ocpp-rpc"]
+# The Node peer's runs (`node_peer`) are in the PyPI pass only (Makefile).
+PEERS = ["ocpp", pytest.param("ocpp-rpc", marks=pytest.mark.node_peer)]
 
 
 def make_csms(peer: str, **options: object) -> TestCsms:

@@ -23,6 +23,9 @@ from agent.demo import pki as fwpki
 from tests.integration.test_security_profiles import Pki
 from tests.peers.ocpp_rpc_csms import OcppRpcCsms, TlsFiles
 
+# The Node peer's runs are in the PyPI pass only (Makefile).
+pytestmark = pytest.mark.node_peer
+
 CP = "CP-RAW-1"
 
 

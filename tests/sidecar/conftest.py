@@ -35,8 +35,8 @@ from tests.peers.ocpp_rpc_csms import OcppRpcCsms, TlsFiles
 
 PEERS = ["ocpp", "ocpp-rpc"]
 # The Node peer checks the agent's frames, which do not depend on the Python libraries' versions:
-# it runs in the Debian pass (`slow`), the PyPI pass keeps the Python peer.
-NODE_PEER = pytest.param("ocpp-rpc", marks=pytest.mark.slow)
+# its runs (`node_peer`) are in the PyPI pass only, which balances the two passes.
+NODE_PEER = pytest.param("ocpp-rpc", marks=pytest.mark.node_peer)
 
 
 def free_port() -> int:

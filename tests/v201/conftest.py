@@ -26,8 +26,8 @@ fileserver, firmware, rig = e2e.fileserver, e2e.firmware, e2e.rig
 
 
 # The Node peer checks the agent's frames, which do not depend on the Python libraries'
-# versions: it runs in the Debian pass (`slow`); the PyPI pass keeps the Python peer.
-@pytest.fixture(params=["ocpp", pytest.param("ocpp-rpc", marks=pytest.mark.slow)])
+# versions: its runs (`node_peer`) are in the PyPI pass only, which balances the two passes.
+@pytest.fixture(params=["ocpp", pytest.param("ocpp-rpc", marks=pytest.mark.node_peer)])
 def csms(request: pytest.FixtureRequest) -> Iterator[Csms201 | OcppRpcCsms]:
     server = Csms201().start() if request.param == "ocpp" else OcppRpcCsms("2.0.1").start()
     yield server
