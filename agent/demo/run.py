@@ -101,9 +101,10 @@ def _boot_line(payload: dict[str, Any]) -> str:
     return f"firmware {station.get('firmware_version')}{reason}"
 
 
-def _run(
-    base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentProcess], ocpp: str
-) -> int:
+def prepare(
+    base: Path, csms: Any, server: FirmwareHttpServer, ocpp: str
+) -> tuple[ChargerRig, Firmware]:
+    """Steps 1-3 of every demo: the charger's files, the PKI and a signed image on a slow link."""
     say(f"1. a charger in {base}: slots A (running, firmware 1.0) and B, file bootloader")
     rig = ChargerRig(base, csms.url)
     say("2. manufacturer root + firmware signing certificate; a 48 MiB image, signed (RSA-PSS)")
@@ -112,6 +113,13 @@ def _run(
     server.faults.rate = LINK_RATE
     firmware = Firmware(server.url("/firmware/2.0.bin"), image, rig.sign(image))
     say(f"3. CSMS (OCPP {ocpp}) at {csms.url}, firmware at {firmware.url}")
+    return rig, firmware
+
+
+def _run(
+    base: Path, csms: Any, server: FirmwareHttpServer, agents: list[AgentProcess], ocpp: str
+) -> int:
+    rig, firmware = prepare(base, csms, server, ocpp)
     agent = AgentProcess(rig.config(csms={"ocpp_version": ocpp})).start()
     agents.append(agent)
     csms.wait_message("BootNotification", timeout=30)

@@ -22,8 +22,8 @@ from typing import Any
 
 from agent.demo import timeline
 from agent.demo.fileserver import FirmwareHttpServer
-from agent.demo.rig import AgentProcess, ChargerRig, Firmware
-from agent.demo.run import IMAGE_SIZE, LINK_RATE, image_bytes, progress, say
+from agent.demo.rig import AgentProcess, ChargerRig
+from agent.demo.run import prepare, progress, say
 from agent.slots import filemodel
 
 REQUEST_ID = 2001
@@ -95,14 +95,7 @@ def _run(
 ) -> int:
     from ocpp.v16 import call
 
-    say(f"1. a charger in {base}: slots A (running, firmware 1.0) and B, file bootloader")
-    rig = ChargerRig(base, csms.url)
-    say("2. manufacturer root + firmware signing certificate; a 48 MiB image, signed (RSA-PSS)")
-    image = image_bytes(IMAGE_SIZE)
-    server.put("/firmware/2.0.bin", image)
-    server.faults.rate = LINK_RATE
-    firmware = Firmware(server.url("/firmware/2.0.bin"), image, rig.sign(image))
-    say(f"3. CSMS (OCPP 1.6) at {csms.url}, firmware at {firmware.url}")
+    rig, firmware = prepare(base, csms, server, "1.6")
     config = rig.config(
         csms={"mode": "sidecar"},
         sidecar={"listen": f"127.0.0.1:{port}"},
