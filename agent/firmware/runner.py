@@ -465,6 +465,7 @@ class JobRun:
             # next boot is judged (trial or fallback), never armed again (`RESUME`).
             job.boot_id = self.ctx.charger.boot_id()
             self._checkpoint()
+            crashpoints.reached("arming recorded")  # tests: the one window a boot cannot judge
             try:
                 self.ctx.backend.arm_trial(job.target)  # the only call that arms a slot
             except BackendError as exc:

@@ -200,9 +200,9 @@ def cut_and_finish(
     boot: str,
     k: int,
     cut: str,
-) -> tuple[str, str, list[str], bool]:
+) -> tuple[str, str, list[str]]:
     """One charger, cut after step k of its `boot`, then left to finish: (the step it died at,
-    outcome, violations, whether the cut fell inside the arming). Which durable write is the
+    outcome, violations). Which durable write is the
     k-th can vary between runs (the loop's outbox writes interleave with the worker's job
     writes), so each case is named by the step the daemon reports it died at."""
     name = f"CP-{boot}-{k}-{cut}"
@@ -233,7 +233,7 @@ def cut_and_finish(
         # Only a cut during the trial boot may lose the one-shot trial: the bootloader then
         # falls back, which is an honest InstallationFailed.
         run.violations.append(f"ended {run.terminal()}, not Installed")
-    return step, (run.terminal() or ["none"])[-1], run.violations, arming
+    return step, (run.terminal() or ["none"])[-1], run.violations
 
 
 @pytest.mark.slow
@@ -256,10 +256,8 @@ def test_power_cut_at_every_durable_step(tmp_path, world):
     failures: list[str] = []
     outcomes: dict[str, int] = {}
     cut_at: dict[str, set[str]] = {"first": set(), "trial": set()}
-    arming_cuts = 0
-    for (boot, k, cut), (step, outcome, violations, arming) in zip(cases, results, strict=True):
+    for (boot, k, cut), (step, outcome, violations) in zip(cases, results, strict=True):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        arming_cuts += arming and cut == "power"
         cut_at[boot].add(step)
         failures.extend(f"{boot}-boot step {k} ({step}), {cut}: {v}" for v in violations)
     print("outcomes:", outcomes)
@@ -269,4 +267,5 @@ def test_power_cut_at_every_durable_step(tmp_path, world):
     assert "job kept as the previous generation" in cut_at["first"]
     assert "file arm_trial(B)" in cut_at["first"]
     assert "file commit(B)" in cut_at["trial"]
-    assert arming_cuts >= 1, "no power cut fell between the arming's record and its write"
+    # The window between the arming's record and the bootloader write is cut by name, every
+    # time, in test_l01_power_loss (which step is the k-th varies between runs).

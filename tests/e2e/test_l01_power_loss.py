@@ -329,3 +329,25 @@ def finish_after_reboot_seen(charger: Charger, rig: ChargerRig, request_id: int)
     charger.wait_status("Installed")
     seen = list(dict.fromkeys(charger.sequence()))
     assert seen == [(s, request_id) for s in [*HAPPY, "Installed"]]
+
+
+def test_a_power_cut_after_the_arming_is_recorded_ends_the_update_honestly(
+    charger: Charger, rig: ChargerRig, firmware: Firmware
+):
+    """The one window no boot can judge: the job saved that the arming began, the bootloader
+    was not written yet, the power went. The next boot cannot tell this from "armed, tried,
+    fell back", so the update ends InstallationFailed (B stays bad) instead of arming an image
+    that may have hung the charger once already."""
+    steps = rig.base / "steps"
+    agent = charger.start({CRASH_AT_ENV: "arming recorded", CRASH_LOG_ENV: str(steps)})
+    assert charger.update(firmware, 40) == "Accepted"
+    assert agent.wait(timeout=120) == -signal.SIGKILL
+    assert Path(f"{steps}.last").read_text().split(" ", 1)[1] == "arming recorded\n"
+    assert filemodel.load_env(rig.env)["trial"] is None  # the bootloader was not touched
+    assert rig.power_cycle(agent) == "A"
+    agent = charger.restart()
+    charger.wait_status("InstallationFailed")
+    agent.wait_log("update 40 finished: InstallationFailed")
+    assert "rebooting into" not in agent.log and not rig.reboot_marker.exists()
+    env = filemodel.load_env(rig.env)
+    assert env["primary"] == "A" and env["trial"] is None and "B" in env["bad"]

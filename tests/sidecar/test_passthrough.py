@@ -57,8 +57,16 @@ def test_a_charging_session_passes_through_byte_for_byte(sidecar: Sidecar, csms:
     assert len(stack.texts("in")) == 9
     agent.wait_log("transaction 1 stopped")
     status = sidecar.rig.state / "status.json"
-    wait_until(lambda: json.loads(status.read_text()).get("stack") == "connected", 15, "status")
-    assert json.loads(status.read_text())["registration"] == "accepted"  # the stack's boot
+    # The status file is published a little after each change: wait for the one that shows the
+    # stack's boot (its BootNotification Accepted registers the agent).
+    wait_until(
+        lambda: (
+            json.loads(status.read_text()).get("stack") == "connected"
+            and json.loads(status.read_text()).get("registration") == "accepted"
+        ),
+        15,
+        "status showing the stack connected and registered",
+    )
 
 
 def test_a_second_stack_is_refused_and_the_first_keeps_working(
