@@ -83,14 +83,15 @@ class Reporter:
         )
         return unique_id
 
-    def security_event(self, event: v16.SecurityEvent, tech_info: str | None = None) -> str:
-        """Queue a SecurityEventNotification, timestamped now (A04.FR.02: guaranteed delivery)."""
+    def security_event(self, event: str, tech_info: str | None = None) -> str:
+        """Queue a SecurityEventNotification, timestamped now (A04.FR.02: guaranteed delivery).
+        `event` is a `v16.SecurityEvent` or, where 2.x renamed it, a `v201.SecurityEvent`."""
         return self._outbox.append(*self._event_call(event, tech_info))
 
     @staticmethod
-    def _event_call(event: v16.SecurityEvent, tech_info: str | None) -> tuple[str, dict[str, Any]]:
+    def _event_call(event: str, tech_info: str | None) -> tuple[str, dict[str, Any]]:
         request = v16.SecurityEventNotificationReq(
-            type=event.value,
+            type=str(event),
             timestamp=datetime.datetime.now(datetime.UTC),
             tech_info=tech_info[:255] if tech_info else None,
         )

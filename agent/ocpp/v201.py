@@ -16,9 +16,14 @@ import datetime
 import enum
 from typing import Any, ClassVar
 
-from agent.ocpp.errors import NotImplementedAction, OcppError
+from agent.ocpp.errors import NotImplementedAction, OcppError, PropertyConstraintViolation
 from agent.ocpp.v16 import (
+    CertificateHashData,
+    CertificateStatus,
+    DeleteCertificateStatus,
     FirmwareStatus,
+    GenericStatus,
+    GetInstalledCertificateStatus,
     RegistrationStatus,
     TriggerStatus,
     UpdateFirmwareStatus,
@@ -469,3 +474,125 @@ DEVICE_MODEL_REQUESTS: dict[str, type[Any]] = {
 }
 INCOMING_REQUESTS.update(DEVICE_MODEL_REQUESTS)
 RESPONSES.update({"NotifyReport": EmptyResponse, "StatusNotification": EmptyResponse})
+
+
+# --- certificate management (M03-M05) and the station's certificate (A02, A03) -------------
+# The agent's part of them (`agent.security.handlers2x`): the CSMS and manufacturer roots and
+# the ChargingStationCertificate; the ISO 15118 types are the charging stack's (sidecar mode).
+# The statuses and CertificateHashData are 1.6's words and bounds.
+
+
+class SecurityEvent(enum.StrEnum):
+    """The 2.x names of the security events whose 1.6 names differ (2.x security events list)."""
+
+    INVALID_CSMS_CERTIFICATE = "InvalidCsmsCertificate"
+    INVALID_CHARGING_STATION_CERTIFICATE = "InvalidChargingStationCertificate"
+
+
+# The certificate types of each message, by wire name (2.1 adds some: `agent.ocpp.v21`).
+CSMS_ROOT, MANUFACTURER_ROOT = "CSMSRootCertificate", "ManufacturerRootCertificate"
+CHARGING_STATION_CERTIFICATE = "ChargingStationCertificate"
+INSTALL_TYPES = frozenset({"V2GRootCertificate", "MORootCertificate", CSMS_ROOT, MANUFACTURER_ROOT})
+GET_ID_TYPES = INSTALL_TYPES | {"V2GCertificateChain"}
+SIGNING_TYPES = frozenset({CHARGING_STATION_CERTIFICATE, "V2GCertificate"})
+
+
+def one_of(allowed: frozenset[str], values: list[str] | str | None, where: str) -> None:
+    """The schema's enum for a certificate type (a string, or each of a list)."""
+    for value in [values] if isinstance(values, str) else values or []:
+        if value not in allowed:
+            raise PropertyConstraintViolation(f"{where}: {value[:60]!r} is not allowed")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallCertificateRequest:
+    types: ClassVar[frozenset[str]] = INSTALL_TYPES
+    certificate_type: str = wire("certificateType")
+    # maxLength 5500 is the store's to enforce: too long is Rejected (M05.FR.06), as in 1.6.
+    certificate: str = wire("certificate")
+
+    def __post_init__(self) -> None:
+        one_of(self.types, self.certificate_type, "certificateType")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallCertificateResponse:
+    status: CertificateStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetInstalledCertificateIdsRequest:
+    types: ClassVar[frozenset[str]] = GET_ID_TYPES
+    certificate_type: list[str] | None = wire("certificateType", min_items=1, default=None)
+
+    def __post_init__(self) -> None:
+        one_of(self.types, self.certificate_type, "certificateType")
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateHashDataChain:
+    certificate_type: str = wire("certificateType")
+    certificate_hash_data: CertificateHashData = wire("certificateHashData")
+    child_certificate_hash_data: list[CertificateHashData] | None = wire(
+        "childCertificateHashData", min_items=1, max_items=4, default=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class GetInstalledCertificateIdsResponse:
+    status: GetInstalledCertificateStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+    certificate_hash_data_chain: list[CertificateHashDataChain] | None = wire(
+        "certificateHashDataChain", min_items=1, default=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteCertificateRequest:
+    certificate_hash_data: CertificateHashData = wire("certificateHashData")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteCertificateResponse:
+    status: DeleteCertificateStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignCertificateRequest:
+    csr: str = wire("csr", max_length=5500)
+    certificate_type: str | None = wire("certificateType", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignCertificateResponse:
+    status: GenericStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSignedRequest:
+    types: ClassVar[frozenset[str]] = SIGNING_TYPES
+    # maxLength 10000 (MaxCertificateChainSize) is checked by the handler: Rejected + event.
+    certificate_chain: str = wire("certificateChain")
+    certificate_type: str | None = wire("certificateType", default=None)
+
+    def __post_init__(self) -> None:
+        one_of(self.types, self.certificate_type, "certificateType")
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSignedResponse:
+    status: GenericStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+CERTIFICATE_REQUESTS: dict[str, type[Any]] = {
+    "InstallCertificate": InstallCertificateRequest,
+    "GetInstalledCertificateIds": GetInstalledCertificateIdsRequest,
+    "DeleteCertificate": DeleteCertificateRequest,
+    "CertificateSigned": CertificateSignedRequest,
+}
+INCOMING_REQUESTS.update(CERTIFICATE_REQUESTS)
+RESPONSES["SignCertificate"] = SignCertificateResponse

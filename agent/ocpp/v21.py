@@ -104,7 +104,8 @@ INCOMING_REQUESTS: dict[str, type[Any]] = {
     v201.Action.TRIGGER_MESSAGE: TriggerMessageRequest,
 }
 
-RESPONSES = v201.RESPONSES  # BootNotification, Heartbeat and the two empty answers: unchanged
+# BootNotification, Heartbeat and the two empty answers: unchanged (SignCertificate: below)
+RESPONSES = dict(v201.RESPONSES)
 
 PAYLOADS = v201.Payloads(
     status_info=StatusInfo,
@@ -131,3 +132,42 @@ class SetVariablesRequest(v201.SetVariablesRequest):
 
 
 INCOMING_REQUESTS.update({**v201.DEVICE_MODEL_REQUESTS, "SetVariables": SetVariablesRequest})
+
+
+# --- certificates: 2.1 adds OEMRootCertificate (ISO 15118-20, the stack's) and V2G20Certificate,
+# lets a root be 10000 characters (the store keeps its 5500), and widens statusInfo ----------
+
+
+OEM_ROOT = "OEMRootCertificate"
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallCertificateRequest(v201.InstallCertificateRequest):
+    types: ClassVar[frozenset[str]] = v201.INSTALL_TYPES | {OEM_ROOT}
+
+
+@dataclasses.dataclass(frozen=True)
+class GetInstalledCertificateIdsRequest(v201.GetInstalledCertificateIdsRequest):
+    types: ClassVar[frozenset[str]] = v201.GET_ID_TYPES | {OEM_ROOT}
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSignedRequest(v201.CertificateSignedRequest):
+    types: ClassVar[frozenset[str]] = v201.SIGNING_TYPES | {"V2G20Certificate"}
+    request_id: int | None = wire("requestId", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignCertificateResponse(v201.SignCertificateResponse):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+INCOMING_REQUESTS.update(
+    {
+        **v201.CERTIFICATE_REQUESTS,
+        "InstallCertificate": InstallCertificateRequest,
+        "GetInstalledCertificateIds": GetInstalledCertificateIdsRequest,
+        "CertificateSigned": CertificateSignedRequest,
+    }
+)
+RESPONSES["SignCertificate"] = SignCertificateResponse

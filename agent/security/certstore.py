@@ -255,6 +255,10 @@ class CertStore:
         """M03.FR.04: the hash data of every certificate of `store`, SHA-256."""
         return [hash_data(cert) for cert in self.certificates(store)]
 
+    def holds(self, wanted: Mapping[str, str]) -> bool:
+        """Whether a certificate in either store matches the hash data (wire keys)."""
+        return any(_same_hash_data(e.cert, wanted) for e in self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -215,18 +215,14 @@ class ChargePointCertificate:
             return "no certificate signing request is waiting for a certificate"
         try:
             chain = certs.parse_certificates(chain_pem.encode("ascii"))
-            key = serialization.load_pem_private_key(
-                (self.directory / pending).read_bytes(), password=None
-            )
+            mine = self._pending_key(pending)
         except (ValueError, UnicodeEncodeError, OSError) as exc:
             return f"unusable certificate chain: {str(exc)[:120]}"
         if "-----BEGIN" not in chain_pem or not 1 <= len(chain) <= MAX_CHAIN_CERTS:
             return f"expected 1-{MAX_CHAIN_CERTS} PEM certificates, got {len(chain)}"
         leaf = chain[0]
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        mine = key.public_key().public_bytes(serialization.Encoding.DER, spki)
         try:
-            if leaf.public_key().public_bytes(serialization.Encoding.DER, spki) != mine:
+            if _spki(leaf.public_key()) != mine:
                 return "the certificate is not for the key of the last request"
             start, end = validity(leaf)
             if not start <= now <= end:
@@ -241,9 +237,31 @@ class ChargePointCertificate:
         except (ValueError, TypeError) as exc:
             return f"a field does not parse: {str(exc)[:120]}"
 
+    def awaits(self, chain_pem: str) -> bool:
+        """Whether the chain's first certificate is for the key of the CSR waiting for one:
+        a 2.x CertificateSigned without certificateType is the agent's only then."""
+        pending = self._state.get("pending")
+        if not pending or len(chain_pem) > MAX_CHAIN_CHARS:
+            return False
+        try:
+            chain = certs.parse_certificates(chain_pem.encode("ascii"))
+            return bool(chain) and _spki(chain[0].public_key()) == self._pending_key(pending)
+        except (ValueError, TypeError, UnicodeEncodeError, OSError):
+            return False
+
+    def _pending_key(self, name: str) -> bytes:
+        """The DER public key of the waiting request's private key."""
+        key = serialization.load_pem_private_key((self.directory / name).read_bytes(), None)
+        return _spki(key.public_key())
+
     def _unlink(self, name: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.directory / name)
+
+
+def _spki(key: Any) -> bytes:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bytes(key.public_bytes(serialization.Encoding.DER, spki))
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

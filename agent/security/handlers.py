@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography import x509
@@ -88,8 +88,12 @@ class SecurityHandlers:
         self._reconnect = reconnect
         self._peer_certificate = peer_certificate
 
-    def register(self, session: Session) -> None:
+    def attach(self, session: Session) -> None:
+        """The session SignCertificate goes out on (every version)."""
         self._session = session
+
+    def register(self, session: Session) -> None:
+        self.attach(session)
         session.route(v16.Action.CERTIFICATE_SIGNED, self.certificate_signed, self.after_signed)
         session.route(v16.Action.CHANGE_CONFIGURATION, self.change, self.after_change)
         # Direct mode only: in sidecar mode GetConfiguration is the stack's (router merges).
@@ -179,13 +183,19 @@ class SecurityHandlers:
 
     def sign_trigger(self) -> v16.TriggerMessageConf:
         """ExtendedTriggerMessage(SignChargePointCertificate): only with a CpoName (A02)."""
-        if self._cpcert.cpo_name is None:
-            LOG.warning("SignChargePointCertificate refused: CpoName is not set")
-            return v16.TriggerMessageConf(status=v16.TriggerStatus.REJECTED)
-        return v16.TriggerMessageConf(status=v16.TriggerStatus.ACCEPTED)
+        status = v16.TriggerStatus.ACCEPTED if self.may_sign() else v16.TriggerStatus.REJECTED
+        return v16.TriggerMessageConf(status=status)
 
-    def after_sign_trigger(self) -> None:
-        """The trigger's answer is out: a new key, its CSR in SignCertificate (A02.FR.02/03)."""
+    def may_sign(self) -> bool:
+        """A CSR needs the organization (1.6 CpoName, 2.x SecurityCtrlr.OrganizationName)."""
+        if self._cpcert.cpo_name is None:
+            LOG.warning("a charge point certificate cannot be requested: no organization name")
+            return False
+        return True
+
+    def after_sign_trigger(self, build: Callable[[str], Any] = v16.SignCertificateReq) -> None:
+        """The trigger's answer is out: a new key, its CSR in SignCertificate (A02.FR.02/03);
+        `build(csr)` is the version's request."""
         try:
             csr = self._cpcert.new_csr()
         except (StateWriteError, ValueError) as exc:
@@ -193,30 +203,38 @@ class SecurityHandlers:
             return
         assert self._session is not None
         LOG.info("sending SignCertificate for a new charge point key")
-        self._session.send_live(
-            v16.Action.SIGN_CERTIFICATE, v16.SignCertificateReq(csr=csr), self._signing_answer
-        )
+        self._session.send_live(v16.Action.SIGN_CERTIFICATE, build(csr), self._signing_answer)
 
     @staticmethod
-    def _signing_answer(conf: v16.SignCertificateConf) -> None:
+    def _signing_answer(conf: Any) -> None:
         LOG.info("the CSMS answered SignCertificate %s", conf.status)
 
     def certificate_signed(self, request: v16.CertificateSignedReq) -> v16.CertificateSignedConf:
+        status = self.install_signed(
+            request.certificate_chain, v16.SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE
+        )
+        return v16.CertificateSignedConf(status=status)
+
+    def install_signed(self, chain: str, invalid_event: str) -> v16.GenericStatus:
+        """CertificateSigned in any version: `invalid_event` names a refusal (A02.FR.07)."""
         roots = self._store.certificates(certstore.CSMS_ROOT)
         now = datetime.datetime.now(datetime.UTC)
-        status, why = self._cpcert.install(request.certificate_chain, roots, now)
+        status, why = self._cpcert.install(chain, roots, now)
         if status is v16.GenericStatus.ACCEPTED:
             self._reporter.security_event(Reconfigured, why)
         else:
             LOG.warning("CertificateSigned %s: %s", status, why)
-            self._reporter.security_event(v16.SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE, why)
-        return v16.CertificateSignedConf(status=status)
+            self._reporter.security_event(invalid_event, why)
+        return status
 
     def after_signed(
         self, request: v16.CertificateSignedReq, conf: v16.CertificateSignedConf
     ) -> None:
+        self.use_signed(conf.status)
+
+    def use_signed(self, status: v16.GenericStatus) -> None:
         """A02.FR.08: in use from the next connection, made at once under profile 3."""
-        if conf.status is v16.GenericStatus.ACCEPTED and self._settings.profile == 3:
+        if status is v16.GenericStatus.ACCEPTED and self._settings.profile == 3:
             LOG.info("reconnecting to the CSMS with the new charge point certificate")
             self._reconnect()
 
@@ -224,17 +242,23 @@ class SecurityHandlers:
 
     def install(self, request: v16.InstallCertificateReq) -> v16.InstallCertificateConf:
         store = request.certificate_type.value
-        status, why = self._store.install(store, request.certificate)
+        event = v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE
+        return v16.InstallCertificateConf(
+            status=self.install_root(store, request.certificate, event)
+        )
+
+    def install_root(self, store: str, pem: str, invalid_event: str) -> v16.CertificateStatus:
+        """InstallCertificate in any version, `store` in the store's (1.6) words; a CSMS root
+        refused raises `invalid_event` (OCTT TC_078)."""
+        status, why = self._store.install(store, pem)
         if status is v16.CertificateStatus.ACCEPTED:
             if not why.endswith("already installed"):
                 self._reporter.security_event(Reconfigured, f"{store}: {why}")
         else:
             LOG.warning("InstallCertificate(%s) %s: %s", store, status, why)
             if store == certstore.CSMS_ROOT and status is v16.CertificateStatus.REJECTED:
-                self._reporter.security_event(
-                    v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE, why
-                )
-        return v16.InstallCertificateConf(status=status)
+                self._reporter.security_event(invalid_event, why)
+        return status
 
     def installed_ids(
         self, request: v16.GetInstalledCertificateIdsReq
@@ -249,13 +273,17 @@ class SecurityHandlers:
         )
 
     def delete(self, request: v16.DeleteCertificateReq) -> v16.DeleteCertificateConf:
-        wanted = to_wire(request.certificate_hash_data)
+        status = self.delete_root(to_wire(request.certificate_hash_data))
+        return v16.DeleteCertificateConf(status=status)
+
+    def delete_root(self, wanted: Mapping[str, str]) -> v16.DeleteCertificateStatus:
+        """DeleteCertificate in any version (M04), by wire hash data."""
         status, why = self._store.delete(wanted, self._in_use)
         if status is v16.DeleteCertificateStatus.ACCEPTED:
             self._reporter.security_event(Reconfigured, why)
         else:
             LOG.warning("DeleteCertificate %s: %s", status, why)
-        return v16.DeleteCertificateConf(status=status)
+        return status
 
     def _in_use(self, root: x509.Certificate, csms_roots_left: int) -> bool:
         """M04.FR.06: the root that verified the connection in use; and the last one while

@@ -29,7 +29,7 @@ from agent.firmware.charger import Charger
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter, signed_status_call
 from agent.firmware.updater import Updater
-from agent.ocpp import v16
+from agent.ocpp import v16, v201
 from agent.ocpp.connection import (
     CertificateRejected,
     Connected,
@@ -46,6 +46,7 @@ from agent.security.certstore import CertStore, configured_stores
 from agent.security.cpcert import ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
 from agent.security.handlers import SecurityHandlers
+from agent.security.handlers2x import SIGN_TRIGGER, CertificateHandlers2x
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.availability import Availability, GuardedCharger, observing
@@ -152,6 +153,10 @@ class Daemon:
             peer_certificate=self.transport.peer_certificate,
             charge_point_certificate=self.cpcert,
         )
+        # 2.x: the same store and certificate in 2.x words (M03-M05, A02).
+        self.certificates: CertificateHandlers2x | None = None
+        if payloads is not None and self.api is None:
+            self.certificates = CertificateHandlers2x(self.security, self.certstore, self.cpcert)
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
         charger: Charger = policy.CommandCharger(config, serialized)
@@ -161,7 +166,7 @@ class Daemon:
                 self.session,
                 self.transport.send,
                 self._events.put,
-                self.security if payloads is None else None,
+                self.security if payloads is None else self.certificates,
             )
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         if self.api is not None:
@@ -211,6 +216,12 @@ class Daemon:
                 device,
                 self.availability,
             )
+            if self.certificates is not None:  # in direct and sidecar mode alike
+                certificates = self.certificates
+                certificates.register(self.session)
+                self._v2x.add_trigger(
+                    SIGN_TRIGGER, certificates.sign_trigger, certificates.after_sign_trigger
+                )
         self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0
         self._running = False
@@ -363,9 +374,10 @@ class Daemon:
             if event.generation == self._generation:
                 self.session.disconnected()
         elif isinstance(event, CertificateRejected):
-            self.reporter.security_event(
-                v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE, event.reason
-            )
+            invalid: str = v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE
+            if self.certificates is not None:  # 2.x's name for it
+                invalid = v201.SecurityEvent.INVALID_CSMS_CERTIFICATE
+            self.reporter.security_event(invalid, event.reason)
         else:
             event()
 

@@ -12,6 +12,7 @@ carry that, so nothing here asks which version it speaks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config, IdentityConfig
@@ -153,6 +154,14 @@ class V2xAdapter:
             session.route("GetBaseReport", device.base_report, device.after_base_report)
         if availability is not None:  # each connector after each accepted boot
             session.on_accepted(availability.report_all)
+        self._triggers: dict[str, tuple[Callable[[], v201.TriggerStatus], Callable[[], None]]] = {}
+
+    def add_trigger(
+        self, name: str, accept: Callable[[], v201.TriggerStatus], send: Callable[[], None]
+    ) -> None:
+        """Another part's trigger (by wire name): `accept()` answers it, `send()` follows the
+        answer when Accepted (SignChargingStationCertificate: `agent.security.handlers2x`)."""
+        self._triggers[name] = (accept, send)
 
     def boot_request(self) -> v201.BootNotificationRequest:
         identity = self.identity
@@ -200,7 +209,9 @@ class V2xAdapter:
     def on_trigger(self, request: v201.TriggerMessageRequest) -> v201.TriggerMessageResponse:
         wanted = request.requested_message.value
         status = v201.TriggerStatus.ACCEPTED
-        if wanted == _BOOT and self.session.accepted:
+        if wanted in self._triggers:
+            status = self._triggers[wanted][0]()
+        elif wanted == _BOOT and self.session.accepted:
             status = v201.TriggerStatus.REJECTED  # F06.FR.17: already accepted
         elif wanted not in _TRIGGERABLE:
             status = v201.TriggerStatus.NOT_IMPLEMENTED
@@ -213,7 +224,9 @@ class V2xAdapter:
         if conf.status is not v201.TriggerStatus.ACCEPTED:
             return
         wanted = request.requested_message.value
-        if wanted == _STATUS:
+        if wanted in self._triggers:
+            self._triggers[wanted][1]()
+        elif wanted == _STATUS:
             last = self.updater.reporter.triggered()  # Idle, or the last status (L01.FR.28/.29)
             notification = self.payloads.status_notification.of(last.status, last.request_id)
             self.session.send_live(v201.Action.FIRMWARE_STATUS_NOTIFICATION, notification)

@@ -11,6 +11,7 @@ from agent.config import Config, ConfigError
 from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.session import Session
 from agent.security.handlers import SecurityHandlers
+from agent.security.handlers2x import CertificateHandlers2x
 from agent.service.policy import CommandCharger
 from agent.sidecar.router import Router, TransactionId
 from agent.sidecar.wsserver import StackConnected, StackDisconnected, StackReceived, StackServer
@@ -28,7 +29,7 @@ class Sidecar:
         session: Session,
         send_csms: Callable[[str], None],
         post: Any,
-        security: SecurityHandlers | None = None,
+        security: SecurityHandlers | CertificateHandlers2x | None = None,
     ) -> None:
         dialect = DIALECTS[config.csms.ocpp_version]  # the stack speaks what the CSMS does
         self.server = StackServer(

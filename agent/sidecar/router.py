@@ -25,6 +25,13 @@ Rules (issue 13, mode 1):
   never reach the stack. A GetConfiguration naming only the agent's keys is
   answered by the agent; any other goes to the stack without the agent's keys, and the stack's
   answer comes back with them merged in (and any of them the stack reported taken out).
+- In 2.0.1 and 2.1 the certificates are shared by type (`agent.security.handlers2x`): the CSMS
+  and manufacturer roots and the ChargingStationCertificate are the agent's, the ISO 15118
+  types the stack's. InstallCertificate and CertificateSigned go by their type, DeleteCertificate
+  by whether the agent holds that hash, TriggerMessage SignChargingStationCertificate is the
+  agent's; GetInstalledCertificateIds is split as GetConfiguration is (`Split`): the agent's
+  types alone are answered by the agent, the stack's alone by the stack, both or all by the
+  stack with the agent's roots merged in (the agent's alone while the stack is away).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from agent.ocpp.messages import (
 from agent.ocpp.session import Session
 from agent.ocpp.validate import from_wire
 from agent.security.handlers import SecurityHandlers
+from agent.security.handlers2x import SIGN_TRIGGER, CertificateHandlers2x
 
 LOG = logging.getLogger(__name__)
 # Frames from the stack and the agent waiting for the one in-flight CALL to be answered. A
@@ -90,14 +98,31 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class Split:
+    """A CSMS CALL the stack and the agent each answer part of: `forward` is what the stack
+    gets (None: the agent's part is all of it), `merge` turns the stack's answer payload into
+    the CSMS's, `alone` is the agent's whole answer when the stack need not be asked or is
+    away (None: a stack away is an InternalError, as for any CALL of its)."""
+
+    forward: str | None
+    merge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    alone: Callable[[], dict[str, Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Traffic:
-    """One OCPP version's words for what the router handles or learns."""
+    """One OCPP version's words for what the router handles or learns. `security` is the
+    version's handlers of the connection's keys and certificates (`agent.security`)."""
 
     firmware_update: str  # the CSMS's CALL that starts a secure update: always the agent's
     legacy_update: str | None  # 1.6's unsigned UpdateFirmware: the agent's when refused
     triggers: frozenset[str]  # CALLs that may ask for a firmware status
     learn_call: Callable[[Call], Step | None]
     learn_answer: Callable[[str, dict[str, Any]], Step | None]
+    # (call, security): a CALL about the connection's keys or certificates, the agent's alone
+    security_call: Callable[[Call, Any], bool]
+    # (call, its text, security): a CALL whose answer the stack and the agent share, or None
+    split: Callable[[Call, str, Any], Split | None]
 
 
 def _v16_call(call: Call) -> Step | None:
@@ -133,12 +158,83 @@ def _nothing(action: str, payload: dict[str, Any]) -> Step | None:
     return None
 
 
+def _v16_security(call: Call, security: SecurityHandlers) -> bool:
+    """1.6: every certificate message, the certificate trigger and the agent's keys."""
+    if call.action in CERTIFICATE_ACTIONS:
+        return True
+    if call.action == v16.Action.EXTENDED_TRIGGER_MESSAGE:
+        wanted = call.payload.get("requestedMessage")
+        return bool(wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE)
+    if call.action == v16.Action.CHANGE_CONFIGURATION:
+        return security.owns(call.payload.get("key"))
+    return False
+
+
+def _v16_split(call: Call, text: str, security: SecurityHandlers) -> Split | None:
+    """GetConfiguration: the stack's keys and the agent's. Named alone, the agent's keys are
+    the agent's answer; any other goes to the stack without them and its answer comes back
+    with them merged in."""
+    if call.action != v16.Action.GET_CONFIGURATION:
+        return None
+    wanted = _configuration_keys(call.payload)
+    if wanted is _MALFORMED:  # the stack answers it; nothing of ours to add
+        return Split(text, _configuration_merge(security, []))
+    if wanted is None:
+        return Split(text, _configuration_merge(security, None))
+    mine = [k for k in wanted if security.owns(k)]
+    if mine and len(mine) == len(wanted):
+        return Split(None, alone=lambda: {"configurationKey": security.key_values(mine)})
+    if mine:
+        rest = [k for k in wanted if not security.owns(k)]
+        text = Call(call.unique_id, call.action, {"key": rest}).to_json()
+    return Split(text, _configuration_merge(security, mine))
+
+
+def _v2x_security(call: Call, certificates: CertificateHandlers2x) -> bool:
+    """2.x: the agent's certificate types, its hashes, its certificate's trigger; every
+    other type (ISO 15118) is the stack's."""
+    payload = call.payload
+    if call.action == "InstallCertificate":
+        return certificates.owns_type(payload.get("certificateType"))
+    if call.action == "CertificateSigned":
+        return certificates.owns_signed(payload)
+    if call.action == "DeleteCertificate":
+        return certificates.holds(payload.get("certificateHashData"))
+    if call.action == "TriggerMessage":
+        return bool(payload.get("requestedMessage") == SIGN_TRIGGER)
+    return False
+
+
+def _v2x_split(call: Call, text: str, certificates: CertificateHandlers2x) -> Split | None:
+    """GetInstalledCertificateIds: asking only for the agent's types, the agent answers; only
+    for the stack's, the stack does; for both or all, the stack's answer gets the agent's
+    roots merged in (the agent's alone while the stack is away)."""
+    if call.action != "GetInstalledCertificateIds":
+        return None
+    types = call.payload.get("certificateType")
+    if types is not None and not (isinstance(types, list) and types):
+        return None  # malformed: the stack answers it
+    if types is not None:
+        mine = [t for t in types if certificates.owns_type(t)]
+        if not mine:
+            return None
+        if len(mine) == len(types):
+            return Split(None, alone=lambda: certificates.ids_answer(mine))
+    return Split(
+        text,
+        merge=lambda theirs: _merged_certificate_ids(theirs, certificates, types),
+        alone=lambda: certificates.ids_answer(types),
+    )
+
+
 V16_TRAFFIC = Traffic(
     firmware_update=v16.Action.SIGNED_UPDATE_FIRMWARE,
     legacy_update=v16.Action.UPDATE_FIRMWARE,
     triggers=frozenset({v16.Action.TRIGGER_MESSAGE, v16.Action.EXTENDED_TRIGGER_MESSAGE}),
     learn_call=_v16_call,
     learn_answer=_v16_answer,
+    security_call=_v16_security,
+    split=_v16_split,
 )
 V2X_TRAFFIC = Traffic(
     firmware_update="UpdateFirmware",
@@ -146,6 +242,8 @@ V2X_TRAFFIC = Traffic(
     triggers=frozenset({"TriggerMessage"}),
     learn_call=_v2x_call,
     learn_answer=_nothing,
+    security_call=_v2x_security,
+    split=_v2x_split,
 )
 TRAFFIC = {"1.6": V16_TRAFFIC, "2.0.1": V2X_TRAFFIC, "2.1": V2X_TRAFFIC}
 
@@ -163,7 +261,7 @@ class Router:
         refuse_update_firmware: bool = True,
         call_timeout: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
-        security: SecurityHandlers | None = None,
+        security: SecurityHandlers | CertificateHandlers2x | None = None,
         dialect: Dialect = V16,
     ) -> None:
         self._session = session
@@ -183,9 +281,8 @@ class Router:
         self._in_flight_deadline = 0.0
         self._to_stack: dict[str, str] = {}  # CSMS CALL ids awaiting the stack's answer
         self._security = security
-        # GetConfiguration ids forwarded to the stack: the agent's keys to merge into its
-        # answer (None: all of them).
-        self._merge: dict[str, list[str] | None] = {}
+        # CALL ids forwarded to the stack whose answer gets the agent's part merged in.
+        self._merge: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._transactions: dict[TransactionId, None] = {}  # in the order they started
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
@@ -244,20 +341,16 @@ class Router:
             self._answered.append(call.unique_id)
             self._session.receive(text)
             return
-        merge: list[str] | None = None
-        if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
-            wanted = _configuration_keys(call.payload)
-            if wanted is not None and wanted is not _MALFORMED:
-                mine = [k for k in wanted if self._security.owns(k)]
-                if mine and len(mine) == len(wanted):
-                    self._answer_configuration(call, mine)
-                    return
-                if mine:
-                    rest = [k for k in wanted if not self._security.owns(k)]
-                    text = Call(call.unique_id, call.action, {"key": rest}).to_json()
-                merge = mine
-            elif wanted is not None:
-                merge = []  # malformed: the stack answers it; nothing of ours to add
+        split = None
+        if self._security is not None:
+            split = self._traffic.split(call, text, self._security)
+        if split is not None:
+            if split.alone is not None and (split.forward is None or not self.stack_up):
+                # The agent's part is all that is asked, or all there is without the stack.
+                answer = CallResult(call.unique_id, split.alone())
+                self._queue("agent", answer.to_json(), None)
+                return
+            text = split.forward or text
         if not self.stack_up:
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
             self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
@@ -267,23 +360,16 @@ class Router:
             self._drop_stack()
             return
         self._to_stack[call.unique_id] = call.action
-        if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
-            self._merge[call.unique_id] = merge
+        if split is not None and split.merge is not None:
+            self._merge[call.unique_id] = split.merge
         self._to_stack_send(text)
 
     def _ours(self, call: Call) -> bool:
         traffic = self._traffic
         if call.action == traffic.firmware_update:
             return True
-        if self._security is not None:
-            if call.action in CERTIFICATE_ACTIONS:
-                return True
-            if call.action == v16.Action.EXTENDED_TRIGGER_MESSAGE:
-                wanted = call.payload.get("requestedMessage")
-                if wanted == v16.ExtendedTrigger.SIGN_CHARGE_POINT_CERTIFICATE:
-                    return True
-            if call.action == v16.Action.CHANGE_CONFIGURATION:
-                return self._security.owns(call.payload.get("key"))
+        if self._security is not None and traffic.security_call(call, self._security):
+            return True
         if call.action == traffic.legacy_update:
             return self._refuse_update_firmware
         if call.action in traffic.triggers:
@@ -338,35 +424,8 @@ class Router:
             if frame.unique_id in self._merge:
                 merge = self._merge.pop(frame.unique_id)
                 if isinstance(frame, CallResult):
-                    text = self._merged_configuration(frame, merge)
+                    text = CallResult(frame.unique_id, merge(frame.payload)).to_json()
         self._queue("stack", text, frame)
-
-    # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
-
-    def _answer_configuration(self, call: Call, mine: list[str]) -> None:
-        """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
-        assert self._security is not None
-        payload = {"configurationKey": self._security.key_values(mine)}
-        self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
-
-    def _merged_configuration(self, answer: CallResult, merge: list[str] | None) -> str:
-        """The stack's GetConfiguration.conf with the agent's keys in, and none of the stack's
-        own values for them (the stack no longer holds the connection they describe)."""
-        assert self._security is not None
-        security = self._security
-        payload = dict(answer.payload)
-        theirs = payload.get("configurationKey", [])
-        unknown = payload.get("unknownKey", [])
-        if not isinstance(theirs, list) or not isinstance(unknown, list):
-            return answer.to_json()  # malformed: forwarded as it is, the CSMS judges it
-        kept = [kv for kv in theirs if not (isinstance(kv, dict) and security.owns(kv.get("key")))]
-        payload["configurationKey"] = kept + security.key_values(merge)
-        unknown = [key for key in unknown if not security.owns(key)]
-        if unknown:
-            payload["unknownKey"] = unknown
-        else:
-            payload.pop("unknownKey", None)
-        return CallResult(answer.unique_id, payload).to_json()
 
     # --- the agent's own frames -------------------------------------------------------------
 
@@ -473,6 +532,55 @@ class Router:
             ):
                 self._transactions[transaction] = None
                 LOG.info("transaction %s started: installs wait for it to stop", transaction)
+
+
+def _configuration_merge(
+    security: SecurityHandlers, merge: list[str] | None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The stack's GetConfiguration.conf with the agent's keys `merge` (None: all) in, and none
+    of the stack's own values for them (the stack no longer holds the connection they
+    describe)."""
+
+    def merged(answer: dict[str, Any]) -> dict[str, Any]:
+        payload = dict(answer)
+        theirs = payload.get("configurationKey", [])
+        unknown = payload.get("unknownKey", [])
+        if not isinstance(theirs, list) or not isinstance(unknown, list):
+            return answer  # malformed: forwarded as it is, the CSMS judges it
+        kept = [kv for kv in theirs if not (isinstance(kv, dict) and security.owns(kv.get("key")))]
+        payload["configurationKey"] = kept + security.key_values(merge)
+        unknown = [key for key in unknown if not security.owns(key)]
+        if unknown:
+            payload["unknownKey"] = unknown
+        else:
+            payload.pop("unknownKey", None)
+        return payload
+
+    return merged
+
+
+def _merged_certificate_ids(
+    answer: dict[str, Any], certificates: CertificateHandlers2x, types: list[str] | None
+) -> dict[str, Any]:
+    """The stack's GetInstalledCertificateIdsResponse with the agent's roots of `types` (None:
+    all) in, and none of the stack's own of the agent's types (it no longer holds the
+    connection or the firmware check they serve); NotFound only when neither has one."""
+    theirs = answer.get("certificateHashDataChain", [])
+    if not isinstance(theirs, list):
+        return answer  # malformed: forwarded as it is, the CSMS judges it
+    kept = [
+        c
+        for c in theirs
+        if not (isinstance(c, dict) and certificates.owns_type(c.get("certificateType")))
+    ]
+    chains = kept + certificates.hash_chains(types)
+    if len(chains) == len(theirs) and kept == theirs:
+        return answer
+    payload = {k: v for k, v in answer.items() if k not in ("certificateHashDataChain", "status")}
+    if chains:
+        payload.pop("statusInfo", None)  # the stack's reason for its NotFound
+        return {"status": "Accepted", **payload, "certificateHashDataChain": chains}
+    return {"status": "NotFound", **payload}
 
 
 def _is_transaction_id(value: Any) -> TypeGuard[TransactionId]:
