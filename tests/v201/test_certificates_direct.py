@@ -10,7 +10,6 @@ schemas) over real TLS with certificates generated per run.
 
 from __future__ import annotations
 
-import datetime
 import importlib
 import json
 import ssl
@@ -21,11 +20,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ocpp.routing import on
-from websockets.asyncio.server import ServerConnection
 
 from agent.demo import pki as fwpki
 from agent.demo.csms import Csms2x
@@ -33,6 +30,7 @@ from agent.demo.rig import AgentProcess, ChargerRig
 from agent.security.cpcert import ChargePointCertificate
 from tests.integration.test_security_profiles import CP, Pki, profile
 from tests.sidecar.test_certificates import expected_hash_data
+from tests.sidecar.test_charge_point_certificate import SigningCsms, der, sign
 
 CSMS_ROOT, MANUFACTURER = "CSMSRootCertificate", "ManufacturerRootCertificate"
 ORGANIZATION = "Example CPO"
@@ -42,14 +40,14 @@ def library(version: str) -> Any:
     return importlib.import_module("ocpp.v" + version.replace(".", ""))
 
 
-class CertCsms(Csms2x):
+class CertCsms(SigningCsms, Csms2x):
     """The 2.x test CSMS, answering SignCertificate and noting each connection's client
-    certificate (DER, None without one)."""
+    certificate (DER, None without one) as the 1.6 one does (`peer_certs`)."""
 
     __test__ = False
 
     def __init__(self, version: str = "2.0.1", **options: Any) -> None:
-        super().__init__(version, **options)
+        super().__init__(version, **options)  # the 2.x side of that version
         results = library(version).call_result
 
         class Side(self.side_class):  # type: ignore[misc,name-defined]
@@ -59,13 +57,6 @@ class CertCsms(Csms2x):
                 return results.SignCertificate(status="Accepted")
 
         self.side_class = Side
-        self.peer_certs: list[bytes | None] = []
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        tls = ws.transport.get_extra_info("ssl_object")
-        with self._changed:
-            self.peer_certs.append(tls.getpeercert(binary_form=True) if tls else None)
-        await super()._handle(ws)
 
     def send(self, action: str, **payload: Any) -> Any:
         """One typed CALL of this version, its answer checked by the library."""
@@ -132,26 +123,6 @@ def listed(csms: CertCsms, *types: str) -> list[tuple[str, dict[str, str]]]:
         (c["certificate_type"], c["certificate_hash_data"])
         for c in reply.certificate_hash_data_chain
     ]
-
-
-def der(pem: str) -> bytes:
-    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
-
-
-def sign(csr: x509.CertificateSigningRequest, issuer: fwpki.Issued) -> str:
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(issuer.cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(issuer.key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 def test_M05_M03_M04_a_new_csms_root_is_trusted_by_the_next_connection_and_the_one_in_use_stays(
