@@ -70,7 +70,8 @@ class CertificateHandlers2x:
 
     @staticmethod
     def owns_type(certificate_type: Any) -> bool:
-        return certificate_type in STORES
+        """A type the agent keeps (any JSON value: the router asks before validation)."""
+        return isinstance(certificate_type, str) and certificate_type in STORES
 
     def owns_signed(self, payload: Any) -> bool:
         """CertificateSigned of the station's certificate; without a type, when it is for

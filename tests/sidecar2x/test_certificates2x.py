@@ -156,7 +156,8 @@ def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_t
     the agent's hash is deleted by the agent, the stack's by the stack. A02: the
     SignChargingStationCertificate trigger is the agent's, SignV2GCertificate and a V2G
     CertificateSigned the stack's. With the stack away, the CSMS still gets the agent's
-    roots, and a stack's type is a CALLERROR."""
+    roots, and a stack's type is a CALLERROR. A certificate type that is no string goes to
+    the stack, which judges it."""
     csms, stack = ready201
     rig = sidecar201.rig
     csms_root = pki.issue("CPO Root", pki.rsa_key(2048, 210), ca=True)
@@ -211,6 +212,13 @@ def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_t
         "CertificateSigned", certificate_chain=v2g_root.pem, certificate_type="V2GCertificate"
     )
     assert signed.status == "Accepted" and stack.handled[-1] == "CertificateSigned V2GCertificate"
+
+    for action, odd in (
+        ("GetInstalledCertificateIds", {"certificateType": [{"of": "no type"}]}),
+        ("InstallCertificate", {"certificateType": 7, "certificate": ""}),
+    ):  # not a type anyone keeps: the stack judges it (the library answers a CALLERROR)
+        assert csms.raw(action, odd)[0] == 4
+        assert stack.texts("in")[-1].endswith(json.dumps(odd) + "]")
 
     stack.stop()
     assert sidecar201.agent is not None
