@@ -93,7 +93,8 @@ class CertificateHandlers2x:
 
     def hash_chains(self, types: Iterable[str] | None) -> list[dict[str, Any]]:
         """CertificateHashDataChain (wire) of the agent's roots of `types` (None: all)."""
-        wanted = STORES if types is None else [t for t in STORES if t in set(types)]
+        chosen = None if types is None else list(types)
+        wanted = [t for t in STORES if chosen is None or t in chosen]
         return [
             {"certificateType": kind, "certificateHashData": data}
             for kind in wanted
@@ -129,7 +130,7 @@ class CertificateHandlers2x:
         status = self._security.delete_root(to_wire(request.certificate_hash_data))
         return v201.DeleteCertificateResponse(status=status)
 
-    # --- A02/A03: the charging station certificate -------------------------------------------
+    # --- A02: the charging station certificate --------------------------------------------
 
     def certificate_signed(self, request: v201.CertificateSignedRequest) -> Any:
         kind = request.certificate_type

@@ -212,7 +212,9 @@ def _v2x_split(call: Call, text: str, certificates: CertificateHandlers2x) -> Sp
     if call.action != "GetInstalledCertificateIds":
         return None
     types = call.payload.get("certificateType")
-    if types is not None and not (isinstance(types, list) and types):
+    if types is not None and not (
+        isinstance(types, list) and types and all(isinstance(t, str) for t in types)
+    ):
         return None  # malformed: the stack answers it
     if types is not None:
         mine = [t for t in types if certificates.owns_type(t)]

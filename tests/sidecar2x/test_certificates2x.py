@@ -75,7 +75,8 @@ def store(monkeypatch: pytest.MonkeyPatch) -> StackStore:
                     if certificate_type is None or kind in certificate_type
                 ]
                 if not chains:
-                    return results.GetInstalledCertificateIds(status="NotFound")
+                    info = {"reasonCode": "NotFound", "additionalInfo": "none of those here"}
+                    return results.GetInstalledCertificateIds(status="NotFound", status_info=info)
                 return results.GetInstalledCertificateIds(
                     status="Accepted", certificate_hash_data_chain=chains
                 )
@@ -194,6 +195,11 @@ def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_t
     assert csms.listed() == stack_v2g + agents_part
     assert csms.listed(V2G, CSMS_ROOT) == [*stack_v2g, (CSMS_ROOT, mine(csms_root))]
     assert stack.handled.count("GetInstalledCertificateIds") == 3
+    reply = csms.send(
+        "GetInstalledCertificateIds", certificate_type=["MORootCertificate", MANUFACTURER]
+    )
+    assert reply.status == "Accepted" and reply.status_info is None  # not the stack's NotFound
+    assert [c["certificate_type"] for c in reply.certificate_hash_data_chain] == [MANUFACTURER]
 
     assert (
         csms.send("DeleteCertificate", certificate_hash_data=mine(csms_root)).status == "Accepted"
@@ -215,6 +221,7 @@ def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_t
 
     for action, odd in (
         ("GetInstalledCertificateIds", {"certificateType": [{"of": "no type"}]}),
+        ("GetInstalledCertificateIds", {"certificateType": [CSMS_ROOT, {"of": "no type"}]}),
         ("InstallCertificate", {"certificateType": 7, "certificate": ""}),
     ):  # not a type anyone keeps: the stack judges it (the library answers a CALLERROR)
         assert csms.raw(action, odd)[0] == 4
