@@ -18,10 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
 from ocpp.routing import on
 
 from agent.demo import pki
+from agent.security.cpcert import ChargePointCertificate
 from tests.sidecar.test_certificates import expected_hash_data
+from tests.sidecar.test_charge_point_certificate import sign
 from tests.sidecar2x import conftest
 from tests.sidecar2x.conftest import Sidecar2x, library
 
@@ -289,3 +292,63 @@ def test_2_1_OEM_roots_and_V2G20_certificates_are_the_stacks_the_station_certifi
     )
     assert csms.send("CertificateSigned", certificate_chain=oem.pem).status == "Accepted"
     assert stack.handled[-2:] == ["CertificateSigned V2G20Certificate", "CertificateSigned None"]
+
+
+def test_A02_a_station_certificate_without_a_type_is_the_agents_only_for_its_own_key(
+    store: StackStore, sidecar201: Sidecar2x
+) -> None:
+    """2.0.1, the organization name provisioned: TriggerMessage SignChargingStationCertificate
+    is the agent's (Accepted, A02.FR.02) and its SignCertificate carries certificateType
+    ChargingStationCertificate and the CSR. A CertificateSigned without certificateType (the
+    schema allows it) goes to the stack unless it is for the key of the agent's request: one
+    for another key reaches the stack, the one for the agent's key is installed by the agent
+    (A02.FR.06) and never reaches the stack."""
+    cpcert = ChargePointCertificate(sidecar201.rig.state / "certs" / "charge-point", "SN-1")
+    cpcert.load()
+    assert cpcert.set_cpo_name("Example CPO")[0]
+    sidecar201.start()
+    stack = sidecar201.stack()
+    assert stack.boot().status == "Accepted"
+    csms = Csms(sidecar201)
+    cpo_root = pki.issue("CPO Root", pki.rsa_key(2048, 213), ca=True)
+    assert (
+        csms.send("InstallCertificate", certificate_type=CSMS_ROOT, certificate=cpo_root.pem).status
+        == "Accepted"
+    )
+
+    trigger = csms.send("TriggerMessage", requested_message="SignChargingStationCertificate")
+    assert trigger.status == "Accepted"
+    server = sidecar201.csms
+    request = server.wait_for(
+        lambda: next(
+            (
+                f.parsed[3]
+                for f in server.frames
+                if f.direction == "in" and '"SignCertificate"' in f.text
+            ),
+            None,
+        ),
+        what="the agent's SignCertificate",
+    )
+    assert request["certificateType"] == "ChargingStationCertificate"
+    csr = x509.load_pem_x509_csr(request["csr"].encode())
+
+    someone_else = pki.issue("stack's key", pki.ec_key("secp256r1", 214), cpo_root).pem
+    assert csms.send("CertificateSigned", certificate_chain=someone_else).status == "Accepted"
+    assert stack.handled[-1] == "CertificateSigned None"
+    assert (
+        csms.send("CertificateSigned", certificate_chain=sign(csr, cpo_root)).status == "Accepted"
+    )
+    assert stack.handled.count("CertificateSigned None") == 1
+    server.wait_for(
+        lambda: any(
+            "new charge point certificate" in (m.payload.get("tech_info") or "")
+            for m in server.messages("SecurityEventNotification")
+        ),
+        what="the new certificate reported",
+    )
+    assert not any(
+        word in text
+        for word in ("SignChargingStationCertificate", "SignCertificate", CSMS_ROOT)
+        for text in stack.texts("in")
+    )
