@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -141,16 +140,16 @@ def mine(issued: pki.Issued) -> dict[str, str]:
     return _wire(expected_hash_data(issued.cert))
 
 
-@pytest.fixture
-def ready201(store: StackStore, sidecar201: Sidecar2x) -> Iterator[tuple[Csms, Any]]:
-    sidecar201.start()
-    stack = sidecar201.stack()
+def ready(sidecar: Sidecar2x) -> tuple[Csms, Any]:
+    """The agent started, the stack connected and registered: the CSMS's verbs and the stack."""
+    sidecar.start()
+    stack = sidecar.stack()
     assert stack.boot().status == "Accepted"
-    yield Csms(sidecar201), stack
+    return Csms(sidecar), stack
 
 
 def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_together(
-    store: StackStore, sidecar201: Sidecar2x, ready201: tuple[Csms, Any]
+    store: StackStore, sidecar201: Sidecar2x
 ) -> None:
     """2.0.1. M05: a CSMSRootCertificate is the agent's (Accepted, the stack never asked), a
     ManufacturerRootCertificate too (Rejected by default), a V2GRootCertificate the stack's.
@@ -162,7 +161,7 @@ def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_t
     CertificateSigned the stack's. With the stack away, the CSMS still gets the agent's
     roots, and a stack's type is a CALLERROR. A certificate type that is no string goes to
     the stack, which judges it."""
-    csms, stack = ready201
+    csms, stack = ready(sidecar201)
     rig = sidecar201.rig
     csms_root = pki.issue("CPO Root", pki.rsa_key(2048, 210), ca=True)
     v2g_root = pki.issue("V2G Root", pki.rsa_key(2048, 211), ca=True)
@@ -251,10 +250,7 @@ def test_2_1_OEM_roots_and_V2G20_certificates_are_the_stacks_the_station_certifi
     OEM root is listed beside the agent's; a CertificateSigned of a ChargingStationCertificate
     is the agent's (Rejected: it asked for none, + `InvalidChargingStationCertificate`), one
     without a type that is not for the agent's key goes to the stack."""
-    sidecar21.start()
-    stack = sidecar21.stack()
-    assert stack.boot().status == "Accepted"
-    csms = Csms(sidecar21)
+    csms, stack = ready(sidecar21)
     oem = pki.issue("OEM Root", pki.rsa_key(2048, 212), ca=True)
 
     assert (
@@ -306,10 +302,7 @@ def test_A02_a_station_certificate_without_a_type_is_the_agents_only_for_its_own
     cpcert = ChargePointCertificate(sidecar201.rig.state / "certs" / "charge-point", "SN-1")
     cpcert.load()
     assert cpcert.set_cpo_name("Example CPO")[0]
-    sidecar201.start()
-    stack = sidecar201.stack()
-    assert stack.boot().status == "Accepted"
-    csms = Csms(sidecar201)
+    csms, stack = ready(sidecar201)
     cpo_root = pki.issue("CPO Root", pki.rsa_key(2048, 213), ca=True)
     assert (
         csms.send("InstallCertificate", certificate_type=CSMS_ROOT, certificate=cpo_root.pem).status
