@@ -261,3 +261,21 @@ def test_A02_the_station_certificate_made_here_signed_by_the_cpo_is_used_by_the_
     assert csms.send("CertificateSigned", certificate_chain=leaf).status == "Accepted"
     csms.wait_for(lambda: csms.peer_certs[-1] == der(leaf), 30, "a connection with the new one")
     assert csms.events("InvalidChargePointCertificate") == []
+
+
+def test_a_csms_server_certificate_refused_is_reported_under_its_2x_name(
+    tmp_path: Path, pki: Pki, servers: list[CertCsms], agents: list[AgentProcess]
+) -> None:
+    """Profile 2, 2.0.1: a CSMS whose server certificate no installed root issued is never
+    connected to, and the event queued for it is sent, once a trusted connection exists, as
+    `InvalidCsmsCertificate` (the 2.x security events list; 1.6 said
+    InvalidCentralSystemCertificate)."""
+    bad = serve(servers, context=pki.server_context(pki.impostor))
+    start(tmp_path, agents, profile(2, bad.url, pki))
+    agents[-1].wait_log("security event InvalidCsmsCertificate")
+    assert bad.connections == 0
+    port = bad.port
+    bad.stop()
+    good = serve(servers, context=pki.server_context(pki.server), port=port)
+    events = good.wait_message("SecurityEventNotification", timeout=60)
+    assert [e.payload["type"] for e in events] == ["InvalidCsmsCertificate"]
