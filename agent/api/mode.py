@@ -155,16 +155,27 @@ class Api:
         live = (_gate_event(waiting),) if waiting is not None else ()
         self.server.reply(client, {"id": request.id, "result": result}, subscribe=True, live=live)
 
-    def _start_update(self, client: int, request: Request) -> dict[str, Any]:
+    def _start_update(self, client: int, request: Request) -> dict[str, Any] | None:
         update = protocol.update_request(request.params)
         updater = self._require_updater()
-        # Whatever this request causes waits for the host's CALLRESULT (response_sent).
-        self.server.hold(update.request_id, self.events.next_seq, self._config.api.response_timeout)
-        conf = updater.on_request(update)
+        # Whatever this request causes waits for the host's CALLRESULT (response_sent); set
+        # before the answer is known: an accepted request's cancel of the running one emits.
+        seconds = self._config.api.response_timeout
+        hold = self.server.hold(update.request_id, self.events.next_seq, seconds)
+        try:
+            conf = updater.on_request(update)
+        except BaseException:
+            self.server.drop_hold(hold)
+            raise
         LOG.info("local API: start_update %s answered %s", update.request_id, conf.status)
+        result = {"status": conf.status.value}
         if conf.status in _ACCEPTED:
             updater.after_request(update, conf)
-        return {"status": conf.status.value}
+            return result
+        # Refused: what it caused (the certificate's security event) follows the answer at
+        # once; a running update's events are not held until response_sent for it.
+        self.server.reply(client, {"id": request.id, "result": result}, unhold=hold)
+        return None
 
     def _response_sent(self, client: int, request: Request) -> dict[str, Any]:
         protocol.only(request.params, "request_id")

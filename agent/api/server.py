@@ -96,6 +96,7 @@ class _Reply:
     line: bytes
     subscribe: bool = False
     live: tuple[dict[str, Any], ...] = ()
+    unhold: int | None = None  # the hold that ends once this line is written
 
 
 @dataclasses.dataclass
@@ -103,6 +104,7 @@ class _Hold:
     request_id: int
     first_seq: int
     until: float
+    token: int = 0
 
 
 # dispatch(client number, request line): the line is answered by a later `reply`.
@@ -127,6 +129,7 @@ class ApiServer:
         self._replies: list[_Reply] = []
         self._live: list[dict[str, Any]] = []
         self._holds: list[_Hold] = []
+        self._hold_tokens = 0
         self._clients: dict[int, _Client] = {}
         self._numbers = 0
         self._running = False
@@ -208,11 +211,13 @@ class ApiServer:
         *,
         subscribe: bool = False,
         live: tuple[dict[str, Any], ...] = (),
+        unhold: int | None = None,
     ) -> None:
-        """The answer to the client's oldest request; `subscribe`: start (again) its events."""
+        """The answer to the client's oldest request; `subscribe`: start (again) its events;
+        `unhold`: a hold (`hold`'s token) that ends as soon as this answer is written."""
         line = message if isinstance(message, bytes) else encode(message)
         with self._lock:
-            self._replies.append(_Reply(client, line, subscribe, live))
+            self._replies.append(_Reply(client, line, subscribe, live, unhold))
         self.wake()
 
     def broadcast(self, event: dict[str, Any]) -> None:
@@ -221,10 +226,20 @@ class ApiServer:
             self._live.append(event)
         self.wake()
 
-    def hold(self, request_id: int, first_seq: int, seconds: float) -> None:
-        """Events from `first_seq` on wait until `release(request_id)` or `seconds` passed."""
+    def hold(self, request_id: int, first_seq: int, seconds: float) -> int:
+        """Events from `first_seq` on wait until `release(request_id)` or `seconds` passed;
+        the token names this hold for `drop_hold` and `reply(unhold=)`."""
         with self._lock:
-            self._holds.append(_Hold(request_id, first_seq, time.monotonic() + seconds))
+            self._hold_tokens += 1
+            token = self._hold_tokens
+            until = time.monotonic() + seconds
+            self._holds.append(_Hold(request_id, first_seq, until, token))
+        return token
+
+    def drop_hold(self, token: int) -> None:
+        with self._lock:
+            self._holds = [h for h in self._holds if h.token != token]
+        self.wake()
 
     def release(self, request_id: int) -> bool:
         with self._lock:
@@ -351,15 +366,18 @@ class ApiServer:
         entries = self._events.entries()
         for reply in replies:
             client = self._clients.get(reply.client)
-            if client is None:
-                continue  # gone before its answer
-            self._send_events(client, entries, barrier)  # what was queued before the answer
-            client.pending -= 1
-            client.wbuf += reply.line
-            if reply.subscribe:
-                client.subscribed, client.sent_seq = True, 0
-                for event in reply.live:
-                    client.wbuf += encode(event)
+            if client is not None:
+                self._send_events(client, entries, barrier)  # what was queued before it
+                client.pending -= 1
+                client.wbuf += reply.line
+                if reply.subscribe:
+                    client.subscribed, client.sent_seq = True, 0
+                    for event in reply.live:
+                        client.wbuf += encode(event)
+            if reply.unhold is not None:  # the answer is out (or its client gone)
+                with self._lock:
+                    self._holds = [h for h in self._holds if h.token != reply.unhold]
+                    barrier = min((h.first_seq for h in self._holds), default=None)
         for client in list(self._clients.values()):
             self._send_events(client, entries, barrier)
             for event in live:

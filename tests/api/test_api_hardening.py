@@ -5,12 +5,18 @@ socket, except where the server's own bound is the subject."""
 from __future__ import annotations
 
 import datetime
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from agent import RELEASE_DATE
+from agent.demo import pki
+from agent.demo.rig import ChargerRig, Firmware
 from agent.firmware.clock import MAX_AHEAD, CsmsTimeOffset, TrustedClock
-from tests.api.client import ApiCallError
+from tests.api.client import WAIT, ApiCallError
 from tests.api.conftest import ApiCharger, wait_for
 
 
@@ -62,3 +68,50 @@ def test_a_refused_csms_time_leaves_the_trusted_clock_where_it_was() -> None:
     for wrong in (RELEASE_DATE - datetime.timedelta(days=1), good + MAX_AHEAD):
         assert offset.propose(wrong, "test") is not None
         assert clock.read().now == good
+
+
+# --- start_update: only an accepted request holds the events -------------------------------
+
+
+def lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    with sock.makefile("rb") as reader:
+        for line in reader:
+            yield json.loads(line)
+
+
+def test_a_refused_start_update_does_not_hold_the_events_until_response_sent(
+    charger: ApiCharger, rig: ChargerRig, firmware: Firmware
+) -> None:
+    """L01.FR.24/.02 through the API: InvalidCertificate is answered, then its security event
+    follows at once, though the host never calls response_sent (and response_timeout is long);
+    an accepted request still holds its events until response_sent."""
+    charger.start(response_timeout=3600)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(WAIT)  # a line that never comes fails the test instead of hanging it
+    sock.connect(str(charger.socket))
+    received = lines(sock)
+    sock.sendall(b'{"id": 1, "method": "hello", "params": {"api": 1}}\n')
+    assert next(received)["id"] == 1
+
+    rogue = pki.issue("Rogue Signing", pki.ec_key(n=7))  # issued by no manufacturer root
+    params = charger.update_params(firmware, 31, signing_certificate=rogue.pem)
+    request = {"id": 2, "method": "start_update", "params": params}
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    answer = next(received)  # the answer comes first, the event after it
+    assert answer == {"id": 2, "result": {"status": "InvalidCertificate"}}
+    event = next(received)
+    assert event["event"] == "security_event"
+    assert event["type"] == "InvalidFirmwareSigningCertificate"
+
+    request = {"id": 3, "method": "start_update", "params": charger.update_params(firmware, 32)}
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    assert next(received) == {"id": 3, "result": {"status": "Accepted"}}
+    sock.sendall(b'{"id": 4, "method": "get_status"}\n')
+    status = next(received)  # Downloading is held: no event before this answer
+    assert status["id"] == 4 and status["result"]["request_id"] == 32, status
+    sock.sendall(b'{"id": 5, "method": "response_sent", "params": {"request_id": 32}}\n')
+    released = [next(received), next(received)]  # the answer and the event released
+    assert {"id": 5, "result": {}} in released
+    (event,) = [m for m in released if "event" in m]
+    assert (event["event"], event["request_id"]) == ("status", 32), released
+    sock.close()
