@@ -8,7 +8,10 @@ before a reply is written, every event deliverable by then is written first.
 
 Bounds: `max_clients` connections, `MAX_LINE` bytes a line, `MAX_PENDING` requests awaiting
 their reply and `MAX_OUTPUT` bytes unsent a connection (beyond either the connection is not
-read; durable events wait in the log, live ones are dropped).
+read; durable events wait in the log, live ones are dropped). A connection that takes none of
+its output for `SEND_TIMEOUT` seconds, or has not taken its last (error) line `CLOSE_TIMEOUT`
+seconds after it, is closed: a host that stopped reading does not keep its place among the
+`max_clients`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from agent.api.protocol import BUSY, FORBIDDEN, LINE_TOO_LONG, MAX_LINE, encode,
 LOG = logging.getLogger(__name__)
 MAX_PENDING = 32
 MAX_OUTPUT = 1 << 20
+SEND_TIMEOUT = 30.0  # seconds a connection may leave its output untouched
+CLOSE_TIMEOUT = 5.0  # seconds a connection closed after an error line may take to read it
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not named by Python 3.11
 MAX_GROUPS = 256
 MAX_SOCKET_PATH = 107  # sun_path, less its terminating NUL
@@ -84,6 +89,8 @@ class _Client:
     subscribed: bool = False  # said hello: events are written to it
     sent_seq: int = 0  # the last durable event written to it
     closing: bool = False  # close once wbuf is written
+    write_by: float | None = None  # unsent output must move by then (monotonic)
+    close_by: float | None = None  # closing: closed by then, written or not
 
     @property
     def readable(self) -> bool:
@@ -113,9 +120,19 @@ Dispatch = Callable[[int, bytes], None]
 
 class ApiServer:
     def __init__(
-        self, path: Path, group: str, max_clients: int, events: EventLog, dispatch: Dispatch
+        self,
+        path: Path,
+        group: str,
+        max_clients: int,
+        events: EventLog,
+        dispatch: Dispatch,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.path = path
+        self._send_timeout = send_timeout
+        self._close_timeout = close_timeout
         self._group_name = group
         self._max_clients = max_clients
         self._events = events
@@ -267,6 +284,7 @@ class ApiServer:
                     if client is not None and mask & selectors.EVENT_READ:
                         self._read(client)
             self._deliver()
+            self._expire()
             for client in list(self._clients.values()):
                 self._rearm(client)
 
@@ -346,6 +364,7 @@ class ApiServer:
                     )
                     client.wbuf += error_line(None, LINE_TOO_LONG, f"a line over {MAX_LINE} bytes")
                     client.closing = True
+                    client.close_by = time.monotonic() + self._close_timeout
                     client.rbuf.clear()
                 return
             line = bytes(client.rbuf[: end + 1])
@@ -409,10 +428,37 @@ class ApiServer:
             self._close(client)
             return
         del client.wbuf[:sent]
+        if sent:
+            client.write_by = time.monotonic() + self._send_timeout if client.wbuf else None
         if client.closing and not client.wbuf:
             self._close(client)
         elif client.rbuf and client.readable:
             self._lines(client)  # room again: the lines it sent meanwhile
+
+    def _expire(self) -> None:
+        """Close the connections whose output stands still (their host stopped reading)."""
+        now = time.monotonic()
+        for client in list(self._clients.values()):
+            if not client.wbuf:
+                client.write_by = None
+            elif client.write_by is None:
+                client.write_by = now + self._send_timeout
+            if client.close_by is not None and now >= client.close_by:
+                LOG.warning(
+                    "local API: client %d did not read its error line within %.0f s; closed",
+                    client.number,
+                    self._close_timeout,
+                )
+            elif client.write_by is not None and now >= client.write_by:
+                LOG.warning(
+                    "local API: client %d took none of its output (%d bytes) for %.0f s; closed",
+                    client.number,
+                    len(client.wbuf),
+                    self._send_timeout,
+                )
+            else:
+                continue
+            self._close(client)
 
     def _rearm(self, client: _Client) -> None:
         if client.number not in self._clients:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent import RELEASE_DATE
+from agent.api import protocol
+from agent.api.events import EventLog
+from agent.api.server import MAX_OUTPUT, ApiServer
 from agent.demo import pki
 from agent.demo.rig import ChargerRig, Firmware
 from agent.firmware.clock import MAX_AHEAD, CsmsTimeOffset, TrustedClock
@@ -115,3 +120,87 @@ def test_a_refused_start_update_does_not_hold_the_events_until_response_sent(
     (event,) = [m for m in released if "event" in m]
     assert (event["event"], event["request_id"]) == ("status", 32), released
     sock.close()
+
+
+# --- a host that never reads does not keep its place ---------------------------------------
+
+
+@pytest.fixture
+def one_slot(sockdir: Path, tmp_path: Path) -> Iterator[ApiServer]:
+    """The real server on a real socket, in-process: one client at most, short timeouts."""
+    server: ApiServer
+
+    def dispatch(client: int, line: bytes) -> None:  # every request subscribes
+        request = protocol.parse_request(line)
+        server.reply(client, {"id": request.id, "result": {}}, subscribe=True)
+
+    events = EventLog(tmp_path / "api-events.json")
+    server = ApiServer(
+        sockdir / "api.sock", str(os.getgid()), 1, events, dispatch, send_timeout=1, close_timeout=1
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def stalled_subscriber(server: ApiServer) -> socket.socket:
+    """A client that said hello and reads nothing more: live events until the agent holds
+    output it cannot send (the socket's buffer is full), well under MAX_OUTPUT."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(WAIT)
+    sock.connect(str(server.path))
+    sock.sendall(b'{"id": 1, "method": "hello"}\n')
+    wait_for(lambda: server.clients == 1 and _unsent(server) is not None, "the hello")
+    while not _unsent(server):
+        for n in range(200):
+            server.broadcast({"event": "progress", "n": n, "padding": "p" * 200})
+        wait_for(lambda: not server._live, "the broadcasts to be taken")
+    assert _unsent(server) < MAX_OUTPUT // 2
+    return sock
+
+
+def _unsent(server: ApiServer) -> int | None:
+    with server._lock:
+        clients = list(server._clients.values())
+    return len(clients[0].wbuf) if clients else None
+
+
+def busy(server: ApiServer) -> bool:
+    """A second client is refused with `busy` (the one slot is taken)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(str(server.path))
+        line = sock.makefile("rb").readline()
+    return json.loads(line)["error"]["code"] == "busy"
+
+
+def closed_by_the_agent(sock: socket.socket) -> bool:
+    """The stream ends: what the agent wrote can be read, then EOF (or a reset, when the
+    agent closed with the client's unread input still queued)."""
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+@pytest.mark.parametrize("error_line", [False, True], ids=["output", "error-line"])
+def test_a_host_that_never_reads_loses_its_slot(one_slot: ApiServer, error_line: bool) -> None:
+    """Its output stands still for send_timeout (or its line_too_long error line is not taken
+    within close_timeout): closed with a log line, and the next host gets the slot."""
+    server = one_slot
+    stalled = stalled_subscriber(server)
+    assert busy(server)
+    if error_line:  # over MAX_LINE without a newline: the agent answers and will close
+        stalled.sendall(b"x" * (protocol.MAX_LINE + 1))
+        wait_for(lambda: all(c.closing for c in server._clients.values()), "the error line")
+    wait_for(lambda: server.clients == 0, "the stalled host to be closed")
+    assert closed_by_the_agent(stalled)
+    stalled.close()
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.settimeout(WAIT)
+    host.connect(str(server.path))
+    host.sendall(b'{"id": 7, "method": "hello"}\n')
+    assert json.loads(host.makefile("rb").readline()) == {"id": 7, "result": {}}
+    host.close()
