@@ -14,10 +14,14 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ocpp.v16 import call
 
 from agent.demo import pki
+from agent.demo.csms import TestCsms
+from agent.demo.rig import ChargerRig, Firmware
 from agent.firmware import certs
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
@@ -159,3 +163,50 @@ def test_a_torn_index_entry_fails_closed_instead_of_stopping_the_daemon(
         state, certstore.configured_stores(None, configured)
     )
     assert "cannot work out the manufacturer roots" in problem
+
+
+def test_the_daemon_fails_closed_answers_invalid_certificate_and_says_why(
+    tmp_path: Path, csms: TestCsms, run_agent: Any
+) -> None:
+    """The real daemon on a state dir whose certificate index has a torn entry: it starts,
+    logs 'failing closed', answers a request signed under agent.toml's own root
+    InvalidCertificate (L01.FR.24) with the InvalidFirmwareSigningCertificate event
+    (L01.FR.02), and `ocpp-fw-agent status` names the problem."""
+    rig = ChargerRig(tmp_path, csms.url, charge_point_id="CP-TEST-1")
+    certs_dir = rig.state / "certs"
+    certs_dir.mkdir()
+    torn = {
+        "store": MANUFACTURER_ROOT,
+        "pem": "-----BEGIN CERTIFICATE-----\nx",
+        "origin": "installed",
+    }
+    (certs_dir / "index.json").write_text(json.dumps({"version": 1, "entries": [torn]}))
+    stale = certs_dir / "manufacturer"
+    stale.mkdir()
+    (stale / "withdrawn.pem").write_text(rig.root.pem)  # a copy the store does not list
+    agent = run_agent(rig.config())
+    csms.wait_message("BootNotification")
+    agent.wait_log("failing closed")
+    assert trusted(certs_dir) == set()
+
+    firmware = Firmware("http://127.0.0.1:9/fw.bin", b"x", rig.sign(b"x"))
+    reply = csms.call(rig.charge_point_id, call.SignedUpdateFirmware(**rig.request(firmware, 5)))
+    assert reply.status == "InvalidCertificate"
+    csms.wait_for(
+        lambda: any(
+            m.payload["type"] == "InvalidFirmwareSigningCertificate"
+            for m in csms.messages("SecurityEventNotification")
+        ),
+        what="InvalidFirmwareSigningCertificate",
+    )
+
+    status = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(rig.base / "agent.toml"), "status"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        "problem:      certificate store: cannot work out the manufacturer roots" in status.stdout
+    )
