@@ -378,7 +378,12 @@ class CertStore:
         wanted = {
             f"{e.fingerprint}.pem": e.pem for e in self._entries if e.store == MANUFACTURER_ROOT
         }
-        present = {p.name for p in self.manufacturer_dir.iterdir() if p.suffix == ".pem"}
+        # Every file the firmware check would read: one the store did not write is stale too.
+        present = {
+            p.name
+            for p in self.manufacturer_dir.iterdir()
+            if p.suffix.lower() in certs.CERT_SUFFIXES and not p.name.startswith(".")
+        }
         for name in sorted(set(wanted) - present):
             path = self.manufacturer_dir / name
             atomic_write_bytes(path, wanted[name].encode("ascii"), update_step=False)

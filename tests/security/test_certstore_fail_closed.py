@@ -101,6 +101,11 @@ def test_a_root_removed_from_agent_toml_is_not_trusted_when_the_store_cannot_be_
     assert trusted(state) == {certstore.fingerprint(r0.cert), certstore.fingerprint(r1.cert)}
     assert verdict(state, signer(r1)) == "Accepted"
 
+    (state / "manufacturer" / "dropped-in.crt").write_text(r1.pem)  # not the store's file
+    CertStore(state, certstore.configured_stores(None, configured)).load()
+    assert trusted(state) == {certstore.fingerprint(r0.cert), certstore.fingerprint(r1.cert)}
+    assert sorted(p.suffix for p in (state / "manufacturer").iterdir()) == [".pem", ".pem"]
+
     write_roots(configured, [r0, r2])  # root 1 is withdrawn
     done = load_with_file_size_limit(state, configured)
     assert trusted(state) == set(), "a stale manufacturer root is still trusted"
