@@ -22,6 +22,7 @@ from agent.ocpp.devicemodel import DeviceModel, Settings, Sources, owned_variabl
 from agent.ocpp.session import Session
 from agent.ocpp.validate import to_wire
 from agent.service.availability import Availability
+from agent.service.public_reason import public_reason
 
 LOG = logging.getLogger(__name__)
 # Job phases (machine.Phase values) in which this boot is the update's reboot.
@@ -66,7 +67,8 @@ def failure_info(status: v16.FirmwareStatus, reason: str | None) -> v201.StatusI
         code = "InvalidValue"
     elif status is v16.FirmwareStatus.DOWNLOAD_FAILED:
         code = next((c for words, c in _DOWNLOAD_REASONS if words in text), code)
-    return v201.StatusInfo(reason_code=code, additional_info=reason or None)
+    # What went wrong, not the core's words: they name slots, files and allowed_hosts.
+    return v201.StatusInfo(reason_code=code, additional_info=public_reason(status, reason))
 
 
 def firmware_status_call(payloads: v201.Payloads) -> StatusCall:

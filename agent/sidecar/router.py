@@ -68,7 +68,7 @@ CERTIFICATE_ACTIONS = frozenset(
         v16.Action.CERTIFICATE_SIGNED,
     }
 )
-GET_CONFIGURATION_MAX_KEYS = 100
+GET_CONFIGURATION_MAX_KEYS = v16.GET_CONFIGURATION_MAX_KEYS  # the same bound as direct mode
 STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
 STACK_LEFT = "the charging stack disconnected before answering"
 
