@@ -33,7 +33,8 @@ HEARTBEAT_INTERVAL = 4  # what the CSMS tells the stack: a few beats during the 
 AGENT_ACTIONS = {"SignedFirmwareStatusNotification", "SecurityEventNotification"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (for the agent's sidecar listener)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -51,7 +52,7 @@ def main(verbose: bool = False) -> int:
     csms.heartbeat_interval = HEARTBEAT_INTERVAL
     server = FirmwareHttpServer().__enter__()
     agents: list[AgentProcess] = []
-    port = _free_port()
+    port = free_port()
     stack = DemoStack(f"ws://127.0.0.1:{port}/ocpp/CP-DEMO-1", "ExampleVendor", "AB-Charger")
     try:
         return _run(base, csms, server, agents, stack, port)
@@ -105,18 +106,16 @@ def _run(
     agents.append(agent)
     say(f"   the agent in sidecar mode: on the CSMS for CP-DEMO-1, the stack's CSMS at {stack.url}")
 
-    stack.connect()
-    status = stack.boot(_running_version(rig))
-    stack.status(CONNECTOR, "Available")
+    status = _boot(stack, rig)
     say(f"4. the charger's stack connected to the agent and booted (firmware 1.0): {status}")
     if status != "Accepted":
         return 1
 
     reply = csms.call(rig.charge_point_id, call.RemoteStartTransaction(id_tag=ID_TAG))
     id_tag = stack.remote_starts[-1]
-    transaction = stack.start_transaction(CONNECTOR, id_tag, 10_000)
+    transaction = stack.start_transaction(id_tag, 10_000, CONNECTOR)
     stack.status(CONNECTOR, "Charging")
-    stack.meter_values(CONNECTOR, transaction, 10_400)
+    stack.meter_values(transaction, 10_400, CONNECTOR)
     say(
         f"5. CSMS: RemoteStartTransaction {ID_TAG} ({reply.status}, answered by the stack); "
         f"the stack started transaction {transaction}"
@@ -142,7 +141,7 @@ def _run(
     say(_agent_said(agent, "install gate closed"))
     for meter in (11_200, 12_100):
         time.sleep(1.0)  # the car charges on; the agent keeps waiting
-        stack.meter_values(CONNECTOR, transaction, meter)
+        stack.meter_values(transaction, meter, CONNECTOR)
     stack.stop_transaction(transaction, 12_500)
     stack.status(CONNECTOR, "Available")
     say(f"8. the stack stopped transaction {transaction}: the agent installs and asks for a reboot")
@@ -157,9 +156,7 @@ def _run(
     say(f"9. power cycle: the bootloader booted slot {booted} (trial); the agent starts again")
     agent = AgentProcess(rig.base / "agent.toml").start()
     agents.append(agent)
-    stack.connect()
-    status = stack.boot(_running_version(rig))
-    stack.status(CONNECTOR, "Available")
+    status = _boot(stack, rig)
     say(f"   the stack reconnected; its BootNotification (firmware 2.0): {status}")
     say(_agent_said(agent, "the CSMS accepted the trial boot"))
     csms.wait_for(
@@ -186,8 +183,15 @@ def _event_answered(csms: Any) -> Any:
     return answered
 
 
-def _running_version(rig: ChargerRig) -> str:
-    return rig.version_file.read_text().strip()
+def _boot(stack: Any, rig: ChargerRig) -> str:
+    """The stack's start: connected, booted with the running firmware's version, beating at
+    the interval the CSMS gave once accepted, its connector Available. The boot's status."""
+    stack.connect()
+    reply = stack.boot(rig.version_file.read_text().strip())
+    if reply.status == "Accepted":
+        stack.beat(int(reply.interval))
+    stack.status(CONNECTOR, "Available")
+    return str(reply.status)
 
 
 def _account(csms: Any, stack: Any, rig: ChargerRig, power_cycle_at: float) -> int:
