@@ -13,7 +13,6 @@ arrived from slot B, the install waited for the transaction and every CALL met t
 
 from __future__ import annotations
 
-import shutil
 import socket
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from agent.demo import timeline
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig
-from agent.demo.run import prepare, progress, say
+from agent.demo.run import finish, prepare, progress, say
 from agent.slots import filemodel
 
 REQUEST_ID = 2001
@@ -58,30 +57,12 @@ def main(verbose: bool = False) -> int:
         return _run(base, csms, server, agents, stack, port)
     finally:
         stack.stop()
-        for agent in agents:
-            agent.stop()
-        server.__exit__()
-        csms.stop()
-        if not verbose:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            say(f"(files kept in {base}; the agent's log is agent.log)")
-
-
-def _wait(what: str, predicate: Any, agent: AgentProcess, timeout: float = 120) -> None:
-    """Poll another process's doing; give up when the agent died or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if agent.proc is not None and agent.proc.poll() is not None:
-            raise RuntimeError(f"the agent exited while waiting for {what}:\n{agent.log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        finish(base, csms, server, agents, verbose, "; the agent's log is agent.log")
 
 
 def _agent_said(agent: AgentProcess, text: str) -> str:
     """The agent's own log line containing `text`, without its time stamp and level."""
-    _wait(repr(text), lambda: text in agent.log, agent)
+    agent.wait_log(text, 120)
     line = next(line for line in agent.log.splitlines() if text in line)
     return "   agent log: " + line.split(": ", 1)[-1]
 
@@ -128,10 +109,8 @@ def _run(
     if reply.status != "Accepted":
         return 1
     progress(rig.state, {"install-scheduled", "installing", "rebooting", "finished"}, agent, 120)
-    _wait(
-        "InstallScheduled",
-        lambda: ("InstallScheduled", REQUEST_ID) in csms.statuses(),
-        agent,
+    csms.wait_for(
+        lambda: ("InstallScheduled", REQUEST_ID) in csms.statuses(), 120, "InstallScheduled"
     )
     say(
         f"7. image downloaded, verified and read back; the agent holds the install while "
