@@ -8,19 +8,13 @@ from __future__ import annotations
 from agent.demo.rig import ChargerRig, Firmware
 from agent.slots import filemodel
 from tests.e2e.conftest import HAPPY, Charger, wait_until
-from tests.e2e.test_l01_power_loss import gate
+from tests.e2e.test_l01_power_loss import a_failing_trial_behind_a_closed_gate
 
 
 def test_a_restart_on_the_abandoned_slot_still_reboots_back_and_refuses_updates(
     charger: Charger, rig: ChargerRig, firmware: Firmware
 ):
-    (rig.base / "gate-open").touch()
-    healthy = ["test", "-e", str(rig.base / "healthy")]  # never created: the health check fails
-    agent = charger.start(firmware=gate(rig), health={"commands": [healthy]})
-    assert charger.update(firmware, 34) == "Accepted"
-    rig.wait_reboot_request(agent)
-    (rig.base / "gate-open").unlink()  # a session started while the charger rebooted
-    assert rig.power_cycle(agent) == "B"
+    a_failing_trial_behind_a_closed_gate(charger, rig, firmware, 34)
     agent = charger.restart()
     charger.wait_status("InstallationFailed")
     agent.wait_log("install gate closed", 60)
