@@ -50,6 +50,20 @@ def a_failing_trial_behind_a_closed_gate(
     return agent
 
 
+def back_once_the_gate_opens(
+    charger: Charger, rig: ChargerRig, agent: AgentProcess, request_id: int
+) -> None:
+    """The end of such an update: no reboot while the gate stays closed; once it opens, the
+    reboot back into A, and the CSMS has seen the update fail, once."""
+    assert not rig.reboot_marker.exists()
+    (rig.base / "gate-open").touch()
+    rig.wait_reboot_request(agent)
+    assert rig.power_cycle(agent) == "A"
+    charger.restart()
+    charger.wait_acknowledged()
+    charger.assert_coherent(request_id, [*HAPPY, "InstallationFailed"])
+
+
 def status_showing(rig: ChargerRig, needle: str, timeout: float) -> str:
     """What `ocpp-fw-agent status` prints for this charger, once it shows `needle` (the
     daemon publishes its status shortly after a change; a daemon just started has published
@@ -110,14 +124,8 @@ def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
         60,
         "three closed-gate polls after InstallationFailed",
     )
-    assert not rig.reboot_marker.exists()  # no reboot while the gate is closed
     assert "B" in filemodel.load_env(rig.env)["bad"]  # the trial is abandoned already
-    (rig.base / "gate-open").touch()
-    rig.wait_reboot_request(agent)
-    assert rig.power_cycle(agent) == "A"
-    charger.restart()
-    charger.wait_acknowledged()
-    charger.assert_coherent(33, [*HAPPY, "InstallationFailed"])
+    back_once_the_gate_opens(charger, rig, agent, 33)
 
 
 def test_a_shutdown_while_install_rebooting_is_unconfirmed_is_prompt(
