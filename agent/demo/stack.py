@@ -27,6 +27,8 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, ChargePointErrorCode, RemoteStartStopStatus
 from websockets.asyncio.client import ClientConnection, connect
 
+from agent.demo.waiting import hang_guard
+
 
 def timestamp() -> str:
     """Now as an OCPP dateTime (whole seconds, UTC)."""
@@ -75,15 +77,19 @@ class StackClient:
         """The frames that went `direction` ("in" or "out"), in order."""
         return [text for d, text in list(self.frames) if d == direction]
 
-    def _run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+    def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """`coroutine` on the stack's loop, awaited; its deadline only catches a hang."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(max(30.0, hang_guard()))
 
     # --- the link ---------------------------------------------------------------------------
 
-    def connect(self, timeout: float = 60) -> None:
+    def connect(self, timeout: float | None = None) -> None:
         """Connect, retrying while nobody listens or the agent refuses (HTTP 503 until it is
-        on the CSMS), as a charger's stack does after its own boot."""
-        deadline = time.monotonic() + timeout
+        on the CSMS), as a charger's stack does after its own boot; for `timeout` seconds, by
+        default until a hang is likely (a minute, or the test suite's hang guard)."""
+        limit = max(60.0, hang_guard()) if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while True:
             try:
                 self._run(self._connect())
