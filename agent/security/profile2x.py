@@ -134,6 +134,7 @@ class Profile2x:
         ocpp_version: str,
         reconnect: Callable[[], None],
         payloads: v201.Payloads,
+        new_csms: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._profiles = profiles
@@ -141,6 +142,7 @@ class Profile2x:
         self._charge_point_id = charge_point_id
         self._ocpp_version = ocpp_version
         self._reconnect = reconnect
+        self._new_csms = new_csms  # the next connection registers the station again
         self._info = payloads.status_info  # 2.1's allows a longer additionalInfo
         self._password_changed = False
 
@@ -296,6 +298,7 @@ class Profile2x:
         why = f"network profile {slot}: {why}"
         LOG.info("%s; reconnecting to %s", why, _redacted(url))
         self._reporter.security_event(Reconfigured, why)
+        self._new_csms()
         self._reconnect()
         return True
 

@@ -29,7 +29,7 @@ from agent.firmware.charger import Charger
 from agent.firmware.clock import TrustedClock
 from agent.firmware.reporting import Reporter, signed_status_call
 from agent.firmware.updater import Updater
-from agent.ocpp import v16
+from agent.ocpp import v16, v201
 from agent.ocpp.connection import (
     CertificateRejected,
     Connected,
@@ -165,6 +165,7 @@ class Daemon:
                 ocpp_version=version,
                 reconnect=self.transport.drop,
                 payloads=payloads,
+                new_csms=self._new_csms,
             )
             self.profile2x.register(self.session, reset=config.csms.mode == "direct")
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
@@ -278,6 +279,13 @@ class Daemon:
         (the outbox takes events from any thread, as from the firmware worker)."""
         why = f"SecurityProfile {new}: no connection; back to profile {old}"
         self.reporter.security_event(v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why)
+
+    def _new_csms(self) -> None:
+        """2.x: the next connection uses another network profile (B10): the station registers
+        there first; in direct mode the BootNotification says why (a remote reset)."""
+        if self._v2x is not None:
+            self._v2x.reason = v201.BootReason.REMOTE_RESET
+        self.session.register_again()
 
     # --- BootNotification and triggers ------------------------------------------------------
 
