@@ -166,6 +166,10 @@ class ConnectionSettings:
                 "set are dropped, agent.toml's are used"
             )
             return
+        # Saved since 2.x network profiles (absent before: the same URL).
+        if saved.get("configured_url", self._configured.url) != self._configured.url:
+            LOG.warning("agent.toml's CSMS url changed: the connection the CSMS set is dropped")
+            return
         self._profile = int(saved.get("profile", self._profile))
         fallback = saved.get("fallback")
         self._fallback = int(fallback) if fallback is not None else None
@@ -189,6 +193,7 @@ class ConnectionSettings:
             {
                 "version": VERSION,
                 "configured": self._basis(),
+                "configured_url": self._configured.url,
                 "profile": self._profile,
                 "fallback": self._fallback,
                 "key_set": self._key_set,

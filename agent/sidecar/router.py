@@ -281,7 +281,7 @@ class Router:
             else:  # malformed: the stack answers it; nothing of ours to add
                 merge = self._configuration_merge([])
         elif call.action in self._traffic.variables and self._device is not None:
-            split = split_variables(call, text, self._dialect, self._device, STACK_AWAY)
+            split = split_variables(call, text, self._dialect, self._device)
             if split.who == "agent":
                 self._answered.append(call.unique_id)
                 self._session.receive(text)
@@ -290,7 +290,7 @@ class Router:
                 assert split.text is not None
                 text, merge = split.text, split.merge
         if not self.stack_up:
-            answer = merge.merge(None) if merge is not None else None
+            answer = merge.merge(STACK_AWAY) if merge is not None else None
             if answer is not None and merge is not None:  # the agent's part, the stack's refused
                 LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
                 self._queue("agent", answer, None)
@@ -358,7 +358,7 @@ class Router:
         self._uplink = deque(entry for entry in self._uplink if entry[0] == "agent")
         for unique_id, action in self._to_stack.items():
             merge = self._merge.get(unique_id)
-            answer = merge.merge(None) if merge is not None else None
+            answer = merge.merge(STACK_LEFT) if merge is not None else None
             if answer is not None and merge is not None:
                 LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
                 self._queue("agent", answer, None)

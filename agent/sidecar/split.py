@@ -23,7 +23,7 @@ from agent.ocpp.errors import OcppError
 from agent.ocpp.messages import Call, CallError, CallResult
 from agent.ocpp.validate import from_wire, to_wire
 
-StackAnswer = CallResult | CallError | None  # None: the stack is away or left
+StackAnswer = CallResult | CallError | str  # a str: why the stack cannot answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +64,7 @@ class Split:
     merge: Merge | None = None
 
 
-def split_variables(
-    call: Call, text: str, dialect: Dialect, device: DeviceModel, stack_away: str
-) -> Split:
-    """`stack_away`: the additionalInfo for the stack's entries it could not answer."""
+def split_variables(call: Call, text: str, dialect: Dialect, device: DeviceModel) -> Split:
     request_key, result_key = _VARIABLE_KEYS[call.action]
     owned = device.names()
     entries = call.payload.get(request_key) if isinstance(call.payload, dict) else None
@@ -100,12 +97,13 @@ def split_variables(
 
     def merge(answer: StackAnswer) -> str | None:
         results: list[Any] | None = None
+        why = answer if isinstance(answer, str) else "the charging stack did not answer them"
         if isinstance(answer, CallResult):
             got = answer.payload.get(result_key)
             if isinstance(got, list) and len(got) == len(theirs):
                 results = got
         if results is None:
-            results = [_unreached(entry, stack_away) for entry in theirs]
+            results = [_unreached(entry, why) for entry in theirs]
         merged: list[Any] = [None] * len(entries)
         for i, result in zip(mine, ours, strict=True):
             merged[i] = result
