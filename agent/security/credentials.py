@@ -321,6 +321,16 @@ class ConnectionSettings:
         return True, "BasicAuthPassword changed"
 
     @property
+    def network_url(self) -> str | None:
+        """The URL of the 2.x network profile in use; None: agent.toml's."""
+        with self._lock:
+            return self._url
+
+    @property
+    def configured_profile(self) -> int:
+        return self._configured.security_profile
+
+    @property
     def url(self) -> str:
         """The CSMS URL in use (without the identity)."""
         with self._lock:
@@ -336,10 +346,10 @@ class ConnectionSettings:
             return "SecurityProfile 3 needs a valid charge point certificate"
         return None
 
-    def switch(self, profile: int, url: str, timeout: int | None) -> tuple[bool, str]:
-        """2.x: connect with a network profile's URL, profile and message timeout from now on
-        (B10, A05); tried like a raised profile, the settings in use being the fallback.
-        Never lower (A05; checked again here: the profile may have changed since)."""
+    def switch(self, profile: int, url: str | None, timeout: int | None) -> tuple[bool, str]:
+        """2.x: connect with a network profile's URL (None: agent.toml's), profile and message
+        timeout from now on (B10, A05); tried like a raised profile, the settings in use being
+        the fallback. Never lower (A05; checked again here: the profile may have changed)."""
         with self._lock:
             current = self._profile
             if profile < current:

@@ -22,9 +22,10 @@ the transport asks it at each attempt, as in 1.6.
 - `OCPPCommCtrlr.NetworkConfigurationPriority` (SetVariables): a comma-separated list of slots,
   each 0 or a stored one, no repeats.
 - B10/A05 Reset: the first slot of the priority becomes the connection (when it differs from
-  the one in use): saved, the connection made again with it, `ReconfigurationOfSecurityParameters`
-  sent. If `TRIAL_ATTEMPTS` attempts fail, the previous URL and profile are back and the CSMS is
-  told (the same fallback as 1.6's A05.FR.08, `ConnectionSettings.switch`). In direct mode the
+  the one in use and its profile is not lower; slot 0: back to agent.toml's): saved, the
+  connection made again with it, `ReconfigurationOfSecurityParameters` sent. If
+  `TRIAL_ATTEMPTS` attempts fail, the previous URL and profile are back and the CSMS is told
+  (the same fallback as 1.6's A05.FR.08, `ConnectionSettings.switch`). In direct mode the
   agent answers Reset: Accepted when there is such a change to apply (the agent resets its
   connection, not the charger), else Rejected. In sidecar mode Reset is the stack's; the agent
   applies the priority once the stack accepted it.
@@ -270,20 +271,27 @@ class Profile2x:
 
     # --- applying the priority (B10, A05) -----------------------------------------------------
 
-    def pending(self) -> tuple[int, str, int, int | None] | None:
+    def pending(self) -> tuple[int, str | None, int, int | None] | None:
         """(slot, URL, profile, timeout) of the priority's first slot when it is not the
-        connection in use, else None."""
-        first = self._profiles.priority[0]
+        connection in use and may replace it (never a lower profile), else None. Slot 0 is
+        agent.toml's connection (URL None)."""
+        settings, first = self._settings, self._profiles.priority[0]
         if first == 0:
-            return None  # agent.toml's connection: the one the agent started with
-        slot = self._profiles.slot(first)
-        if slot is None:
+            if settings.network_url is None:
+                return None
+            url, profile, timeout = None, settings.configured_profile, None
+        else:
+            slot = self._profiles.slot(first)
+            if slot is None:
+                return None
+            url, profile = str(slot["url"]), int(slot["security_profile"])
+            number = slot.get("message_timeout")
+            timeout = number if type(number) is int else None
+            if url == settings.url and profile == settings.profile:
+                return None
+        if profile < settings.profile:
             return None
-        url, profile = str(slot["url"]), int(slot["security_profile"])
-        timeout = slot.get("message_timeout")
-        if url == self._settings.url and profile == self._settings.profile:
-            return None
-        return first, url, profile, timeout if type(timeout) is int else None
+        return first, url, profile, timeout
 
     def apply_priority(self) -> bool:
         """Connect with the priority's first profile from now on; True when it changed."""
@@ -296,7 +304,7 @@ class Profile2x:
             LOG.warning("network profile %d not applied: %s", slot, why)
             return False
         why = f"network profile {slot}: {why}"
-        LOG.info("%s; reconnecting to %s", why, _redacted(url))
+        LOG.info("%s; reconnecting to %s", why, _redacted(self._settings.url))
         self._reporter.security_event(Reconfigured, why)
         self._new_csms()
         self._reconnect()

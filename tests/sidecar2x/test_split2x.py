@@ -171,7 +171,8 @@ def test_B05_with_the_stack_away_the_agent_answers_its_part_at_once(tmp_path: Pa
 
 def test_B10_only_the_stacks_accepted_reset_applies_the_priority(tmp_path: Path) -> None:
     """SetNetworkProfile is the agent's (never forwarded); Reset is forwarded; a Rejected one
-    changes nothing, an Accepted one switches the connection (saved, reported, reconnected)."""
+    changes nothing, an Accepted one switches the connection (saved, reported, reconnected);
+    slot 0 first again leads back to agent.toml's connection."""
     links = Links(tmp_path, V201)
     data = network_profile("ws://127.0.0.1:10/ocpp", 1)
     links.from_csms("n1", "SetNetworkProfile", {"configurationSlot": 1, "connectionData": data})
@@ -189,3 +190,11 @@ def test_B10_only_the_stacks_accepted_reset_applies_the_priority(tmp_path: Path)
     assert links.reconnects == 1 and links.settings.url == "ws://127.0.0.1:10/ocpp"
     [event] = [e for e in links.outbox.entries() if e.action == "SecurityEventNotification"]
     assert event.payload["techInfo"] == "network profile 1: SecurityProfile 1 -> 1"
+
+    links.settings.connected()  # the new CSMS took the connection: it is final
+    links.router.csms_connected()
+    links.router.stack_connected()
+    links.from_csms("p2", "SetVariables", {"setVariableData": [variable(*PRIORITY, "0,1")]})
+    links.from_csms("r3", "Reset", {"type": "OnIdle"})
+    links.router.from_stack('[3,"r3",{"status":"Accepted"}]')
+    assert links.reconnects == 2 and links.settings.url == URL  # slot 0: agent.toml's again
