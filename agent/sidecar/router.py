@@ -25,6 +25,11 @@ Rules (issue 13, mode 1):
   never reach the stack. A GetConfiguration naming only the agent's keys is
   answered by the agent; any other goes to the stack without the agent's keys, and the stack's
   answer comes back with them merged in (and any of them the stack reported taken out).
+- 2.x: the connection's variables and network profiles are the agent's
+  (`agent.security.profile2x`): SetNetworkProfile never reaches the stack; a GetVariables or
+  SetVariables naming only the agent's variables is answered by the agent, one naming both is
+  split (`agent.sidecar.split`) and answered in the request's order. Reset stays the stack's;
+  when the stack accepts it, the agent applies the network priority (B10).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from agent.ocpp import v16
+from agent.ocpp.devicemodel import DeviceModel
 from agent.ocpp.dialect import V16, Dialect
 from agent.ocpp.errors import InternalError, OcppError
 from agent.ocpp.messages import (
@@ -52,6 +58,7 @@ from agent.ocpp.messages import (
 from agent.ocpp.session import Session
 from agent.ocpp.validate import from_wire
 from agent.security.handlers import SecurityHandlers
+from agent.sidecar.split import Merge, StackAnswer, split_variables
 
 LOG = logging.getLogger(__name__)
 # Frames from the stack and the agent waiting for the one in-flight CALL to be answered. A
@@ -98,6 +105,12 @@ class Traffic:
     triggers: frozenset[str]  # CALLs that may ask for a firmware status
     learn_call: Callable[[Call], Step | None]
     learn_answer: Callable[[str, dict[str, Any]], Step | None]
+    # 2.x, the connection's (with a device model given): CALLs that are the agent's, CALLs
+    # split between the agent and the stack, and the stack's CALL whose acceptance applies
+    # the network priority.
+    network: frozenset[str] = frozenset()
+    variables: frozenset[str] = frozenset()
+    reset: str | None = None
 
 
 def _v16_call(call: Call) -> Step | None:
@@ -146,6 +159,9 @@ V2X_TRAFFIC = Traffic(
     triggers=frozenset({"TriggerMessage"}),
     learn_call=_v2x_call,
     learn_answer=_nothing,
+    network=frozenset({"SetNetworkProfile"}),
+    variables=frozenset({"GetVariables", "SetVariables"}),
+    reset="Reset",
 )
 TRAFFIC = {"1.6": V16_TRAFFIC, "2.0.1": V2X_TRAFFIC, "2.1": V2X_TRAFFIC}
 
@@ -165,6 +181,8 @@ class Router:
         monotonic: Callable[[], float] = time.monotonic,
         security: SecurityHandlers | None = None,
         dialect: Dialect = V16,
+        device: DeviceModel | None = None,
+        on_reset: Callable[[], object] = lambda: None,
     ) -> None:
         self._session = session
         self._dialect = dialect
@@ -183,9 +201,11 @@ class Router:
         self._in_flight_deadline = 0.0
         self._to_stack: dict[str, str] = {}  # CSMS CALL ids awaiting the stack's answer
         self._security = security
-        # GetConfiguration ids forwarded to the stack: the agent's keys to merge into its
-        # answer (None: all of them).
-        self._merge: dict[str, list[str] | None] = {}
+        self._device = device  # 2.x: the agent's variables (the connection's)
+        self._on_reset = on_reset
+        # CSMS CALLs forwarded to the stack whose answer the agent completes (its keys in a
+        # GetConfiguration, its entries in a Get/SetVariables).
+        self._merge: dict[str, Merge] = {}
         self._transactions: dict[TransactionId, None] = {}  # in the order they started
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
@@ -244,7 +264,7 @@ class Router:
             self._answered.append(call.unique_id)
             self._session.receive(text)
             return
-        merge: list[str] | None = None
+        merge: Merge | None = None
         if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
             wanted = _configuration_keys(call.payload)
             if wanted is not None and wanted is not _MALFORMED:
@@ -255,10 +275,27 @@ class Router:
                 if mine:
                     rest = [k for k in wanted if not self._security.owns(k)]
                     text = Call(call.unique_id, call.action, {"key": rest}).to_json()
-                merge = mine
-            elif wanted is not None:
-                merge = []  # malformed: the stack answers it; nothing of ours to add
+                merge = self._configuration_merge(mine)
+            elif wanted is None:
+                merge = self._configuration_merge(None)
+            else:  # malformed: the stack answers it; nothing of ours to add
+                merge = self._configuration_merge([])
+        elif call.action in self._traffic.variables and self._device is not None:
+            split = split_variables(call, text, self._dialect, self._device)
+            if split.who == "agent":
+                self._answered.append(call.unique_id)
+                self._session.receive(text)
+                return
+            if split.who == "both":
+                assert split.text is not None
+                text, merge = split.text, split.merge
         if not self.stack_up:
+            answer = merge.merge(STACK_AWAY) if merge is not None else None
+            if answer is not None and merge is not None:  # the agent's part, the stack's refused
+                LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
+                self._queue("agent", answer, None)
+                merge.after()
+                return
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
             self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
             return
@@ -267,7 +304,7 @@ class Router:
             self._drop_stack()
             return
         self._to_stack[call.unique_id] = call.action
-        if call.action == v16.Action.GET_CONFIGURATION and self._security is not None:
+        if merge is not None:
             self._merge[call.unique_id] = merge
         self._to_stack_send(text)
 
@@ -284,6 +321,8 @@ class Router:
                     return True
             if call.action == v16.Action.CHANGE_CONFIGURATION:
                 return self._security.owns(call.payload.get("key"))
+        if self._device is not None and call.action in traffic.network:
+            return True
         if call.action == traffic.legacy_update:
             return self._refuse_update_firmware
         if call.action in traffic.triggers:
@@ -318,6 +357,13 @@ class Router:
         self.stack_up = False
         self._uplink = deque(entry for entry in self._uplink if entry[0] == "agent")
         for unique_id, action in self._to_stack.items():
+            merge = self._merge.get(unique_id)
+            answer = merge.merge(STACK_LEFT) if merge is not None else None
+            if answer is not None and merge is not None:
+                LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
+                self._queue("agent", answer, None)
+                merge.after()
+                continue
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
         self._to_stack.clear()
@@ -331,15 +377,25 @@ class Router:
             frame = None
             LOG.warning("forwarding a malformed frame from the charging stack: %s", exc)
         known = not isinstance(frame, CallResult | CallError) or frame.unique_id in self._to_stack
+        merge: Merge | None = None
+        reset = False
         if not known:
             LOG.warning("the stack answers a CALL the CSMS did not send it; forwarded")
         elif isinstance(frame, CallResult | CallError):
-            del self._to_stack[frame.unique_id]
-            if frame.unique_id in self._merge:
-                merge = self._merge.pop(frame.unique_id)
-                if isinstance(frame, CallResult):
-                    text = self._merged_configuration(frame, merge)
+            action = self._to_stack.pop(frame.unique_id)
+            merge = self._merge.pop(frame.unique_id, None)
+            if merge is not None:
+                text = merge.merge(frame) or text
+            reset = (
+                action == self._traffic.reset
+                and isinstance(frame, CallResult)
+                and frame.payload.get("status") == "Accepted"
+            )
         self._queue("stack", text, frame)
+        if merge is not None:
+            merge.after()
+        if reset:  # the stack resets the station: the agent's connection follows (B10)
+            self._on_reset()
 
     # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
 
@@ -348,6 +404,16 @@ class Router:
         assert self._security is not None
         payload = {"configurationKey": self._security.key_values(mine)}
         self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
+
+    def _configuration_merge(self, mine: list[str] | None) -> Merge:
+        """The agent's keys (None: all) completing the stack's GetConfiguration.conf."""
+
+        def merge(answer: StackAnswer) -> str | None:
+            if isinstance(answer, CallResult):
+                return self._merged_configuration(answer, mine)
+            return None  # a CALLERROR passes as it is; the stack away: InternalError
+
+        return Merge(merge)
 
     def _merged_configuration(self, answer: CallResult, merge: list[str] | None) -> str:
         """The stack's GetConfiguration.conf with the agent's keys in, and none of the stack's
