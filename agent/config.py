@@ -641,19 +641,28 @@ def parse(raw: Mapping[str, Any], source: Path) -> Config:
     )
 
 
+def csms_url_problem(url: str, profile: int) -> str | None:
+    """Why a CSMS URL does not fit security profile `profile` (agent.toml's `url`, and a 2.x
+    network profile's `ocppCsmsUrl`), or None."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("ws", "wss"):
+        return f"scheme must be ws:// or wss://, got {scheme or 'none'}"
+    if profile in (0, 1) and scheme != "ws":
+        return f"security profile {profile} uses ws://, not {scheme}://"
+    if profile in (2, 3) and scheme != "wss":
+        return f"security profile {profile} needs wss://, not {scheme}://"
+    return None
+
+
 def _profile_problems(csms: dict[str, Any]) -> list[tuple[str, str]]:
     """The URL scheme and credentials must match the security profile (OCPP 1.6 security §2).
 
     (key, problem) pairs, every one found."""
     profile = csms["security_profile"]
-    scheme = urllib.parse.urlsplit(csms["url"]).scheme
     out: list[tuple[str, str]] = []
-    if scheme not in ("ws", "wss"):
-        out.append(("url", f"scheme must be ws:// or wss://, got {scheme or 'none'}"))
-    elif profile in (0, 1) and scheme != "ws":
-        out.append(("url", f"security profile {profile} uses ws://, not {scheme}://"))
-    elif profile in (2, 3) and scheme != "wss":
-        out.append(("url", f"security profile {profile} needs wss://, not {scheme}://"))
+    problem = csms_url_problem(csms["url"], profile)
+    if problem is not None:
+        out.append(("url", problem))
     if profile in (1, 2) and "authorization_key" not in csms:
         out.append(("authorization_key", f"security profile {profile} needs an AuthorizationKey"))
     if profile in (1, 2) and ":" in csms["charge_point_id"]:

@@ -49,6 +49,17 @@ def pytest_make_collect_report() -> Generator[None, Any, None]:
     _fail_skip(outcome.get_result())
 
 
+# Every deadline in the suite only catches a hang, so none is shorter than this (seconds): with
+# both cores busy a daemon restart can take tens of seconds, and slow must not mean red.
+HANG_GUARD_SECONDS = "180"
+
+
+def pytest_configure() -> None:
+    """Raise the demo CSMS's and the rigs' waits to the hang guard (an environment variable, so
+    that it costs no import: `make mutation` starts pytest once per mutant)."""
+    os.environ.setdefault("OCPP_FW_AGENT_HANG_GUARD", HANG_GUARD_SECONDS)
+
+
 def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -> Path:
     """A config for a local CSMS; `sections` override or extend the defaults."""
     document: dict[str, dict[str, Any]] = {

@@ -9,8 +9,8 @@ the daemon's loop thread (`post`), like a CALL from a CSMS.
 
 from __future__ import annotations
 
+import datetime
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +22,7 @@ from agent.api.gate import HostGate
 from agent.api.protocol import ApiError, Request
 from agent.api.server import ApiServer, SocketError
 from agent.config import Config, ConfigError
+from agent.firmware.clock import CsmsTimeOffset
 from agent.firmware.updater import CANCEL_DONE, CANCEL_NOT_RUNNING, CANCEL_TOO_LATE, Updater
 from agent.ocpp import v16
 from agent.slots.base import BootBackend
@@ -46,8 +47,7 @@ class Api:
             self.events,
             self._dispatch,
         )
-        self._offset: float | None = None  # CSMS time minus ours, from boot_accepted
-        self._offset_lock = threading.Lock()
+        self._offset = CsmsTimeOffset()  # CSMS time minus ours, from boot_accepted
         self._updater: Updater | None = None
         self._gate: HostGate | None = None
         self._boot_reason = "PowerUp"
@@ -67,8 +67,7 @@ class Api:
 
     def csms_offset(self) -> float | None:
         """For the trusted clock: the host's CSMS time, as an offset to ours."""
-        with self._offset_lock:
-            return self._offset
+        return self._offset()
 
     def start(self) -> None:
         try:
@@ -156,16 +155,27 @@ class Api:
         live = (_gate_event(waiting),) if waiting is not None else ()
         self.server.reply(client, {"id": request.id, "result": result}, subscribe=True, live=live)
 
-    def _start_update(self, client: int, request: Request) -> dict[str, Any]:
+    def _start_update(self, client: int, request: Request) -> dict[str, Any] | None:
         update = protocol.update_request(request.params)
         updater = self._require_updater()
-        # Whatever this request causes waits for the host's CALLRESULT (response_sent).
-        self.server.hold(update.request_id, self.events.next_seq, self._config.api.response_timeout)
-        conf = updater.on_request(update)
+        # Whatever this request causes waits for the host's CALLRESULT (response_sent); set
+        # before the answer is known: an accepted request's cancel of the running one emits.
+        seconds = self._config.api.response_timeout
+        hold = self.server.hold(update.request_id, self.events.next_seq, seconds)
+        try:
+            conf = updater.on_request(update)
+        except BaseException:
+            self.server.drop_hold(hold)
+            raise
         LOG.info("local API: start_update %s answered %s", update.request_id, conf.status)
+        result = {"status": conf.status.value}
         if conf.status in _ACCEPTED:
             updater.after_request(update, conf)
-        return {"status": conf.status.value}
+            return result
+        # Refused: what it caused (the certificate's security event) follows the answer at
+        # once; a running update's events are not held until response_sent for it.
+        self.server.reply(client, {"id": request.id, "result": result}, unhold=hold)
+        return None
 
     def _response_sent(self, client: int, request: Request) -> dict[str, Any]:
         protocol.only(request.params, "request_id")
@@ -198,8 +208,14 @@ class Api:
         protocol.only(request.params, "csms_time")
         csms_time = protocol.moment(request.params, "csms_time")
         if csms_time is not None:
-            with self._offset_lock:
-                self._offset = csms_time - time.time()
+            moment = datetime.datetime.fromtimestamp(csms_time, datetime.UTC)
+            problem = self._offset.propose(moment, "local API boot_accepted csms_time")
+            if problem is not None:  # nothing recorded: not the time, not the acceptance
+                raise ApiError(
+                    protocol.BAD_PARAMS,
+                    f"csms_time: {problem}; nothing was recorded (send boot_accepted again, "
+                    "without csms_time if the CSMS's clock is wrong)",
+                )
         LOG.info("local API: the host's BootNotification was accepted by the CSMS")
         self._require_updater().csms_accepted()
         return {}

@@ -8,7 +8,10 @@ before a reply is written, every event deliverable by then is written first.
 
 Bounds: `max_clients` connections, `MAX_LINE` bytes a line, `MAX_PENDING` requests awaiting
 their reply and `MAX_OUTPUT` bytes unsent a connection (beyond either the connection is not
-read; durable events wait in the log, live ones are dropped).
+read; durable events wait in the log, live ones are dropped). A connection that takes none of
+its output for `SEND_TIMEOUT` seconds, or has not taken its last (error) line `CLOSE_TIMEOUT`
+seconds after it, is closed: a host that stopped reading does not keep its place among the
+`max_clients`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from agent.api.protocol import BUSY, FORBIDDEN, LINE_TOO_LONG, MAX_LINE, encode,
 LOG = logging.getLogger(__name__)
 MAX_PENDING = 32
 MAX_OUTPUT = 1 << 20
+SEND_TIMEOUT = 30.0  # seconds a connection may leave its output untouched
+CLOSE_TIMEOUT = 5.0  # seconds a connection closed after an error line may take to read it
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not named by Python 3.11
 MAX_GROUPS = 256
 MAX_SOCKET_PATH = 107  # sun_path, less its terminating NUL
@@ -84,6 +89,8 @@ class _Client:
     subscribed: bool = False  # said hello: events are written to it
     sent_seq: int = 0  # the last durable event written to it
     closing: bool = False  # close once wbuf is written
+    write_by: float | None = None  # unsent output must move by then (monotonic)
+    close_by: float | None = None  # closing: closed by then, written or not
 
     @property
     def readable(self) -> bool:
@@ -96,6 +103,7 @@ class _Reply:
     line: bytes
     subscribe: bool = False
     live: tuple[dict[str, Any], ...] = ()
+    unhold: int | None = None  # the hold that ends once this line is written
 
 
 @dataclasses.dataclass
@@ -103,6 +111,7 @@ class _Hold:
     request_id: int
     first_seq: int
     until: float
+    token: int = 0
 
 
 # dispatch(client number, request line): the line is answered by a later `reply`.
@@ -111,9 +120,19 @@ Dispatch = Callable[[int, bytes], None]
 
 class ApiServer:
     def __init__(
-        self, path: Path, group: str, max_clients: int, events: EventLog, dispatch: Dispatch
+        self,
+        path: Path,
+        group: str,
+        max_clients: int,
+        events: EventLog,
+        dispatch: Dispatch,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.path = path
+        self._send_timeout = send_timeout
+        self._close_timeout = close_timeout
         self._group_name = group
         self._max_clients = max_clients
         self._events = events
@@ -127,6 +146,7 @@ class ApiServer:
         self._replies: list[_Reply] = []
         self._live: list[dict[str, Any]] = []
         self._holds: list[_Hold] = []
+        self._hold_tokens = 0
         self._clients: dict[int, _Client] = {}
         self._numbers = 0
         self._running = False
@@ -208,11 +228,13 @@ class ApiServer:
         *,
         subscribe: bool = False,
         live: tuple[dict[str, Any], ...] = (),
+        unhold: int | None = None,
     ) -> None:
-        """The answer to the client's oldest request; `subscribe`: start (again) its events."""
+        """The answer to the client's oldest request; `subscribe`: start (again) its events;
+        `unhold`: a hold (`hold`'s token) that ends as soon as this answer is written."""
         line = message if isinstance(message, bytes) else encode(message)
         with self._lock:
-            self._replies.append(_Reply(client, line, subscribe, live))
+            self._replies.append(_Reply(client, line, subscribe, live, unhold))
         self.wake()
 
     def broadcast(self, event: dict[str, Any]) -> None:
@@ -221,10 +243,20 @@ class ApiServer:
             self._live.append(event)
         self.wake()
 
-    def hold(self, request_id: int, first_seq: int, seconds: float) -> None:
-        """Events from `first_seq` on wait until `release(request_id)` or `seconds` passed."""
+    def hold(self, request_id: int, first_seq: int, seconds: float) -> int:
+        """Events from `first_seq` on wait until `release(request_id)` or `seconds` passed;
+        the token names this hold for `drop_hold` and `reply(unhold=)`."""
         with self._lock:
-            self._holds.append(_Hold(request_id, first_seq, time.monotonic() + seconds))
+            self._hold_tokens += 1
+            token = self._hold_tokens
+            until = time.monotonic() + seconds
+            self._holds.append(_Hold(request_id, first_seq, until, token))
+        return token
+
+    def drop_hold(self, token: int) -> None:
+        with self._lock:
+            self._holds = [h for h in self._holds if h.token != token]
+        self.wake()
 
     def release(self, request_id: int) -> bool:
         with self._lock:
@@ -252,6 +284,7 @@ class ApiServer:
                     if client is not None and mask & selectors.EVENT_READ:
                         self._read(client)
             self._deliver()
+            self._expire()
             for client in list(self._clients.values()):
                 self._rearm(client)
 
@@ -331,6 +364,7 @@ class ApiServer:
                     )
                     client.wbuf += error_line(None, LINE_TOO_LONG, f"a line over {MAX_LINE} bytes")
                     client.closing = True
+                    client.close_by = time.monotonic() + self._close_timeout
                     client.rbuf.clear()
                 return
             line = bytes(client.rbuf[: end + 1])
@@ -351,15 +385,18 @@ class ApiServer:
         entries = self._events.entries()
         for reply in replies:
             client = self._clients.get(reply.client)
-            if client is None:
-                continue  # gone before its answer
-            self._send_events(client, entries, barrier)  # what was queued before the answer
-            client.pending -= 1
-            client.wbuf += reply.line
-            if reply.subscribe:
-                client.subscribed, client.sent_seq = True, 0
-                for event in reply.live:
-                    client.wbuf += encode(event)
+            if client is not None:
+                self._send_events(client, entries, barrier)  # what was queued before it
+                client.pending -= 1
+                client.wbuf += reply.line
+                if reply.subscribe:
+                    client.subscribed, client.sent_seq = True, 0
+                    for event in reply.live:
+                        client.wbuf += encode(event)
+            if reply.unhold is not None:  # the answer is out (or its client gone)
+                with self._lock:
+                    self._holds = [h for h in self._holds if h.token != reply.unhold]
+                    barrier = min((h.first_seq for h in self._holds), default=None)
         for client in list(self._clients.values()):
             self._send_events(client, entries, barrier)
             for event in live:
@@ -391,10 +428,37 @@ class ApiServer:
             self._close(client)
             return
         del client.wbuf[:sent]
+        if sent:
+            client.write_by = time.monotonic() + self._send_timeout if client.wbuf else None
         if client.closing and not client.wbuf:
             self._close(client)
         elif client.rbuf and client.readable:
             self._lines(client)  # room again: the lines it sent meanwhile
+
+    def _expire(self) -> None:
+        """Close the connections whose output stands still (their host stopped reading)."""
+        now = time.monotonic()
+        for client in list(self._clients.values()):
+            if not client.wbuf:
+                client.write_by = None
+            elif client.write_by is None:
+                client.write_by = now + self._send_timeout
+            if client.close_by is not None and now >= client.close_by:
+                LOG.warning(
+                    "local API: client %d did not read its error line within %.0f s; closed",
+                    client.number,
+                    self._close_timeout,
+                )
+            elif client.write_by is not None and now >= client.write_by:
+                LOG.warning(
+                    "local API: client %d took none of its output (%d bytes) for %.0f s; closed",
+                    client.number,
+                    len(client.wbuf),
+                    self._send_timeout,
+                )
+            else:
+                continue
+            self._close(client)
 
     def _rearm(self, client: _Client) -> None:
         if client.number not in self._clients:

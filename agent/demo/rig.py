@@ -24,6 +24,7 @@ from typing import Any
 
 from agent import durable
 from agent.demo import pki
+from agent.demo.waiting import hang_guard
 from agent.firmware.signature import sign_digest
 from agent.slots import filemodel
 
@@ -110,7 +111,7 @@ class AgentProcess:
 
     def wait_log(self, text: str, timeout: float = 15) -> None:
         """Poll the log file (there is no event to await across processes)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, hang_guard())
         while text not in self.log:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -226,7 +227,7 @@ class ChargerRig:
         return payload
 
     def wait_reboot_request(self, agent: AgentProcess, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, hang_guard())
         while not self.reboot_marker.exists():
             assert agent.proc is not None
             if agent.proc.poll() is not None:

@@ -84,14 +84,27 @@ def main(verbose: bool = False, ocpp: str = "1.6") -> int:
     try:
         return _run(base, csms, server, agents, ocpp)
     finally:
-        for agent in agents:
-            agent.stop()
-        server.__exit__()
-        csms.stop()
-        if not verbose:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            say(f"(files kept in {base})")
+        finish(base, csms, server, agents, verbose)
+
+
+def finish(
+    base: Path,
+    csms: Any,
+    server: FirmwareHttpServer,
+    agents: list[AgentProcess],
+    verbose: bool,
+    kept: str = "",
+) -> None:
+    """The end of every demo, however it went: the agents and servers stopped, the charger's
+    files removed, or with -v kept and said where (`kept` adds what to look at)."""
+    for agent in agents:
+        agent.stop()
+    server.__exit__()
+    csms.stop()
+    if not verbose:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        say(f"(files kept in {base}{kept})")
 
 
 def _boot_line(payload: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ arrived from slot B, the install waited for the transaction and every CALL met t
 
 from __future__ import annotations
 
-import shutil
 import socket
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from agent.demo import timeline
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig
-from agent.demo.run import prepare, progress, say
+from agent.demo.run import finish, prepare, progress, say
 from agent.slots import filemodel
 
 REQUEST_ID = 2001
@@ -33,7 +32,8 @@ HEARTBEAT_INTERVAL = 4  # what the CSMS tells the stack: a few beats during the 
 AGENT_ACTIONS = {"SignedFirmwareStatusNotification", "SecurityEventNotification"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (for the agent's sidecar listener)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -51,36 +51,18 @@ def main(verbose: bool = False) -> int:
     csms.heartbeat_interval = HEARTBEAT_INTERVAL
     server = FirmwareHttpServer().__enter__()
     agents: list[AgentProcess] = []
-    port = _free_port()
+    port = free_port()
     stack = DemoStack(f"ws://127.0.0.1:{port}/ocpp/CP-DEMO-1", "ExampleVendor", "AB-Charger")
     try:
         return _run(base, csms, server, agents, stack, port)
     finally:
         stack.stop()
-        for agent in agents:
-            agent.stop()
-        server.__exit__()
-        csms.stop()
-        if not verbose:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            say(f"(files kept in {base}; the agent's log is agent.log)")
-
-
-def _wait(what: str, predicate: Any, agent: AgentProcess, timeout: float = 120) -> None:
-    """Poll another process's doing; give up when the agent died or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if agent.proc is not None and agent.proc.poll() is not None:
-            raise RuntimeError(f"the agent exited while waiting for {what}:\n{agent.log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        finish(base, csms, server, agents, verbose, "; the agent's log is agent.log")
 
 
 def _agent_said(agent: AgentProcess, text: str) -> str:
     """The agent's own log line containing `text`, without its time stamp and level."""
-    _wait(repr(text), lambda: text in agent.log, agent)
+    agent.wait_log(text, 120)
     line = next(line for line in agent.log.splitlines() if text in line)
     return "   agent log: " + line.split(": ", 1)[-1]
 
@@ -105,18 +87,16 @@ def _run(
     agents.append(agent)
     say(f"   the agent in sidecar mode: on the CSMS for CP-DEMO-1, the stack's CSMS at {stack.url}")
 
-    stack.connect()
-    status = stack.boot(_running_version(rig))
-    stack.status(CONNECTOR, "Available")
+    status = _boot(stack, rig)
     say(f"4. the charger's stack connected to the agent and booted (firmware 1.0): {status}")
     if status != "Accepted":
         return 1
 
     reply = csms.call(rig.charge_point_id, call.RemoteStartTransaction(id_tag=ID_TAG))
     id_tag = stack.remote_starts[-1]
-    transaction = stack.start_transaction(CONNECTOR, id_tag, 10_000)
+    transaction = stack.start_transaction(id_tag, 10_000, CONNECTOR)
     stack.status(CONNECTOR, "Charging")
-    stack.meter_values(CONNECTOR, transaction, 10_400)
+    stack.meter_values(transaction, 10_400, CONNECTOR)
     say(
         f"5. CSMS: RemoteStartTransaction {ID_TAG} ({reply.status}, answered by the stack); "
         f"the stack started transaction {transaction}"
@@ -129,10 +109,8 @@ def _run(
     if reply.status != "Accepted":
         return 1
     progress(rig.state, {"install-scheduled", "installing", "rebooting", "finished"}, agent, 120)
-    _wait(
-        "InstallScheduled",
-        lambda: ("InstallScheduled", REQUEST_ID) in csms.statuses(),
-        agent,
+    csms.wait_for(
+        lambda: ("InstallScheduled", REQUEST_ID) in csms.statuses(), 120, "InstallScheduled"
     )
     say(
         f"7. image downloaded, verified and read back; the agent holds the install while "
@@ -142,7 +120,7 @@ def _run(
     say(_agent_said(agent, "install gate closed"))
     for meter in (11_200, 12_100):
         time.sleep(1.0)  # the car charges on; the agent keeps waiting
-        stack.meter_values(CONNECTOR, transaction, meter)
+        stack.meter_values(transaction, meter, CONNECTOR)
     stack.stop_transaction(transaction, 12_500)
     stack.status(CONNECTOR, "Available")
     say(f"8. the stack stopped transaction {transaction}: the agent installs and asks for a reboot")
@@ -157,9 +135,7 @@ def _run(
     say(f"9. power cycle: the bootloader booted slot {booted} (trial); the agent starts again")
     agent = AgentProcess(rig.base / "agent.toml").start()
     agents.append(agent)
-    stack.connect()
-    status = stack.boot(_running_version(rig))
-    stack.status(CONNECTOR, "Available")
+    status = _boot(stack, rig)
     say(f"   the stack reconnected; its BootNotification (firmware 2.0): {status}")
     say(_agent_said(agent, "the CSMS accepted the trial boot"))
     csms.wait_for(
@@ -186,8 +162,15 @@ def _event_answered(csms: Any) -> Any:
     return answered
 
 
-def _running_version(rig: ChargerRig) -> str:
-    return rig.version_file.read_text().strip()
+def _boot(stack: Any, rig: ChargerRig) -> str:
+    """The stack's start: connected, booted with the running firmware's version, beating at
+    the interval the CSMS gave once accepted, its connector Available. The boot's status."""
+    stack.connect()
+    reply = stack.boot(rig.version_file.read_text().strip())
+    if reply.status == "Accepted":
+        stack.beat(int(reply.interval))
+    stack.status(CONNECTOR, "Available")
+    return str(reply.status)
 
 
 def _account(csms: Any, stack: Any, rig: ChargerRig, power_cycle_at: float) -> int:

@@ -86,21 +86,28 @@ class Owned:
     instance: str | None = None
     values_list: str | None = None
     persistent: bool = True
+    readable: bool = True  # False: WriteOnly (a password): never read back, never reported
+    max_limit: int | None = None  # reported in the characteristics (a string's longest length)
 
     @property
     def mutability(self) -> v201.Mutability:
+        if not self.readable:
+            return v201.Mutability.WRITE_ONLY
         return v201.Mutability.READ_ONLY if self.write is None else v201.Mutability.READ_WRITE
 
     def report(self) -> v201.ReportData:
         attribute = v201.VariableAttribute(
             type=v201.AttributeType.ACTUAL,
-            value=self.read()[: v201.REPORT_VALUE_MAX],
+            value=self.read()[: v201.REPORT_VALUE_MAX] if self.readable else None,
             mutability=self.mutability,
             persistent=self.persistent,
             constant=self.write is None and self.persistent,
         )
         characteristics = v201.VariableCharacteristics(
-            data_type=self.data_type, supports_monitoring=False, values_list=self.values_list
+            data_type=self.data_type,
+            supports_monitoring=False,
+            values_list=self.values_list,
+            max_limit=self.max_limit,
         )
         return v201.ReportData(
             component=v201.Component(name=self.component),
@@ -208,10 +215,21 @@ class DeviceModel:
     """Answers GetVariables, SetVariables and GetBaseReport from the table; a report is
     handed to `send_report` (action, payload) once the answer went out."""
 
-    def __init__(self, variables: list[Owned], send_report: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self,
+        variables: list[Owned],
+        send_report: Callable[[str, Any], None],
+        after_set: Callable[[], None] = lambda: None,
+    ) -> None:
+        # A later entry for the same variable replaces an earlier one (its owner provides it).
         self._variables = {(v.component, v.name, v.instance): v for v in variables}
         self._components = {v.component for v in variables}
         self._send_report = send_report
+        self._after_set = after_set  # once a SetVariables answer is out (A01: reconnect)
+
+    def names(self) -> frozenset[tuple[str, str]]:
+        """(component, variable) of the station-wide variables without an instance."""
+        return frozenset((c, n) for c, n, i in self._variables if i is None)
 
     def find(self, component: v201.Component, variable: v201.Variable) -> tuple[Owned | None, str]:
         """The owned variable, or None and the status word that says what is unknown. The
@@ -234,6 +252,8 @@ class DeviceModel:
                 status = v201.GetVariableStatus(unknown)
             elif data.attribute_type not in (None, v201.AttributeType.ACTUAL):
                 status = v201.GetVariableStatus.NOT_SUPPORTED_ATTRIBUTE_TYPE
+            elif not owned.readable:  # WriteOnly: B06, never returned
+                status = v201.GetVariableStatus.REJECTED
             else:
                 status = v201.GetVariableStatus.ACCEPTED
                 value = owned.read()[: v201.REPORT_VALUE_MAX]
@@ -262,6 +282,11 @@ class DeviceModel:
                 )
             )
         return v201.SetVariablesResponse(set_variable_result=results)
+
+    def after_set_variables(
+        self, request: v201.SetVariablesRequest, response: v201.SetVariablesResponse
+    ) -> None:
+        self._after_set()
 
     def _set(self, data: v201.SetVariableData) -> tuple[v201.SetVariableStatus, Any]:
         owned, unknown = self.find(data.component, data.variable)

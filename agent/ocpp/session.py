@@ -406,6 +406,12 @@ class Session:
             self.registration = Registration.ACCEPTED
             self._outbox_retry_at = self._now()
 
+    def register_again(self) -> None:
+        """The next connection is to another CSMS (a new network profile, B10): the station
+        registers first, as after a start; nothing else is sent before that."""
+        self.registration = Registration.UNREGISTERED
+        self._boot_due = self._heartbeat_due = None
+
     def request_boot_notification(self) -> None:
         """A triggered BootNotification (ExtendedTriggerMessage / TriggerMessage)."""
         self._boot_due = self._now()

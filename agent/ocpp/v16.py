@@ -278,9 +278,17 @@ class ChangeConfigurationConf:
     status: ConfigurationStatus = wire("status")
 
 
+# GetConfiguration.req's keys, at most (the schema has no bound; the core key
+# GetConfigurationMaxKeys says it): one more is CALLERROR OccurenceConstraintViolation, 1.6's
+# error for an array with too many items (1.6 has no "TooMany" status to answer with).
+GET_CONFIGURATION_MAX_KEYS = 100
+
+
 @dataclasses.dataclass(frozen=True)
 class GetConfigurationReq:
-    key: list[str] | None = wire("key", max_length=50, default=None)
+    key: list[str] | None = wire(
+        "key", max_length=50, max_items=GET_CONFIGURATION_MAX_KEYS, default=None
+    )
 
 
 @dataclasses.dataclass(frozen=True)

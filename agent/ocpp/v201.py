@@ -435,6 +435,7 @@ class VariableCharacteristics:
     data_type: DataType = wire("dataType")
     supports_monitoring: bool = wire("supportsMonitoring")
     values_list: str | None = wire("valuesList", max_length=SET_VALUE_MAX, default=None)
+    max_limit: int | None = wire("maxLimit", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,6 +475,116 @@ DEVICE_MODEL_REQUESTS: dict[str, type[Any]] = {
 }
 INCOMING_REQUESTS.update(DEVICE_MODEL_REQUESTS)
 RESPONSES.update({"NotifyReport": EmptyResponse, "StatusNotification": EmptyResponse})
+
+
+# --- the connection's network profiles (B09, B10, A05): `agent.security.profile2x` ---------
+# SetNetworkProfile is the agent's in direct and sidecar mode; Reset is answered in direct
+# mode only (the stack's in sidecar mode). The APN and VPN objects are typed only as far as
+# refusing them needs: the agent manages neither a modem nor a VPN.
+
+
+class OcppVersion(enum.StrEnum):
+    OCPP12 = "OCPP12"
+    OCPP15 = "OCPP15"
+    OCPP16 = "OCPP16"
+    OCPP20 = "OCPP20"
+
+
+class OcppTransport(enum.StrEnum):
+    JSON = "JSON"
+    SOAP = "SOAP"
+
+
+class OcppInterface(enum.StrEnum):
+    WIRED0 = "Wired0"
+    WIRED1 = "Wired1"
+    WIRED2 = "Wired2"
+    WIRED3 = "Wired3"
+    WIRELESS0 = "Wireless0"
+    WIRELESS1 = "Wireless1"
+    WIRELESS2 = "Wireless2"
+    WIRELESS3 = "Wireless3"
+
+
+class SetNetworkProfileStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    FAILED = "Failed"
+
+
+class ResetType(enum.StrEnum):
+    IMMEDIATE = "Immediate"
+    ON_IDLE = "OnIdle"
+
+
+class ResetStatus(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    SCHEDULED = "Scheduled"
+
+
+@dataclasses.dataclass(frozen=True)
+class Apn:
+    apn: str = wire("apn", max_length=512)
+    apn_authentication: str = wire("apnAuthentication", max_length=10)
+    apn_user_name: str | None = wire("apnUserName", max_length=20, default=None)
+    apn_password: str | None = wire("apnPassword", max_length=20, default=None)
+    sim_pin: int | None = wire("simPin", default=None)
+    preferred_network: str | None = wire("preferredNetwork", max_length=6, default=None)
+    use_only_preferred_network: bool | None = wire("useOnlyPreferredNetwork", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vpn:
+    server: str = wire("server", max_length=512)
+    user: str = wire("user", max_length=20)
+    password: str = wire("password", max_length=20)
+    key: str = wire("key", max_length=255)
+    type: str = wire("type", max_length=10)
+    group: str | None = wire("group", max_length=20, default=None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)  # 2.1 makes ocppVersion optional
+class NetworkConnectionProfile:
+    ocpp_version: OcppVersion | None = wire("ocppVersion")  # required in 2.0.1 (no default)
+    ocpp_transport: OcppTransport = wire("ocppTransport")
+    ocpp_csms_url: str = wire("ocppCsmsUrl", max_length=512)
+    message_timeout: int = wire("messageTimeout")
+    security_profile: int = wire("securityProfile")
+    ocpp_interface: OcppInterface = wire("ocppInterface")
+    apn: Apn | None = wire("apn", default=None)
+    vpn: Vpn | None = wire("vpn", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNetworkProfileRequest:
+    configuration_slot: int = wire("configurationSlot")
+    connection_data: NetworkConnectionProfile = wire("connectionData")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNetworkProfileResponse:
+    status: SetNetworkProfileStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetRequest:
+    type: ResetType = wire("type")
+    evse_id: int | None = wire("evseId", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetResponse:
+    status: ResetStatus = wire("status")
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+NETWORK_REQUESTS: dict[str, type[Any]] = {
+    "SetNetworkProfile": SetNetworkProfileRequest,
+    "Reset": ResetRequest,
+}
+INCOMING_REQUESTS.update(NETWORK_REQUESTS)
 
 
 # --- certificate management (M03-M05) and the station's certificate (A02, A03) -------------

@@ -134,6 +134,87 @@ class SetVariablesRequest(v201.SetVariablesRequest):
 INCOMING_REQUESTS.update({**v201.DEVICE_MODEL_REQUESTS, "SetVariables": SetVariablesRequest})
 
 
+# --- network profiles: 2.1 ignores ocppVersion (optional), widens the URL and VPN fields, adds
+# `Any` interface, `identity` and `basicAuthPassword` ------------------------------------------
+URL_MAX = 2000
+
+
+class OcppVersion(enum.StrEnum):
+    OCPP12 = "OCPP12"
+    OCPP15 = "OCPP15"
+    OCPP16 = "OCPP16"
+    OCPP20 = "OCPP20"
+    OCPP201 = "OCPP201"
+    OCPP21 = "OCPP21"
+
+
+class OcppInterface(enum.StrEnum):
+    WIRED0 = "Wired0"
+    WIRED1 = "Wired1"
+    WIRED2 = "Wired2"
+    WIRED3 = "Wired3"
+    WIRELESS0 = "Wireless0"
+    WIRELESS1 = "Wireless1"
+    WIRELESS2 = "Wireless2"
+    WIRELESS3 = "Wireless3"
+    ANY = "Any"
+
+
+@dataclasses.dataclass(frozen=True)
+class Vpn(v201.Vpn):
+    server: str = wire("server", max_length=URL_MAX)
+    user: str = wire("user", max_length=50)
+    password: str = wire("password", max_length=64)
+    group: str | None = wire("group", max_length=50, default=None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetworkConnectionProfile(v201.NetworkConnectionProfile):
+    ocpp_version: OcppVersion | None = wire("ocppVersion", default=None)  # type: ignore[assignment]
+    ocpp_csms_url: str = wire("ocppCsmsUrl", max_length=URL_MAX)
+    ocpp_interface: OcppInterface = wire("ocppInterface")  # type: ignore[assignment]
+    vpn: Vpn | None = wire("vpn", default=None)
+    identity: str | None = wire("identity", max_length=48, default=None)
+    basic_auth_password: str | None = wire("basicAuthPassword", max_length=64, default=None)
+
+    def __post_init__(self) -> None:
+        if self.security_profile < 0:  # the schema's `minimum: 0`
+            raise PropertyConstraintViolation("securityProfile: must be at least 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNetworkProfileRequest(v201.SetNetworkProfileRequest):
+    connection_data: NetworkConnectionProfile = wire("connectionData")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNetworkProfileResponse(v201.SetNetworkProfileResponse):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+class ResetType(enum.StrEnum):
+    IMMEDIATE = "Immediate"
+    ON_IDLE = "OnIdle"
+    IMMEDIATE_AND_RESUME = "ImmediateAndResume"  # new in 2.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetRequest(v201.ResetRequest):
+    type: ResetType = wire("type")  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.evse_id is not None and self.evse_id < 0:
+            raise PropertyConstraintViolation("evseId: must be at least 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetResponse(v201.ResetResponse):
+    status_info: StatusInfo | None = wire("statusInfo", default=None)
+
+
+INCOMING_REQUESTS.update({"SetNetworkProfile": SetNetworkProfileRequest, "Reset": ResetRequest})
+
+
 # --- certificates: 2.1 adds OEMRootCertificate (ISO 15118-20, the stack's) and V2G20Certificate,
 # lets a root be 10000 characters (the store keeps its 5500), and widens statusInfo ----------
 

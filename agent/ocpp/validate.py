@@ -97,6 +97,10 @@ def _convert(hint: Any, value: Any, where: str, max_length: int | None) -> Any:
         if max_length is not None and len(value) > max_length:
             raise PropertyConstraintViolation(f"{where}: longer than {max_length} characters")
         return value
+    if hint is bool:
+        if type(value) is not bool:
+            raise TypeConstraintViolation(f"{where}: expected true or false")
+        return value
     if hint is int:
         if type(value) is float and value.is_integer():
             value = int(value)

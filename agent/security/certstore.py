@@ -25,6 +25,12 @@ Rules:
   nor the last CSMS root while the profile uses TLS (the next reconnect could not verify the
   CSMS: stricter than M04's remark, which allows it);
 - a configured certificate the CSMS deletes stays deleted until agent.toml changes it.
+
+Failing closed: when the manufacturer roots cannot be worked out or written (agent.toml's roots
+unreadable, a torn index entry, a full or failing state dir), `manufacturer/` is taken away
+whole (one rename) and left empty, so a root removed from agent.toml or deleted by the CSMS is
+never trusted from a stale file: every firmware request is answered InvalidCertificate until a
+start or a change derives it again. `manufacturer_problems` tells the self-check.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -199,19 +206,40 @@ class CertStore:
         self._now = now
         self._entries: list[Entry] = []
         self._removed: set[str] = set()  # fingerprints of configured certificates deleted
+        # Why the manufacturer roots failed closed (None: `manufacturer/` is what the store says).
+        self.manufacturer_failure: str | None = None
 
     # --- start ---------------------------------------------------------------------------------
 
     def load(self) -> None:
         """Read the index, fold in what agent.toml configures now, rewrite the derived files."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.manufacturer_dir.mkdir(mode=0o700, exist_ok=True)
+        _remove_stale_copies(self.directory)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._entries, self._removed, changed = self._expected()
+        except _UNUSABLE as exc:
+            self._fail_closed(f"cannot work out the trusted roots: {_why(exc)}")
+            return
+        if changed:
+            try:
+                self._save()
+            except StateWriteError as exc:
+                LOG.error("cannot save the certificate store: %s", exc)
+        self._derive()
+
+    def _expected(self) -> tuple[list[Entry], set[str], bool]:
+        """The entries and deleted configured fingerprints the index and agent.toml give now,
+        and whether the index must be rewritten. Reads only; raises what `_UNUSABLE` names."""
         try:
             document = read_json(self._index, INDEX_VERSION) or {}
         except StateFileError as exc:
             LOG.error("certificate store unreadable, starting from agent.toml's: %s", exc)
             document = {}
         entries = [Entry(**e) for e in document.get("entries", [])]
+        for entry in entries:
+            if entry.store not in (CSMS_ROOT, MANUFACTURER_ROOT):
+                raise ValueError(f"index entry for an unknown store {entry.store!r}")
+            _ = entry.fingerprint  # raises on a PEM that does not parse
         removed = set(document.get("removed", []))
         configured = {fingerprint(c): (store, c) for store, c in self._configured_certs()}
         kept = [e for e in entries if e.origin == "installed" or e.fingerprint in configured]
@@ -220,15 +248,8 @@ class CertStore:
             if print_ not in removed and (store, print_) not in known:
                 pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
                 kept.append(Entry(store, pem, "configured"))
-        self._removed = removed & set(configured)
-        changed = kept != entries or self._removed != removed
-        self._entries = kept
-        if changed:
-            try:
-                self._save()
-            except StateWriteError as exc:
-                LOG.error("cannot save the certificate store: %s", exc)
-        self._derive()
+        still_removed = removed & set(configured)
+        return kept, still_removed, kept != entries or still_removed != removed
 
     def _configured_certs(self) -> Iterable[tuple[str, x509.Certificate]]:
         for store, path in self._configured.items():
@@ -340,23 +361,141 @@ class CertStore:
         atomic_write_json(self._index, document, update_step=False)
 
     def _derive(self) -> None:
-        """The files others read. A failure is logged; the next change or start retries."""
+        """The files others read. A failure is logged (the manufacturer roots fail closed);
+        the next change or start retries."""
         try:
             bundle = "".join(e.pem for e in self._entries if e.store == CSMS_ROOT)
             atomic_write_bytes(self.csms_bundle, bundle.encode("ascii"), update_step=False)
-            wanted = {
-                f"{e.fingerprint}.pem": e.pem for e in self._entries if e.store == MANUFACTURER_ROOT
-            }
-            present = {p.name for p in self.manufacturer_dir.iterdir() if p.suffix == ".pem"}
-            for name in sorted(set(wanted) - present):
-                path = self.manufacturer_dir / name
-                atomic_write_bytes(path, wanted[name].encode("ascii"), update_step=False)
-            for name in sorted(present - set(wanted)):
-                os.unlink(self.manufacturer_dir / name)
-            if present - set(wanted):
-                fsync_dir(self.manufacturer_dir)
         except OSError as exc:
             LOG.error("cannot write the certificate store's files: %s", exc)
+        try:
+            self._derive_manufacturer()
+        except _UNUSABLE as exc:
+            self._fail_closed(f"cannot write {self.manufacturer_dir}: {_why(exc)}")
+            return
+        if self.manufacturer_failure is not None:
+            LOG.warning("manufacturer roots: %s is the store's again", self.manufacturer_dir)
+        self.manufacturer_failure = None
+
+    def _derive_manufacturer(self) -> None:
+        self.manufacturer_dir.mkdir(mode=0o700, exist_ok=True)
+        wanted = {
+            f"{e.fingerprint}.pem": e.pem for e in self._entries if e.store == MANUFACTURER_ROOT
+        }
+        # Every file the firmware check would read: one the store did not write is stale too.
+        present = {
+            p.name
+            for p in self.manufacturer_dir.iterdir()
+            if p.suffix.lower() in certs.CERT_SUFFIXES and not p.name.startswith(".")
+        }
+        for name in sorted(set(wanted) - present):
+            path = self.manufacturer_dir / name
+            atomic_write_bytes(path, wanted[name].encode("ascii"), update_step=False)
+        for name in sorted(present - set(wanted)):
+            os.unlink(self.manufacturer_dir / name)
+        if present - set(wanted):
+            fsync_dir(self.manufacturer_dir)
+
+    def _fail_closed(self, why: str) -> None:
+        """Trust no manufacturer root until the store is derived again: `manufacturer/` is
+        renamed away whole (a reader sees every old root or none, never a stale part) and an
+        empty one takes its place."""
+        self.manufacturer_failure = why
+        LOG.error(
+            "manufacturer roots: %s; failing closed: %s trusts no root and every firmware "
+            "update is answered InvalidCertificate until this is fixed (then restart the agent)",
+            why,
+            self.manufacturer_dir,
+        )
+        stale = self.directory / f"{STALE_PREFIX}{os.getpid()}"
+        try:
+            shutil.rmtree(stale, ignore_errors=True)
+            os.rename(self.manufacturer_dir, stale)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # not even a rename: take the roots one by one
+            LOG.error("manufacturer roots: cannot move %s away: %s", self.manufacturer_dir, exc)
+            _unlink_roots(self.manufacturer_dir)
+        try:
+            self.manufacturer_dir.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(self.directory)
+        except OSError as exc:  # a missing directory trusts nothing either
+            LOG.error("manufacturer roots: cannot make %s: %s", self.manufacturer_dir, exc)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+STALE_PREFIX = ".manufacturer.stale-"
+# What working out or writing the roots may raise: I/O, and an index entry or a configured
+# file that does not parse.
+_UNUSABLE = (OSError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _unlink_roots(directory: Path) -> None:
+    try:
+        names = [p for p in directory.iterdir() if p.suffix.lower() in certs.CERT_SUFFIXES]
+    except OSError:
+        return
+    for path in names:
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            LOG.error("manufacturer roots: cannot remove %s: %s", path, exc)
+
+
+def _remove_stale_copies(directory: Path) -> None:
+    """What a fail-closed rename left when the power went before its clean-up."""
+    try:
+        leftovers = [p for p in directory.iterdir() if p.name.startswith(STALE_PREFIX)]
+    except OSError:
+        return
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def manufacturer_problems(
+    directory: Path, configured: Mapping[str, Path | None], policy: CertPolicy | None = None
+) -> list[str]:
+    """For the self-check (another process than the daemon): does `<directory>/manufacturer/`
+    trust exactly the manufacturer roots the store and agent.toml give? Nothing is written."""
+    store = CertStore(directory, configured, policy)
+    where = store.manufacturer_dir
+    if not directory.exists():
+        return []  # the daemon has not run yet: it derives the store at its first start
+    try:
+        entries, _, _ = store._expected()
+    except _UNUSABLE as exc:
+        return [
+            f"certificate store: cannot work out the manufacturer roots ({_why(exc)}): the agent "
+            f"fails closed, {where} trusts no root and every firmware update is answered "
+            "InvalidCertificate; fix [firmware] manufacturer_roots or the state dir, then "
+            "restart the agent"
+        ]
+    wanted = {e.fingerprint for e in entries if e.store == MANUFACTURER_ROOT}
+    present: set[str] = set()
+    for file in certs._files(where, certs.CERT_SUFFIXES) if where.is_dir() else []:
+        try:
+            present |= {fingerprint(c) for c in certs.parse_certificates(file.read_bytes())}
+        except (OSError, ValueError):
+            continue  # not trusted by the firmware check either
+    out = []
+    if present - wanted:
+        out.append(
+            f"certificate store: {where} trusts {len(present - wanted)} root(s) the store no "
+            "longer lists (a stale copy the agent could not rewrite: see its log); free or "
+            "repair the state dir and restart the agent"
+        )
+    if wanted - present:
+        out.append(
+            f"certificate store: {where} lacks {len(wanted - present)} of the "
+            f"{len(wanted)} manufacturer root(s) the store lists: the agent failed closed "
+            "(its log says why: 'failing closed'), every firmware update is answered "
+            "InvalidCertificate; free or repair the state dir and restart the agent"
+        )
+    return out
 
 
 def configured_stores(csms_ca_file: Path | None, manufacturer_roots: Path | None) -> dict[str, Any]:

@@ -20,6 +20,10 @@ both replaced atomically) and the transport asks `current()` for what to use at 
   profile final (A05.FR.09).
 - Going from ws:// (profiles 0, 1) to wss:// (2, 3) needs a TLS URL: `[csms] tls_url`, or the
   configured URL with wss://.
+- OCPP 2.0.1/2.1 (`agent.security.profile2x`): the password is `SecurityCtrlr.BasicAuthPassword`,
+  a passwordString of 16 to 40 characters sent as it is (`set_password`), and a new profile
+  comes with a new CSMS URL from a network profile (`switch`, B09/B10, A05): tried like a raised
+  profile, the previous profile and URL being the fallback.
 - Lowering the profile is not possible over OCPP (A00.FR.005): an integrator edits agent.toml.
   When the configured profile or key differ from those the saved values started from, the
   configuration wins and the saved values are dropped (one log line).
@@ -59,6 +63,32 @@ VERSION = 1
 def decode_authorization_key(text: str) -> bytes | None:
     """The password bytes of an AuthorizationKey value, or None when it breaks the rules."""
     if not 32 <= len(text) <= 40 or len(text) % 2:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+# 2.x passwordString (part 2 §2.1.4 primitive datatypes): these characters only.
+PASSWORD_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*-_=:+|@."
+)
+PASSWORD_MIN, PASSWORD_MAX = 16, 40  # A00.FR.205; the maxLimit the agent reports
+
+
+def password_problem(text: str) -> str | None:
+    """Why `text` cannot be a 2.x BasicAuthPassword, or None; never quotes the text."""
+    if not PASSWORD_MIN <= len(text) <= PASSWORD_MAX:
+        return f"{len(text)} characters; {PASSWORD_MIN}-{PASSWORD_MAX} required"
+    if not set(text) <= PASSWORD_CHARS:
+        return "characters outside a-z A-Z 0-9 *-_=:+|@."
+    return None
+
+
+def _stored_key(text: str) -> bytes | None:
+    """The password saved in KEY_FILE (hex): a 1.6 key, or a 2.x password's bytes."""
+    if not 32 <= len(text) <= 2 * PASSWORD_MAX or len(text) % 2:
         return None
     try:
         return bytes.fromhex(text)
@@ -106,6 +136,12 @@ class ConnectionSettings:
         self._fallback: int | None = None  # the profile to go back to while trying a new one
         self._attempts = 0
         self._key_set = False  # the CSMS set the key in use (kept in KEY_FILE)
+        # 2.x network profiles: the CSMS URL and message timeout in use (None: agent.toml's)
+        # and, while a new one is tried, the previous ones (with `_fallback`).
+        self._url: str | None = None
+        self._timeout: int | None = None
+        self._fallback_url: str | None = None
+        self._fallback_timeout: int | None = None
         self._load()
 
     # --- persistence -------------------------------------------------------------------------
@@ -130,12 +166,19 @@ class ConnectionSettings:
                 "set are dropped, agent.toml's are used"
             )
             return
+        # Saved since 2.x network profiles (absent before: the same URL).
+        if saved.get("configured_url", self._configured.url) != self._configured.url:
+            LOG.warning("agent.toml's CSMS url changed: the connection the CSMS set is dropped")
+            return
         self._profile = int(saved.get("profile", self._profile))
         fallback = saved.get("fallback")
         self._fallback = int(fallback) if fallback is not None else None
+        self._url, self._timeout = _text(saved.get("url")), _number(saved.get("timeout"))
+        self._fallback_url = _text(saved.get("fallback_url"))
+        self._fallback_timeout = _number(saved.get("fallback_timeout"))
         if saved.get("key_set"):
             try:
-                key = decode_authorization_key(self._key_file.read_text("ascii").strip())
+                key = _stored_key(self._key_file.read_text("ascii").strip())
             except (OSError, UnicodeDecodeError) as exc:
                 LOG.error("cannot read the AuthorizationKey the CSMS set: %s", type(exc).__name__)
                 key = None
@@ -150,9 +193,14 @@ class ConnectionSettings:
             {
                 "version": VERSION,
                 "configured": self._basis(),
+                "configured_url": self._configured.url,
                 "profile": self._profile,
                 "fallback": self._fallback,
                 "key_set": self._key_set,
+                "url": self._url,
+                "timeout": self._timeout,
+                "fallback_url": self._fallback_url,
+                "fallback_timeout": self._fallback_timeout,
             },
             update_step=False,
         )
@@ -178,6 +226,8 @@ class ConnectionSettings:
             old,
         )
         self._profile, self._fallback, self._attempts = old, None, 0
+        self._url, self._timeout = self._fallback_url, self._fallback_timeout
+        self._fallback_url = self._fallback_timeout = None
         try:
             self._save()
         except StateWriteError as exc:  # in memory it is done; a restart would try again
@@ -188,7 +238,9 @@ class ConnectionSettings:
         configured = self._configured
         url, ca_file = configured.url, configured.ca_file
         client_cert, client_key = configured.client_cert, configured.client_key
-        if profile >= 2:
+        if self._url is not None:  # a 2.x network profile's: its scheme fits its profile
+            url = self._url
+        elif profile >= 2:
             url = tls_endpoint_url(url, self._tls_url)
             ca_file = self._csms_roots() or ca_file
         if profile == 3:
@@ -203,6 +255,7 @@ class ConnectionSettings:
             ca_file=ca_file,
             client_cert=client_cert,
             client_key=client_key,
+            call_timeout=float(self._timeout) if self._timeout else configured.call_timeout,
         )
 
     def connected(self) -> None:
@@ -212,6 +265,7 @@ class ConnectionSettings:
                 return
             LOG.info("connected with security profile %d; it stays (A05.FR.09)", self._profile)
             self._fallback, self._attempts = None, 0
+            self._fallback_url = self._fallback_timeout = None
             try:
                 self._save()
             except StateWriteError as exc:
@@ -246,6 +300,90 @@ class ConnectionSettings:
                 return ConfigurationStatus.REJECTED, f"AuthorizationKey not saved: {exc.strerror}"
             self._key = key
         return ConfigurationStatus.ACCEPTED, "AuthorizationKey changed"
+
+    def set_password(self, text: str) -> tuple[bool, str]:
+        """2.x SetVariables(SecurityCtrlr.BasicAuthPassword), A01: (saved, why); `why` never
+        holds the password. Sent as it is (its UTF-8 bytes), kept as hex like a 1.6 key."""
+        problem = password_problem(text)
+        if problem is not None:
+            return False, f"BasicAuthPassword refused: {problem}"
+        with self._lock:
+            try:
+                atomic_write_bytes(
+                    self._key_file, text.encode("ascii").hex().encode("ascii"), update_step=False
+                )
+                was, self._key_set = self._key_set, True
+                self._save()
+            except StateWriteError as exc:
+                self._key_set = was
+                return False, f"BasicAuthPassword not saved: {exc.strerror}"
+            self._key = text.encode("ascii")
+        return True, "BasicAuthPassword changed"
+
+    @property
+    def network_url(self) -> str | None:
+        """The URL of the 2.x network profile in use; None: agent.toml's."""
+        with self._lock:
+            return self._url
+
+    @property
+    def configured_profile(self) -> int:
+        return self._configured.security_profile
+
+    @property
+    def url(self) -> str:
+        """The CSMS URL in use (without the identity)."""
+        with self._lock:
+            return self._build(self._profile).url
+
+    def refusal(self, new: int, now: datetime.datetime | None = None) -> str | None:
+        """Why profile `new` cannot be used with what the charger holds (A05.FR.02-04)."""
+        if new in (1, 2) and self._key is None:
+            return f"SecurityProfile {new} needs a password (AuthorizationKey) first"
+        if new in (2, 3) and (self._csms_roots() or self._configured.ca_file) is None:
+            return f"SecurityProfile {new} needs a CSMS root certificate"
+        if new == 3 and not self._client_valid(now):
+            return "SecurityProfile 3 needs a valid charge point certificate"
+        return None
+
+    def switch(self, profile: int, url: str | None, timeout: int | None) -> tuple[bool, str]:
+        """2.x: connect with a network profile's URL (None: agent.toml's), profile and message
+        timeout from now on (B10, A05); tried like a raised profile, the settings in use being
+        the fallback. Never lower (A05; checked again here: the profile may have changed)."""
+        with self._lock:
+            current = self._profile
+            if profile < current:
+                return False, f"SecurityProfile {profile}: lower than {current} in use"
+            refused = self.refusal(profile)
+            if refused is not None:
+                return False, refused
+            before = (
+                self._profile,
+                self._fallback,
+                self._attempts,
+                self._url,
+                self._timeout,
+                self._fallback_url,
+                self._fallback_timeout,
+            )
+            if self._fallback is None:  # a switch during a trial keeps the first fallback
+                self._fallback = current
+                self._fallback_url, self._fallback_timeout = self._url, self._timeout
+            self._profile, self._attempts, self._url, self._timeout = profile, 0, url, timeout
+            try:
+                self._save()
+            except StateWriteError as exc:
+                (
+                    self._profile,
+                    self._fallback,
+                    self._attempts,
+                    self._url,
+                    self._timeout,
+                    self._fallback_url,
+                    self._fallback_timeout,
+                ) = before
+                return False, f"network profile not saved: {exc.strerror}"
+        return True, f"SecurityProfile {current} -> {profile}"
 
     def raise_profile(
         self, value: str, now: datetime.datetime | None = None
@@ -290,3 +428,11 @@ class ConnectionSettings:
             return False
         start, end = validity(certificate)
         return start <= (now or datetime.datetime.now(datetime.UTC)) <= end
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: object) -> int | None:
+    return value if type(value) is int else None

@@ -16,6 +16,10 @@ The configuration keys the agent owns (white paper §7):
 | CpoName | read-write | the O of the charge point certificate's CSR (A02.FR.13) |
 | CertificateSignedMaxChainSize | read-only | 10000 |
 
+Direct mode only (the stack's own in sidecar mode): GetConfigurationMaxKeys, read-only,
+`v16.GET_CONFIGURATION_MAX_KEYS`; a GetConfiguration.req with more keys is answered CALLERROR
+OccurenceConstraintViolation before it gets here (the payload's bound, `v16`).
+
 Security events (§8; each also in the journal's security log, A04.FR.04):
 `ReconfigurationOfSecurityParameters` for a changed key, profile or root store (A01.FR.11: the
 key's change is logged, its value never, A01.FR.12), and `InvalidCentralSystemCertificate` for
@@ -63,8 +67,13 @@ OWNED_KEYS = (
     MAX_CHAIN_SIZE,
 )
 _CANONICAL = {key.lower(): key for key in OWNED_KEYS}  # keys are CiString50: any case
+MAX_KEYS = "GetConfigurationMaxKeys"  # direct mode's: in sidecar mode the stack's
 Status = v16.ConfigurationStatus
 Reconfigured = v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS
+
+
+def _direct_key(key: str) -> bool:
+    return SecurityHandlers.owns(key) or key.lower() == MAX_KEYS.lower()
 
 
 class SecurityHandlers:
@@ -140,12 +149,17 @@ class SecurityHandlers:
         return [values[name] for name in dict.fromkeys(names)]
 
     def get_configuration(self, request: v16.GetConfigurationReq) -> v16.GetConfigurationConf:
-        """Direct mode: the agent's keys are all the charge point has."""
+        """Direct mode: the agent's keys, and GetConfigurationMaxKeys, are all the charge
+        point has."""
         wanted = request.key or None
         mine = None if wanted is None else [k for k in wanted if self.owns(k)]
-        unknown = [] if wanted is None else [k for k in wanted if not self.owns(k)]
+        unknown = [] if wanted is None else [k for k in wanted if not _direct_key(k)]
+        values = self.key_values(mine)
+        if wanted is None or any(k.lower() == MAX_KEYS.lower() for k in wanted):
+            limit = str(v16.GET_CONFIGURATION_MAX_KEYS)
+            values.append({"key": MAX_KEYS, "readonly": True, "value": limit})
         return v16.GetConfigurationConf(
-            configuration_key=self.key_values(mine) or None, unknown_key=unknown or None
+            configuration_key=values or None, unknown_key=unknown or None
         )
 
     def change(self, request: v16.ChangeConfigurationReq) -> v16.ChangeConfigurationConf:
@@ -157,8 +171,8 @@ class SecurityHandlers:
         elif key == CPO_NAME:
             done, why = self._cpcert.set_cpo_name(request.value)
             status = Status.ACCEPTED if done else Status.REJECTED
-        elif key is not None:
-            status, why = Status.REJECTED, f"{key} is read-only"
+        elif key is not None or request.key.lower() == MAX_KEYS.lower():
+            status, why = Status.REJECTED, f"{key or MAX_KEYS} is read-only"
         else:  # direct mode: the agent has no other keys
             status, why = Status.NOT_SUPPORTED, f"unknown configuration key {request.key[:50]!r}"
         if status is Status.ACCEPTED:

@@ -47,6 +47,7 @@ from agent.security.cpcert import ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
 from agent.security.handlers import SecurityHandlers
 from agent.security.handlers2x import SIGN_TRIGGER, CertificateHandlers2x
+from agent.security.profile2x import NetworkProfiles, Profile2x
 from agent.service import policy
 from agent.service import status as status_file
 from agent.service.availability import Availability, GuardedCharger, observing
@@ -157,6 +158,21 @@ class Daemon:
         self.certificates: CertificateHandlers2x | None = None
         if payloads is not None and self.api is None:
             self.certificates = CertificateHandlers2x(self.security, self.certstore, self.cpcert)
+        # 2.x: the connection's password, profile and network profiles (A01, A05, B09, B10).
+        self.profile2x: Profile2x | None = None
+        if payloads is not None and self.api is None:
+            version = config.csms.ocpp_version
+            self.profile2x = Profile2x(
+                self.credentials,
+                NetworkProfiles(config.state_dir),
+                self.reporter,
+                charge_point_id=config.csms.charge_point_id,
+                ocpp_version=version,
+                reconnect=self.transport.drop,
+                payloads=payloads,
+                new_csms=self._new_csms,
+            )
+            self.profile2x.register(self.session, reset=config.csms.mode == "direct")
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
         self.sidecar: Sidecar | None = None
         charger: Charger = policy.CommandCharger(config, serialized)
@@ -167,6 +183,7 @@ class Daemon:
                 self.transport.send,
                 self._events.put,
                 self.security if payloads is None else self.certificates,
+                self.profile2x,
             )
             charger = TransactionGate(config, serialized, self.sidecar.router.transactions_running)
         if self.api is not None:
@@ -206,7 +223,14 @@ class Daemon:
             reason = boot_reason(job.get("phase"))
             device = None
             if self.availability is not None and settings is not None:
-                device = direct_device_model(config, self.session, settings)
+                assert self.profile2x is not None
+                device = direct_device_model(
+                    config,
+                    self.session,
+                    settings,
+                    self.profile2x.variables(),
+                    self.profile2x.after_set_variables,
+                )
             self._v2x = V2xAdapter(
                 config.identity,
                 self.session,
@@ -266,6 +290,13 @@ class Daemon:
         (the outbox takes events from any thread, as from the firmware worker)."""
         why = f"SecurityProfile {new}: no connection; back to profile {old}"
         self.reporter.security_event(v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS, why)
+
+    def _new_csms(self) -> None:
+        """2.x: the next connection uses another network profile (B10): the station registers
+        there first; in direct mode the BootNotification says why (a remote reset)."""
+        if self._v2x is not None:
+            self._v2x.reason = v201.BootReason.REMOTE_RESET
+        self.session.register_again()
 
     # --- BootNotification and triggers ------------------------------------------------------
 

@@ -29,6 +29,7 @@ from agent.api.server import SocketError, resolve_group, someone_listens
 from agent.config import Config
 from agent.firmware import certs
 from agent.firmware.certpolicy import CertPolicy
+from agent.security import certstore
 from agent.slots.base import BackendError, BootBackend
 
 DENIED: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -54,7 +55,18 @@ def problems(config: Config, backend: BootBackend) -> list[str]:
         found += slot_problems(inner.slots, _booted(backend))
         found += env_problems(inner)
     found += _dir_problems("state dir", config.state_dir)
+    found += certstore_problems(config)
     return _unique(found)
+
+
+def certstore_problems(config: Config) -> list[str]:
+    """The manufacturer roots the daemon derived into its state dir are the ones its store and
+    agent.toml give (a derive that failed leaves none: every update is InvalidCertificate)."""
+    return certstore.manufacturer_problems(
+        config.state_dir / "certs",
+        certstore.configured_stores(config.csms.ca_file, config.firmware.manufacturer_roots),
+        certs.policy_from_config(config.firmware),
+    )
 
 
 # --- slots -----------------------------------------------------------------------------------

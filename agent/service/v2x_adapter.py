@@ -19,10 +19,11 @@ from agent.config import Config, IdentityConfig
 from agent.firmware.reporting import StatusCall
 from agent.firmware.updater import Updater
 from agent.ocpp import v16, v201
-from agent.ocpp.devicemodel import DeviceModel, Settings, Sources, owned_variables
+from agent.ocpp.devicemodel import DeviceModel, Owned, Settings, Sources, owned_variables
 from agent.ocpp.session import Session
 from agent.ocpp.validate import to_wire
 from agent.service.availability import Availability
+from agent.service.public_reason import public_reason
 
 LOG = logging.getLogger(__name__)
 # Job phases (machine.Phase values) in which this boot is the update's reboot.
@@ -67,7 +68,8 @@ def failure_info(status: v16.FirmwareStatus, reason: str | None) -> v201.StatusI
         code = "InvalidValue"
     elif status is v16.FirmwareStatus.DOWNLOAD_FAILED:
         code = next((c for words, c in _DOWNLOAD_REASONS if words in text), code)
-    return v201.StatusInfo(reason_code=code, additional_info=reason or None)
+    # What went wrong, not the core's words: they name slots, files and allowed_hosts.
+    return v201.StatusInfo(reason_code=code, additional_info=public_reason(status, reason))
 
 
 def firmware_status_call(payloads: v201.Payloads) -> StatusCall:
@@ -110,10 +112,18 @@ def to_core(request: v201.UpdateFirmwareRequest) -> v16.SignedUpdateFirmwareReq 
     )
 
 
-def direct_device_model(config: Config, session: Session, settings: Settings) -> DeviceModel:
+def direct_device_model(
+    config: Config,
+    session: Session,
+    settings: Settings,
+    connection: list[Owned] | None = None,
+    after_set: Callable[[], None] = lambda: None,
+) -> DeviceModel:
     """The device model of direct mode, its values read from where they live. A report goes
     out once, not through the durable outbox: a CSMS that refuses NotifyReport must not hold
-    up the firmware statuses queued behind it (it can ask for the report again)."""
+    up the firmware statuses queued behind it (it can ask for the report again). `connection`:
+    the variables of the CSMS connection (`agent.security.profile2x`), which replace the
+    table's own SecurityProfile; `after_set` runs once a SetVariables answer is out."""
 
     def set_heartbeat(seconds: int) -> None:
         session.heartbeat_interval = seconds  # handlers run on the loop's thread
@@ -125,7 +135,8 @@ def direct_device_model(config: Config, session: Session, settings: Settings) ->
         set_heartbeat=set_heartbeat,
         settings=settings,
     )
-    return DeviceModel(owned_variables(sources), session.send_live)
+    variables = owned_variables(sources) + (connection or [])
+    return DeviceModel(variables, session.send_live, after_set)
 
 
 class V2xAdapter:
@@ -150,7 +161,7 @@ class V2xAdapter:
         session.route(v201.Action.TRIGGER_MESSAGE, self.on_trigger, self.after_trigger)
         if device is not None:  # the station's device model (B05-B07), direct mode
             session.route("GetVariables", device.get_variables)
-            session.route("SetVariables", device.set_variables)
+            session.route("SetVariables", device.set_variables, device.after_set_variables)
             session.route("GetBaseReport", device.base_report, device.after_base_report)
         if availability is not None:  # each connector after each accepted boot
             session.on_accepted(availability.report_all)

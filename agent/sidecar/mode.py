@@ -8,10 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config, ConfigError
+from agent.ocpp.devicemodel import DeviceModel
 from agent.ocpp.dialect import DIALECTS
 from agent.ocpp.session import Session
 from agent.security.handlers import SecurityHandlers
 from agent.security.handlers2x import CertificateHandlers2x
+from agent.security.profile2x import Profile2x
 from agent.service.policy import CommandCharger
 from agent.sidecar.router import Router, TransactionId
 from agent.sidecar.wsserver import StackConnected, StackDisconnected, StackReceived, StackServer
@@ -30,6 +32,7 @@ class Sidecar:
         send_csms: Callable[[str], None],
         post: Any,
         security: SecurityHandlers | CertificateHandlers2x | None = None,
+        network: Profile2x | None = None,
     ) -> None:
         dialect = DIALECTS[config.csms.ocpp_version]  # the stack speaks what the CSMS does
         self.server = StackServer(
@@ -48,9 +51,21 @@ class Sidecar:
             call_timeout=config.csms.call_timeout,
             security=security,
             dialect=dialect,
+            # 2.x: the connection's variables are the agent's, answered as in direct mode.
+            device=self._device(session, network) if network is not None else None,
+            on_reset=network.apply_priority if network is not None else lambda: None,
         )
         self._generation = 0
         self._config = config
+
+    @staticmethod
+    def _device(session: Session, network: Profile2x) -> DeviceModel:
+        """The agent's variables; all-agent Get/SetVariables reach the session, which answers
+        them from this table (the split ones are answered by the router)."""
+        device = DeviceModel(network.variables(), session.send_live, network.after_set_variables)
+        session.route("GetVariables", device.get_variables)
+        session.route("SetVariables", device.set_variables, device.after_set_variables)
+        return device
 
     def start(self) -> None:
         """Listen for the stack; a port that cannot be had stops the daemon with one line."""

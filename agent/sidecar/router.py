@@ -29,9 +29,14 @@ Rules (issue 13, mode 1):
   and manufacturer roots and the ChargingStationCertificate are the agent's, the ISO 15118
   types the stack's. InstallCertificate and CertificateSigned go by their type, DeleteCertificate
   by whether the agent holds that hash, TriggerMessage SignChargingStationCertificate is the
-  agent's; GetInstalledCertificateIds is split as GetConfiguration is (`Split`): the agent's
-  types alone are answered by the agent, the stack's alone by the stack, both or all by the
-  stack with the agent's roots merged in (the agent's alone while the stack is away).
+  agent's; a GetInstalledCertificateIds naming only the agent's types is the agent's, only the
+  stack's the stack's, and one naming both or none goes to the stack and comes back with the
+  agent's roots merged in (a `Merge`; the agent's alone while the stack is away).
+- 2.x: the connection's variables and network profiles are the agent's
+  (`agent.security.profile2x`): SetNetworkProfile never reaches the stack; a GetVariables or
+  SetVariables naming only the agent's variables is answered by the agent, one naming both is
+  split (`agent.sidecar.split`) and answered in the request's order. Reset stays the stack's;
+  when the stack accepts it, the agent applies the network priority (B10).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from agent.ocpp import v16
+from agent.ocpp.devicemodel import DeviceModel
 from agent.ocpp.dialect import V16, Dialect
 from agent.ocpp.errors import InternalError, OcppError
 from agent.ocpp.messages import (
@@ -60,6 +66,7 @@ from agent.ocpp.session import Session
 from agent.ocpp.validate import from_wire
 from agent.security.handlers import SecurityHandlers
 from agent.security.handlers2x import SIGN_TRIGGER, CertificateHandlers2x
+from agent.sidecar.split import Merge, StackAnswer, split_variables
 
 LOG = logging.getLogger(__name__)
 # Frames from the stack and the agent waiting for the one in-flight CALL to be answered. A
@@ -76,7 +83,7 @@ CERTIFICATE_ACTIONS = frozenset(
         v16.Action.CERTIFICATE_SIGNED,
     }
 )
-GET_CONFIGURATION_MAX_KEYS = 100
+GET_CONFIGURATION_MAX_KEYS = v16.GET_CONFIGURATION_MAX_KEYS  # the same bound as direct mode
 STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
 STACK_LEFT = "the charging stack disconnected before answering"
 
@@ -98,31 +105,26 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
-class Split:
-    """A CSMS CALL the stack and the agent each answer part of: `forward` is what the stack
-    gets (None: the agent's part is all of it), `merge` turns the stack's answer payload into
-    the CSMS's, `alone` is the agent's whole answer when the stack need not be asked or is
-    away (None: a stack away is an InternalError, as for any CALL of its)."""
-
-    forward: str | None
-    merge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    alone: Callable[[], dict[str, Any]] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
 class Traffic:
-    """One OCPP version's words for what the router handles or learns. `security` is the
-    version's handlers of the connection's keys and certificates (`agent.security`)."""
+    """One OCPP version's words for what the router handles or learns."""
 
     firmware_update: str  # the CSMS's CALL that starts a secure update: always the agent's
     legacy_update: str | None  # 1.6's unsigned UpdateFirmware: the agent's when refused
     triggers: frozenset[str]  # CALLs that may ask for a firmware status
     learn_call: Callable[[Call], Step | None]
     learn_answer: Callable[[str, dict[str, Any]], Step | None]
-    # (call, security): a CALL about the connection's keys or certificates, the agent's alone
-    security_call: Callable[[Call, Any], bool]
-    # (call, its text, security): a CALL whose answer the stack and the agent share, or None
-    split: Callable[[Call, str, Any], Split | None]
+    # 2.x, the connection's (with a device model given): CALLs that are the agent's, CALLs
+    # split between the agent and the stack, and the stack's CALL whose acceptance applies
+    # the network priority.
+    network: frozenset[str] = frozenset()
+    variables: frozenset[str] = frozenset()
+    reset: str | None = None
+    # The connection's keys and certificates, given the version's handlers (`agent.security`):
+    # a CALL that is the agent's alone, the CALL merging the agent's keys into the stack's
+    # answer (1.6's GetConfiguration), and one merging the agent's certificates (2.x).
+    security_call: Callable[[Call, Any], bool] = lambda call, security: False
+    configuration: str | None = None
+    certificates: Callable[[Call, Any], Merge | None] = lambda call, security: None
 
 
 def _v16_call(call: Call) -> Step | None:
@@ -170,26 +172,6 @@ def _v16_security(call: Call, security: SecurityHandlers) -> bool:
     return False
 
 
-def _v16_split(call: Call, text: str, security: SecurityHandlers) -> Split | None:
-    """GetConfiguration: the stack's keys and the agent's. Named alone, the agent's keys are
-    the agent's answer; any other goes to the stack without them and its answer comes back
-    with them merged in."""
-    if call.action != v16.Action.GET_CONFIGURATION:
-        return None
-    wanted = _configuration_keys(call.payload)
-    if wanted is _MALFORMED:  # the stack answers it; nothing of ours to add
-        return Split(text, _configuration_merge(security, []))
-    if wanted is None:
-        return Split(text, _configuration_merge(security, None))
-    mine = [k for k in wanted if security.owns(k)]
-    if mine and len(mine) == len(wanted):
-        return Split(None, alone=lambda: {"configurationKey": security.key_values(mine)})
-    if mine:
-        rest = [k for k in wanted if not security.owns(k)]
-        text = Call(call.unique_id, call.action, {"key": rest}).to_json()
-    return Split(text, _configuration_merge(security, mine))
-
-
 def _v2x_security(call: Call, certificates: CertificateHandlers2x) -> bool:
     """2.x: the agent's certificate types, its hashes, its certificate's trigger; every
     other type (ISO 15118) is the stack's."""
@@ -202,31 +184,31 @@ def _v2x_security(call: Call, certificates: CertificateHandlers2x) -> bool:
         return certificates.holds(payload.get("certificateHashData"))
     if call.action == "TriggerMessage":
         return bool(payload.get("requestedMessage") == SIGN_TRIGGER)
+    if call.action == "GetInstalledCertificateIds":
+        types = _certificate_types(payload)
+        return bool(types) and all(certificates.owns_type(t) for t in types or [])
     return False
 
 
-def _v2x_split(call: Call, text: str, certificates: CertificateHandlers2x) -> Split | None:
-    """GetInstalledCertificateIds: asking only for the agent's types, the agent answers; only
-    for the stack's, the stack does; for both or all, the stack's answer gets the agent's
-    roots merged in (the agent's alone while the stack is away)."""
+def _v2x_certificates(call: Call, certificates: CertificateHandlers2x) -> Merge | None:
+    """GetInstalledCertificateIds naming the stack's types and the agent's, or none: the
+    stack's answer with the agent's roots merged in, the agent's alone without the stack.
+    Naming only the stack's types (or malformed) it is the stack's alone."""
     if call.action != "GetInstalledCertificateIds":
         return None
-    types = call.payload.get("certificateType")
-    if types is not None and not (
-        isinstance(types, list) and types and all(isinstance(t, str) for t in types)
-    ):
-        return None  # malformed: the stack answers it
-    if types is not None:
-        mine = [t for t in types if certificates.owns_type(t)]
-        if not mine:
-            return None
-        if len(mine) == len(types):
-            return Split(None, alone=lambda: certificates.ids_answer(mine))
-    return Split(
-        text,
-        merge=lambda theirs: _merged_certificate_ids(theirs, certificates, types),
-        alone=lambda: certificates.ids_answer(types),
-    )
+    types = _certificate_types(call.payload)
+    if types is _MALFORMED or (types and not any(certificates.owns_type(t) for t in types)):
+        return None
+
+    def merge(answer: StackAnswer) -> str | None:
+        if isinstance(answer, CallError):
+            return None  # passes as it is
+        if isinstance(answer, str):  # the stack away or gone: the agent's part alone
+            return CallResult(call.unique_id, certificates.ids_answer(types)).to_json()
+        merged = _merged_certificate_ids(answer.payload, certificates, types)
+        return CallResult(answer.unique_id, merged).to_json()
+
+    return Merge(merge)
 
 
 V16_TRAFFIC = Traffic(
@@ -236,7 +218,7 @@ V16_TRAFFIC = Traffic(
     learn_call=_v16_call,
     learn_answer=_v16_answer,
     security_call=_v16_security,
-    split=_v16_split,
+    configuration=v16.Action.GET_CONFIGURATION,
 )
 V2X_TRAFFIC = Traffic(
     firmware_update="UpdateFirmware",
@@ -244,8 +226,11 @@ V2X_TRAFFIC = Traffic(
     triggers=frozenset({"TriggerMessage"}),
     learn_call=_v2x_call,
     learn_answer=_nothing,
+    network=frozenset({"SetNetworkProfile"}),
+    variables=frozenset({"GetVariables", "SetVariables"}),
+    reset="Reset",
     security_call=_v2x_security,
-    split=_v2x_split,
+    certificates=_v2x_certificates,
 )
 TRAFFIC = {"1.6": V16_TRAFFIC, "2.0.1": V2X_TRAFFIC, "2.1": V2X_TRAFFIC}
 
@@ -265,6 +250,8 @@ class Router:
         monotonic: Callable[[], float] = time.monotonic,
         security: SecurityHandlers | CertificateHandlers2x | None = None,
         dialect: Dialect = V16,
+        device: DeviceModel | None = None,
+        on_reset: Callable[[], object] = lambda: None,
     ) -> None:
         self._session = session
         self._dialect = dialect
@@ -283,8 +270,11 @@ class Router:
         self._in_flight_deadline = 0.0
         self._to_stack: dict[str, str] = {}  # CSMS CALL ids awaiting the stack's answer
         self._security = security
-        # CALL ids forwarded to the stack whose answer gets the agent's part merged in.
-        self._merge: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self._device = device  # 2.x: the agent's variables (the connection's)
+        self._on_reset = on_reset
+        # CSMS CALLs forwarded to the stack whose answer the agent completes (its keys in a
+        # GetConfiguration, its entries in a Get/SetVariables).
+        self._merge: dict[str, Merge] = {}
         self._transactions: dict[TransactionId, None] = {}  # in the order they started
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
@@ -343,17 +333,41 @@ class Router:
             self._answered.append(call.unique_id)
             self._session.receive(text)
             return
-        split = None
-        if self._security is not None:
-            split = self._traffic.split(call, text, self._security)
-        if split is not None:
-            if split.alone is not None and (split.forward is None or not self.stack_up):
-                # The agent's part is all that is asked, or all there is without the stack.
-                answer = CallResult(call.unique_id, split.alone())
-                self._queue("agent", answer.to_json(), None)
+        merge: Merge | None = None
+        security = self._security
+        if call.action == self._traffic.configuration and isinstance(security, SecurityHandlers):
+            wanted = _configuration_keys(call.payload)
+            if wanted is not None and wanted is not _MALFORMED:
+                mine = [k for k in wanted if security.owns(k)]
+                if mine and len(mine) == len(wanted):
+                    self._answer_configuration(call, mine)
+                    return
+                if mine:
+                    rest = [k for k in wanted if not security.owns(k)]
+                    text = Call(call.unique_id, call.action, {"key": rest}).to_json()
+                merge = self._configuration_merge(mine)
+            elif wanted is None:
+                merge = self._configuration_merge(None)
+            else:  # malformed: the stack answers it; nothing of ours to add
+                merge = self._configuration_merge([])
+        elif call.action in self._traffic.variables and self._device is not None:
+            split = split_variables(call, text, self._dialect, self._device)
+            if split.who == "agent":
+                self._answered.append(call.unique_id)
+                self._session.receive(text)
                 return
-            text = split.forward or text
+            if split.who == "both":
+                assert split.text is not None
+                text, merge = split.text, split.merge
+        elif security is not None:
+            merge = self._traffic.certificates(call, security)
         if not self.stack_up:
+            answer = merge.merge(STACK_AWAY) if merge is not None else None
+            if answer is not None and merge is not None:  # the agent's part, the stack's refused
+                LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
+                self._queue("agent", answer, None)
+                merge.after()
+                return
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
             self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
             return
@@ -362,8 +376,8 @@ class Router:
             self._drop_stack()
             return
         self._to_stack[call.unique_id] = call.action
-        if split is not None and split.merge is not None:
-            self._merge[call.unique_id] = split.merge
+        if merge is not None:
+            self._merge[call.unique_id] = merge
         self._to_stack_send(text)
 
     def _ours(self, call: Call) -> bool:
@@ -371,6 +385,8 @@ class Router:
         if call.action == traffic.firmware_update:
             return True
         if self._security is not None and traffic.security_call(call, self._security):
+            return True
+        if self._device is not None and call.action in traffic.network:
             return True
         if call.action == traffic.legacy_update:
             return self._refuse_update_firmware
@@ -406,6 +422,13 @@ class Router:
         self.stack_up = False
         self._uplink = deque(entry for entry in self._uplink if entry[0] == "agent")
         for unique_id, action in self._to_stack.items():
+            merge = self._merge.get(unique_id)
+            answer = merge.merge(STACK_LEFT) if merge is not None else None
+            if answer is not None and merge is not None:
+                LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
+                self._queue("agent", answer, None)
+                merge.after()
+                continue
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
         self._to_stack.clear()
@@ -419,15 +442,62 @@ class Router:
             frame = None
             LOG.warning("forwarding a malformed frame from the charging stack: %s", exc)
         known = not isinstance(frame, CallResult | CallError) or frame.unique_id in self._to_stack
+        merge: Merge | None = None
+        reset = False
         if not known:
             LOG.warning("the stack answers a CALL the CSMS did not send it; forwarded")
         elif isinstance(frame, CallResult | CallError):
-            del self._to_stack[frame.unique_id]
-            if frame.unique_id in self._merge:
-                merge = self._merge.pop(frame.unique_id)
-                if isinstance(frame, CallResult):
-                    text = CallResult(frame.unique_id, merge(frame.payload)).to_json()
+            action = self._to_stack.pop(frame.unique_id)
+            merge = self._merge.pop(frame.unique_id, None)
+            if merge is not None:
+                text = merge.merge(frame) or text
+            reset = (
+                action == self._traffic.reset
+                and isinstance(frame, CallResult)
+                and frame.payload.get("status") == "Accepted"
+            )
         self._queue("stack", text, frame)
+        if merge is not None:
+            merge.after()
+        if reset:  # the stack resets the station: the agent's connection follows (B10)
+            self._on_reset()
+
+    # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
+
+    def _answer_configuration(self, call: Call, mine: list[str]) -> None:
+        """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
+        assert isinstance(self._security, SecurityHandlers)  # 1.6's keys
+        payload = {"configurationKey": self._security.key_values(mine)}
+        self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
+
+    def _configuration_merge(self, mine: list[str] | None) -> Merge:
+        """The agent's keys (None: all) completing the stack's GetConfiguration.conf."""
+
+        def merge(answer: StackAnswer) -> str | None:
+            if isinstance(answer, CallResult):
+                return self._merged_configuration(answer, mine)
+            return None  # a CALLERROR passes as it is; the stack away: InternalError
+
+        return Merge(merge)
+
+    def _merged_configuration(self, answer: CallResult, merge: list[str] | None) -> str:
+        """The stack's GetConfiguration.conf with the agent's keys in, and none of the stack's
+        own values for them (the stack no longer holds the connection they describe)."""
+        assert isinstance(self._security, SecurityHandlers)  # 1.6's keys
+        security = self._security
+        payload = dict(answer.payload)
+        theirs = payload.get("configurationKey", [])
+        unknown = payload.get("unknownKey", [])
+        if not isinstance(theirs, list) or not isinstance(unknown, list):
+            return answer.to_json()  # malformed: forwarded as it is, the CSMS judges it
+        kept = [kv for kv in theirs if not (isinstance(kv, dict) and security.owns(kv.get("key")))]
+        payload["configurationKey"] = kept + security.key_values(merge)
+        unknown = [key for key in unknown if not security.owns(key)]
+        if unknown:
+            payload["unknownKey"] = unknown
+        else:
+            payload.pop("unknownKey", None)
+        return CallResult(answer.unique_id, payload).to_json()
 
     # --- the agent's own frames -------------------------------------------------------------
 
@@ -536,29 +606,40 @@ class Router:
                 LOG.info("transaction %s started: installs wait for it to stop", transaction)
 
 
-def _configuration_merge(
-    security: SecurityHandlers, merge: list[str] | None
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The stack's GetConfiguration.conf with the agent's keys `merge` (None: all) in, and none
-    of the stack's own values for them (the stack no longer holds the connection they
-    describe)."""
+def _is_transaction_id(value: Any) -> TypeGuard[TransactionId]:
+    """1.6: an integer; 2.x: a string of at most 36 characters."""
+    return type(value) is int or (isinstance(value, str) and 0 < len(value) <= 36)
 
-    def merged(answer: dict[str, Any]) -> dict[str, Any]:
-        payload = dict(answer)
-        theirs = payload.get("configurationKey", [])
-        unknown = payload.get("unknownKey", [])
-        if not isinstance(theirs, list) or not isinstance(unknown, list):
-            return answer  # malformed: forwarded as it is, the CSMS judges it
-        kept = [kv for kv in theirs if not (isinstance(kv, dict) and security.owns(kv.get("key")))]
-        payload["configurationKey"] = kept + security.key_values(merge)
-        unknown = [key for key in unknown if not security.owns(key)]
-        if unknown:
-            payload["unknownKey"] = unknown
-        else:
-            payload.pop("unknownKey", None)
-        return payload
 
-    return merged
+_MALFORMED: list[str] = []
+
+
+def _configuration_keys(payload: Any) -> list[str] | None:
+    """GetConfiguration.req's `key` list (None: every key), or `_MALFORMED` when it breaks
+    the schema (the stack then answers it as it would without the agent)."""
+    if not isinstance(payload, dict) or set(payload) - {"key"}:
+        return _MALFORMED
+    keys = payload.get("key")
+    if keys is None or keys == []:
+        return None
+    if (
+        not isinstance(keys, list)
+        or len(keys) > GET_CONFIGURATION_MAX_KEYS
+        or not all(isinstance(k, str) and len(k) <= 50 for k in keys)
+    ):
+        return _MALFORMED
+    return keys
+
+
+def _certificate_types(payload: dict[str, Any]) -> list[str] | None:
+    """GetInstalledCertificateIds' `certificateType` (None: every type), or `_MALFORMED` when
+    it breaks the schema (the stack then answers it as it would without the agent)."""
+    types = payload.get("certificateType")
+    if types is None:
+        return None
+    if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
+        return types
+    return _MALFORMED
 
 
 def _merged_certificate_ids(
@@ -583,28 +664,3 @@ def _merged_certificate_ids(
         payload.pop("statusInfo", None)  # the stack's reason for its NotFound
         return {"status": "Accepted", **payload, "certificateHashDataChain": chains}
     return {"status": "NotFound", **payload}
-
-
-def _is_transaction_id(value: Any) -> TypeGuard[TransactionId]:
-    """1.6: an integer; 2.x: a string of at most 36 characters."""
-    return type(value) is int or (isinstance(value, str) and 0 < len(value) <= 36)
-
-
-_MALFORMED: list[str] = []
-
-
-def _configuration_keys(payload: Any) -> list[str] | None:
-    """GetConfiguration.req's `key` list (None: every key), or `_MALFORMED` when it breaks
-    the schema (the stack then answers it as it would without the agent)."""
-    if not isinstance(payload, dict) or set(payload) - {"key"}:
-        return _MALFORMED
-    keys = payload.get("key")
-    if keys is None or keys == []:
-        return None
-    if (
-        not isinstance(keys, list)
-        or len(keys) > GET_CONFIGURATION_MAX_KEYS
-        or not all(isinstance(k, str) and len(k) <= 50 for k in keys)
-    ):
-        return _MALFORMED
-    return keys

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
 from tests.api.client import ApiClient
+from tests.e2e.conftest import IMAGE, wait_until
 
-IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several chunks and checkpoints
 GROUP = 4300  # the socket's group (numeric: no entry in /etc/group needed)
 MEMBER_UID = 4301  # an unprivileged uid for the peer-credential tests
 LISTENING = "local API on"  # the agent's log line once its socket is made
@@ -119,12 +118,7 @@ def charger(rig: ChargerRig, sockdir: Path, agents: list[AgentProcess]) -> Itera
 
 def wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
     """Poll another process's state; return the predicate's value."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
+    return wait_until(predicate, timeout, what)
 
 
 def as_uid(uid: int, *, groups: list[int] | None = None, dac_override: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ from ocpp.v16 import call
 from agent.demo.csms import TestCsms
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
+from agent.demo.waiting import hang_guard
 
 IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several chunks and checkpoints
 HAPPY = ["Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting"]
@@ -41,8 +42,9 @@ def wall(monotonic: float) -> float:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll something only visible on disk (another process's state); return its value."""
-    deadline = time.monotonic() + timeout
+    """Poll something only visible on disk (another process's state); return its value. The
+    deadline only catches a hang (never shorter than the suite's hang guard)."""
+    deadline = time.monotonic() + max(timeout, hang_guard())
     while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

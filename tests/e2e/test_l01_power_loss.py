@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.crashpoints import CRASH_AT_ENV, CRASH_LOG_ENV
 from agent.demo.fileserver import FirmwareHttpServer
-from agent.demo.rig import ChargerRig, Firmware
+from agent.demo.rig import AgentProcess, ChargerRig, Firmware
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, wait_until
 
@@ -32,6 +32,36 @@ def gate(rig: ChargerRig) -> dict[str, object]:
         "install_gate": ["test", "-e", str(rig.base / "gate-open")],
         "gate_poll_interval": GATE_POLL,
     }
+
+
+def a_failing_trial_behind_a_closed_gate(
+    charger: Charger, rig: ChargerRig, firmware: Firmware, request_id: int
+) -> AgentProcess:
+    """An update whose trial boot will fail its health check, the gate closing while the
+    charger reboots into it: the way back to the old slot must wait at the gate. The agent
+    (stopped by the power cycle, its log still there) is returned."""
+    (rig.base / "gate-open").touch()
+    healthy = ["test", "-e", str(rig.base / "healthy")]  # never created: the health check fails
+    agent = charger.start(firmware=gate(rig), health={"commands": [healthy]})
+    assert charger.update(firmware, request_id) == "Accepted"
+    rig.wait_reboot_request(agent)
+    (rig.base / "gate-open").unlink()  # a session started while the charger rebooted
+    assert rig.power_cycle(agent) == "B"
+    return agent
+
+
+def back_once_the_gate_opens(
+    charger: Charger, rig: ChargerRig, agent: AgentProcess, request_id: int
+) -> None:
+    """The end of such an update: no reboot while the gate stays closed; once it opens, the
+    reboot back into A, and the CSMS has seen the update fail, once."""
+    assert not rig.reboot_marker.exists()
+    (rig.base / "gate-open").touch()
+    rig.wait_reboot_request(agent)
+    assert rig.power_cycle(agent) == "A"
+    charger.restart()
+    charger.wait_acknowledged()
+    charger.assert_coherent(request_id, [*HAPPY, "InstallationFailed"])
 
 
 def status_showing(rig: ChargerRig, needle: str, timeout: float) -> str:
@@ -85,13 +115,7 @@ def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
 ):
     """L01.FR.06 holds for the reboot back to the old slot as well: the trial's health check
     fails, InstallationFailed is reported at once, and the reboot waits until the gate opens."""
-    (rig.base / "gate-open").touch()
-    healthy = ["test", "-e", str(rig.base / "healthy")]  # never created: the health check fails
-    agent = charger.start(firmware=gate(rig), health={"commands": [healthy]})
-    assert charger.update(firmware, 33) == "Accepted"
-    rig.wait_reboot_request(agent)
-    (rig.base / "gate-open").unlink()  # a session started while the charger rebooted
-    assert rig.power_cycle(agent) == "B"
+    agent = a_failing_trial_behind_a_closed_gate(charger, rig, firmware, 33)
     closed_before = agent.log.count("install gate closed")  # one log file for every run
     agent = charger.restart()
     charger.wait_status("InstallationFailed")
@@ -100,14 +124,8 @@ def test_the_way_back_from_a_failed_trial_waits_at_the_gate_too(
         60,
         "three closed-gate polls after InstallationFailed",
     )
-    assert not rig.reboot_marker.exists()  # no reboot while the gate is closed
     assert "B" in filemodel.load_env(rig.env)["bad"]  # the trial is abandoned already
-    (rig.base / "gate-open").touch()
-    rig.wait_reboot_request(agent)
-    assert rig.power_cycle(agent) == "A"
-    charger.restart()
-    charger.wait_acknowledged()
-    charger.assert_coherent(33, [*HAPPY, "InstallationFailed"])
+    back_once_the_gate_opens(charger, rig, agent, 33)
 
 
 def test_a_shutdown_while_install_rebooting_is_unconfirmed_is_prompt(

@@ -9,55 +9,29 @@ Tests that make their own CSMS (TLS, Basic auth, a second server) make it with `
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import socket
 import ssl
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RemoteStartStopStatus
-from websockets.asyncio.client import ClientConnection, connect
 
 from agent.demo.csms import TestCsms
 from agent.demo.rig import AgentProcess, ChargerRig
-from tests.e2e.conftest import wait_until
+from agent.demo.stack import DemoStack
 from tests.integration.test_security_profiles import Pki
 from tests.peers.ocpp_rpc_csms import OcppRpcCsms, TlsFiles
+from tests.sidecar.charger import SidecarCharger
+from tests.sidecar.charger import free_port as free_port  # the tests' import of it
 
 PEERS = ["ocpp", "ocpp-rpc"]
 # The Node peer checks the agent's frames, which do not depend on the Python libraries' versions:
 # its runs (`node_peer`) are in the PyPI pass only, which balances the two passes.
 NODE_PEER = pytest.param("ocpp-rpc", marks=pytest.mark.node_peer)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Recording:
-    def __init__(self, ws: ClientConnection, stack: Stack) -> None:
-        self._ws, self._stack = ws, stack
-
-    async def recv(self) -> str:
-        text = await self._ws.recv()
-        assert isinstance(text, str)
-        self._stack.record("in", text)
-        return text
-
-    async def send(self, text: str) -> None:
-        self._stack.record("out", text)
-        await self._ws.send(text)
 
 
 class _StackSide(ChargePoint):  # type: ignore[misc]
@@ -96,102 +70,15 @@ STACK_KEYS = [
 ]
 
 
-class Stack:
-    """The charger's own OCPP stack; blocking verbs for the tests, its loop in a thread."""
+class Stack(DemoStack):
+    """The charger's own 1.6 stack (the demo's, with more answers and no heartbeat): blocking
+    verbs for the tests, its loop in a thread; the CSMS's CALLs it answered in `remote`."""
+
+    failure = AssertionError
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.frames: list[tuple[str, str]] = []  # (direction, text) as they crossed the wire
+        super().__init__(url, "StackVendor", "S-1", _StackSide)
         self.remote: list[tuple[str, dict[str, Any]]] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._ws: ClientConnection | None = None
-        self._side: _StackSide | None = None
-        self._task: Any = None
-
-    def record(self, direction: str, text: str) -> None:
-        self.frames.append((direction, text))
-
-    def texts(self, direction: str) -> list[str]:
-        return [text for d, text in list(self.frames) if d == direction]
-
-    def _run(self, coroutine: Any, timeout: float = 20) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def connect(self, timeout: float = 30) -> None:
-        """Connect, retrying while the agent refuses (the CSMS is down, or not yet up)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._run(self._connect())
-                return
-            except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake) as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the stack could not connect: {exc}") from exc
-                time.sleep(0.2)
-
-    async def _connect(self) -> None:
-        ws = await connect(self.url, subprotocols=["ocpp1.6"], open_timeout=5)  # type: ignore[list-item]
-        self._ws = ws
-        side = _StackSide(self.url.rsplit("/", 1)[-1], _Recording(ws, self))
-        side.stack = self
-        self._side = side
-        self._task = asyncio.ensure_future(self._serve(side))
-
-    async def _serve(self, side: _StackSide) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await side.start()
-
-    @property
-    def connected(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def call(self, payload: Any) -> Any:
-        assert self._side is not None
-        return self._run(self._side.call(payload, suppress=False))
-
-    def close(self) -> None:
-        if self._ws is not None and self.connected:
-            with contextlib.suppress(Exception):
-                self._run(self._ws.close())
-        if self._task is not None:
-            wait_until(lambda: self._task.done(), 10, "the stack's reader to end")
-
-    def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        self.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    # --- the verbs a charging session uses ---
-
-    def boot(self) -> Any:
-        return self.call(
-            call.BootNotification(charge_point_vendor="StackVendor", charge_point_model="S-1")
-        )
-
-    def start_transaction(self, id_tag: str = "TAG-1") -> int:
-        reply = self.call(
-            call.StartTransaction(connector_id=1, id_tag=id_tag, meter_start=100, timestamp=_now())
-        )
-        return int(reply.transaction_id)
-
-    def meter_values(self, transaction_id: int, wh: int) -> None:
-        sample = {"timestamp": _now(), "sampledValue": [{"value": str(wh)}]}
-        self.call(
-            call.MeterValues(connector_id=1, transaction_id=transaction_id, meter_value=[sample])
-        )
-
-    def stop_transaction(self, transaction_id: int, wh: int) -> None:
-        self.call(
-            call.StopTransaction(meter_stop=wh, timestamp=_now(), transaction_id=transaction_id)
-        )
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @pytest.fixture
@@ -202,31 +89,14 @@ def stacks() -> Iterator[list[Stack]]:
         stack.stop()
 
 
-class Sidecar:
-    """A charger in sidecar mode: the rig's agent between the test CSMS and a stack."""
+class Sidecar(SidecarCharger):
+    """A charger in sidecar mode: the rig's agent between the test CSMS and a 1.6 stack."""
 
     def __init__(
         self, rig: ChargerRig, csms: TestCsms, agents: list[AgentProcess], stacks: list[Stack]
     ) -> None:
-        self.rig, self.csms, self._agents, self._stacks = rig, csms, agents, stacks
-        self.port = free_port()
-        self.agent: AgentProcess | None = None
-
-    @property
-    def stack_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp/{self.rig.charge_point_id}"
-
-    def start(self, **sections: Any) -> AgentProcess:
-        sections.setdefault("csms", {})["mode"] = "sidecar"
-        sections.setdefault("sidecar", {})["listen"] = f"127.0.0.1:{self.port}"
-        self.agent = AgentProcess(self.rig.config(**sections)).start()
-        self._agents.append(self.agent)
-        return self.agent
-
-    def restart(self) -> AgentProcess:
-        self.agent = AgentProcess(self.rig.base / "agent.toml").start()
-        self._agents.append(self.agent)
-        return self.agent
+        super().__init__(rig, csms, agents)
+        self._stacks = stacks
 
     def stack(self) -> Stack:
         stack = Stack(self.stack_url)

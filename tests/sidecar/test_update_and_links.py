@@ -11,25 +11,8 @@ from agent.demo.csms import TestCsms
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import Firmware
 from tests.e2e.conftest import IMAGE, wait_until
+from tests.sidecar.charger import GATED, statuses, wait_status
 from tests.sidecar.conftest import Sidecar
-
-GATED = [
-    "Downloading",
-    "Downloaded",
-    "SignatureVerified",
-    "InstallScheduled",
-    "Installing",
-    "InstallRebooting",
-    "Installed",
-]
-
-
-def statuses(csms: TestCsms, request_id: int) -> list[str]:
-    return [s for s, rid in csms.statuses() if rid == request_id]
-
-
-def wait_status(csms: TestCsms, request_id: int, status: str) -> None:
-    csms.wait_for(lambda: status in statuses(csms, request_id), 60, f"status {status}")
 
 
 @pytest.mark.both_peers

@@ -5,11 +5,7 @@ schemas) sits in front, taking the stack's transaction messages as a CSMS does."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +13,11 @@ from typing import Any
 import pytest
 import websockets
 from ocpp.routing import on
-from websockets.asyncio.client import ClientConnection, connect
 
 from agent.demo.csms import Csms2x, _side_2x
 from agent.demo.rig import AgentProcess, ChargerRig
-from tests.e2e.conftest import wait_until
-from tests.sidecar.conftest import free_port
+from agent.demo.stack import StackClient, timestamp
+from tests.sidecar.charger import SidecarCharger
 
 
 def library(version: str) -> Any:
@@ -46,23 +41,6 @@ class SidecarCsms(Csms2x):
                 return results.TransactionEvent()
 
         self.side_class = Side
-
-
-class _Recording:
-    """The stack's websocket, every frame recorded as it crossed the wire."""
-
-    def __init__(self, ws: ClientConnection, stack: Stack2x) -> None:
-        self._ws, self._stack = ws, stack
-
-    async def recv(self) -> str:
-        text = await self._ws.recv()
-        assert isinstance(text, str)
-        self._stack.frames.append(("in", text))
-        return text
-
-    async def send(self, text: str) -> None:
-        self._stack.frames.append(("out", text))
-        await self._ws.send(text)
 
 
 def _stack_side(version: str) -> type[Any]:
@@ -96,74 +74,24 @@ def _stack_side(version: str) -> type[Any]:
     return StackSide
 
 
-class Stack2x:
-    """The charger's own 2.x stack; blocking verbs for the tests, its loop in a thread."""
+class Stack2x(StackClient):
+    """The charger's own 2.x stack (offering `offer`, by default its version's subprotocol):
+    blocking verbs for the tests, its loop in a thread; the CSMS's CALLs it answered in
+    `handled`."""
+
+    failure = AssertionError
 
     def __init__(self, url: str, version: str, offer: str | None = None) -> None:
-        self.url, self.version = url, version
-        self.offer = offer or f"ocpp{version}"
+        super().__init__(url, offer or f"ocpp{version}", _stack_side(version))
+        self.version, self.offer = version, self.subprotocol
         self.library = library(version)
-        self.frames: list[tuple[str, str]] = []  # (direction, text)
         self.handled: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._ws: ClientConnection | None = None
-        self._side: Any = None
-        self._task: Any = None
         self._seq = 0
 
-    def texts(self, direction: str) -> list[str]:
-        return [text for d, text in list(self.frames) if d == direction]
-
-    def _run(self, coroutine: Any, timeout: float = 20) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def connect(self, timeout: float = 30) -> None:
-        """Connect, retrying while the agent answers 503 (its CSMS link not yet up)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._run(self._connect())
-                return
-            except websockets.InvalidStatus as exc:
-                if exc.response.status_code != 503 or time.monotonic() > deadline:
-                    raise
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the stack could not connect: {exc}") from exc
-            time.sleep(0.2)
-
-    async def _connect(self) -> None:
-        ws = await connect(self.url, subprotocols=[self.offer], open_timeout=5)  # type: ignore[list-item]
-        self._ws = ws
-        side = _stack_side(self.version)(self.url.rsplit("/", 1)[-1], _Recording(ws, self))
-        side.stack = self
-        self._side = side
-        self._task = asyncio.ensure_future(self._serve(side))
-
-    async def _serve(self, side: Any) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await side.start()
-
-    @property
-    def connected(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def call(self, payload: Any) -> Any:
-        assert self._side is not None
-        return self._run(self._side.call(payload, suppress=False))
-
-    def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        if self._ws is not None and self.connected:
-            with contextlib.suppress(Exception):
-                self._run(self._ws.close())
-        if self._task is not None:
-            wait_until(lambda: self._task.done(), 10, "the stack's reader to end")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+    def worth_retrying(self, exc: Exception) -> bool:
+        """Only while the agent answers 503 (its CSMS link not yet up) or nobody listens: a
+        refused subprotocol is the test's answer."""
+        return not isinstance(exc, websockets.InvalidStatus) or exc.response.status_code == 503
 
     # --- the verbs a charging session uses ---
 
@@ -183,7 +111,7 @@ class Stack2x:
         if kind == "Started":
             extra["evse"] = {"id": 1, "connectorId": 1}
             extra["id_token"] = {"idToken": "TAG-1", "type": "ISO14443"}
-        reading = {"timestamp": _now(), "sampledValue": [{"value": wh}]}
+        reading = {"timestamp": timestamp(), "sampledValue": [{"value": wh}]}
         reasons = {
             "Started": "Authorized",
             "Updated": "MeterValuePeriodic",
@@ -192,7 +120,7 @@ class Stack2x:
         return self.call(
             self.library.call.TransactionEvent(
                 event_type=kind,
-                timestamp=_now(),
+                timestamp=timestamp(),
                 trigger_reason=reasons[kind],
                 seq_no=self._seq,
                 transaction_info={"transactionId": transaction},
@@ -202,38 +130,18 @@ class Stack2x:
         )
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class Sidecar2x:
+class Sidecar2x(SidecarCharger):
     """A charger in sidecar mode speaking `version`: the rig's agent between the 2.x test
     CSMS and a 2.x stack."""
+
+    csms: SidecarCsms
 
     def __init__(
         self, rig: ChargerRig, csms: SidecarCsms, version: str, agents: list[AgentProcess]
     ) -> None:
-        self.rig, self.csms, self.version, self._agents = rig, csms, version, agents
-        self.port = free_port()
+        super().__init__(rig, csms, agents, ocpp_version=version)
+        self.version = version
         self.stacks: list[Stack2x] = []
-        self.agent: AgentProcess | None = None
-
-    @property
-    def stack_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp/{self.rig.charge_point_id}"
-
-    def start(self, **sections: Any) -> AgentProcess:
-        csms = sections.setdefault("csms", {})
-        csms.update(mode="sidecar", ocpp_version=self.version)
-        sections.setdefault("sidecar", {})["listen"] = f"127.0.0.1:{self.port}"
-        self.agent = AgentProcess(self.rig.config(**sections)).start()
-        self._agents.append(self.agent)
-        return self.agent
-
-    def restart(self) -> AgentProcess:
-        self.agent = AgentProcess(self.rig.base / "agent.toml").start()
-        self._agents.append(self.agent)
-        return self.agent
 
     def stack(self, offer: str | None = None) -> Stack2x:
         stack = Stack2x(self.stack_url, self.version, offer)

@@ -64,7 +64,7 @@ def test_TC_L_06_CS_invalid_signature_says_why_in_status_info(
 
 def test_TC_L_07_CS_download_failed_says_why_in_status_info(station: Station, rig: ChargerRig):
     """L01.FR.07 in 2.1: a location the agent refuses to fetch (a host outside allowed_hosts)
-    → one DownloadFailed with statusInfo reasonCode InvalidURL and the cause."""
+    → one DownloadFailed with statusInfo reasonCode InvalidURL and the cause (not the list)."""
     station.start()
     refused = Firmware("http://firmware.example.invalid/fw.bin", b"", rig.sign(b"x"))
     assert station.update(refused, 7).status == "Accepted"
@@ -72,7 +72,7 @@ def test_TC_L_07_CS_download_failed_says_why_in_status_info(station: Station, ri
     failed = station.csms.messages("FirmwareStatusNotification")[-1].payload
     assert failed["request_id"] == 7
     assert failed["status_info"]["reason_code"] == "InvalidURL"
-    assert "allowed_hosts" in failed["status_info"]["additional_info"]
+    assert "host is not allowed" in failed["status_info"]["additional_info"]
 
 
 def test_TC_L_01_CS_a_2000_character_location_is_accepted(
