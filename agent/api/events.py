@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.ocpp import v16
 from agent.ocpp.outbox import SECURITY_EVENT, Entry, Outbox
+from agent.service.public_reason import public_reason, reason_code
 
 EVENTS_FILE = "api-events.json"
 SEQ_NOTE = "api_seq"
@@ -25,12 +26,34 @@ STATUS_ACTION = "status"  # the entry action of a firmware status (the Reporter'
 def status_call(
     status: v16.FirmwareStatus, request_id: int | None, reason: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """The Reporter's status hook in API mode: the status as the API's `status` event, with
-    the cause of a failure (a 2.x host can put it in its statusInfo)."""
+    """The Reporter's status hook in API mode: the status as the API's `status` event. A
+    failure carries its cause as logged (`reason`, for the host's log: it names slots, files
+    and allowed_hosts) and what the host forwards to its CSMS instead, taken from the whole
+    cause: `public_reason` and `reason_code`, direct 2.x mode's statusInfo."""
     event: dict[str, Any] = {"status": status.value, "request_id": request_id}
     if reason:
         event["reason"] = reason[:512]
-    return STATUS_ACTION, event
+    return STATUS_ACTION, {**event, **public_fields(status, reason)}
+
+
+def public_fields(status: v16.FirmwareStatus, reason: str | None) -> dict[str, str]:
+    """`public_reason` and `reason_code` of a failure status; nothing for any other."""
+    code = reason_code(status, reason)
+    if code is None:
+        return {}
+    return {"public_reason": public_reason(status, reason), "reason_code": code}
+
+
+def _public_of(payload: dict[str, Any]) -> dict[str, str]:
+    """A journalled status's public fields; for one saved before they existed (an agent
+    upgraded with events queued), made from what it kept."""
+    if "public_reason" in payload:
+        return {name: payload[name] for name in ("public_reason", "reason_code") if name in payload}
+    try:
+        status = v16.FirmwareStatus(str(payload.get("status")))
+    except ValueError:
+        return {}
+    return public_fields(status, payload.get("reason"))
 
 
 class EventLog(Outbox):
@@ -85,6 +108,7 @@ def wire_event(entry: Entry) -> dict[str, Any] | None:
         }
         if payload.get("reason"):
             status["reason"] = payload["reason"]
+        status.update(_public_of(payload))
         return status
     if entry.action == SECURITY_EVENT:
         event = {

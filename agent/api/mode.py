@@ -133,9 +133,10 @@ class Api:
                 request_id = protocol.request_id_of(line)
             self.server.reply(client, protocol.error_line(request_id, exc.code, str(exc)))
             return
-        except Exception as exc:  # a bug must not take the daemon's loop down
+        except Exception:  # a bug must not take the daemon's loop down
             LOG.exception("local API: request failed")
-            line = protocol.error_line(request_id, protocol.INTERNAL, f"internal error: {exc}")
+            # Fixed words: an exception's text can name files, which a host may pass on.
+            line = protocol.error_line(request_id, protocol.INTERNAL, protocol.INTERNAL_MESSAGE)
             self.server.reply(client, line)
             return
         if result is not None:

@@ -27,6 +27,7 @@ BAD_PARAMS = "bad_params"
 NO_UPDATE = "no_update"
 TOO_LATE = "too_late"
 INTERNAL = "internal"
+INTERNAL_MESSAGE = "internal error in the firmware agent (details in its log)"
 
 # start_update's params -> the OCPP request's wire names (the core takes that request).
 _FIRMWARE_FIELDS = {

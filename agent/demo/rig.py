@@ -24,7 +24,7 @@ from typing import Any
 
 from agent import durable
 from agent.demo import pki
-from agent.demo.waiting import hang_guard
+from agent.demo.waiting import deadline, hang_guard
 from agent.firmware.signature import sign_digest
 from agent.slots import filemodel
 
@@ -91,7 +91,7 @@ class AgentProcess:
     def wait(self, timeout: float = 15) -> int:
         assert self.proc is not None
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(deadline(timeout))
         except subprocess.TimeoutExpired:
             raise AssertionError(f"agent still running after {timeout}s:\n{self.log}") from None
 

@@ -14,3 +14,8 @@ def hang_guard() -> float:
         return max(0.0, float(os.environ.get(HANG_GUARD_VARIABLE, "0")))
     except ValueError:
         return 0.0
+
+
+def deadline(seconds: float) -> float:
+    """`seconds`, or the hang guard if that is longer: for a wait's timeout argument."""
+    return max(seconds, hang_guard())

@@ -1,12 +1,13 @@
-"""What a failed update's statusInfo.additionalInfo tells the CSMS: what went wrong, in fixed
-words, never the core's own message.
+"""What a failed update's statusInfo tells the CSMS: a standard reasonCode and, as
+additionalInfo, what went wrong in fixed words, never the core's own message.
 
 The firmware core's failure reasons are written for the local log: they name slot devices and
 files, CA files, `[firmware] allowed_hosts` and other configuration, the addresses a name
 resolved to. A CSMS (or whoever reads its logs) learns nothing of the charger's layout from
 2.1's statusInfo: the reason is matched against the core's wording and one of the phrases
 below is sent, with an HTTP status code as the only detail taken over (three digits). The full
-reason stays in the journal.
+reason stays in the journal. Direct 2.x mode puts both in its statusInfo; API mode gives them
+to the host next to the full reason, to forward instead of it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,27 @@ import re
 
 from agent.ocpp import v16
 
+FAILURES = frozenset(
+    {
+        v16.FirmwareStatus.DOWNLOAD_FAILED,
+        v16.FirmwareStatus.INVALID_SIGNATURE,
+        v16.FirmwareStatus.INSTALL_VERIFICATION_FAILED,
+        v16.FirmwareStatus.INSTALLATION_FAILED,
+    }
+)
+# Standard reason codes (2.x appendix "reason codes") for a failure, chosen by the words the
+# firmware core uses for its cause (`agent.firmware.errors` and its raisers); the first match
+# wins. Otherwise InvalidValue for a signature that does not verify, else Unspecified ("some
+# extra information is in additionalInfo").
+_DOWNLOAD_CODES = (
+    ("does not fit", "OutOfStorage"),  # ImageTooLarge
+    ("allowed_hosts", "InvalidURL"),  # HostNotAllowed, both kinds
+    ("download scheme", "InvalidURL"),  # UnsupportedScheme: not supported / not allowed
+    ("not a url", "InvalidURL"),
+    ("invalid url", "InvalidURL"),
+    ("invalid port", "InvalidURL"),
+    ("needs a host", "InvalidURL"),
+)
 LOG_HINT = " (details in the charging station's log)"
 Phrases = tuple[tuple[tuple[str, ...], str], ...]
 # (words in the core's reason, lower case) -> what the CSMS is told; the first match wins:
@@ -66,6 +88,20 @@ _DEFAULTS = {
     v16.FirmwareStatus.INSTALL_VERIFICATION_FAILED: "the installed image did not verify",
     v16.FirmwareStatus.INSTALLATION_FAILED: "the installation failed",
 }
+
+
+def reason_code(status: v16.FirmwareStatus, reason: str | None) -> str | None:
+    """The 2.x reasonCode of a failure status (None for any other status)."""
+    if status not in FAILURES:
+        return None
+    text = (reason or "").lower()
+    if text.startswith("internal error"):
+        return "InternalError"
+    if status is v16.FirmwareStatus.INVALID_SIGNATURE:
+        return "InvalidValue"
+    if status is v16.FirmwareStatus.DOWNLOAD_FAILED:
+        return next((code for words, code in _DOWNLOAD_CODES if words in text), "Unspecified")
+    return "Unspecified"
 
 
 def public_reason(status: v16.FirmwareStatus, reason: str | None) -> str:

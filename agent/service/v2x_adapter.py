@@ -23,7 +23,7 @@ from agent.ocpp.devicemodel import DeviceModel, Owned, Settings, Sources, owned_
 from agent.ocpp.session import Session
 from agent.ocpp.validate import to_wire
 from agent.service.availability import Availability
-from agent.service.public_reason import public_reason
+from agent.service.public_reason import public_reason, reason_code
 
 LOG = logging.getLogger(__name__)
 # Job phases (machine.Phase values) in which this boot is the update's reboot.
@@ -33,41 +33,13 @@ _REASONS = {
     v16.UpdateFirmwareStatus.INVALID_CERTIFICATE: "InvalidCertificate",
     v16.UpdateFirmwareStatus.REVOKED_CERTIFICATE: "RevokedCertificate",
 }
-_FAILURES = frozenset(
-    {
-        v16.FirmwareStatus.DOWNLOAD_FAILED,
-        v16.FirmwareStatus.INVALID_SIGNATURE,
-        v16.FirmwareStatus.INSTALL_VERIFICATION_FAILED,
-        v16.FirmwareStatus.INSTALLATION_FAILED,
-    }
-)
-# Standard reason codes (2.x appendix "reason codes") for a failure, chosen by the words the
-# firmware core uses for its cause (`agent.firmware.errors` and its raisers); the first match
-# wins. Otherwise InvalidValue for a signature that does not verify, else Unspecified ("some
-# extra information is in additionalInfo").
-_DOWNLOAD_REASONS = (
-    ("does not fit", "OutOfStorage"),  # ImageTooLarge
-    ("allowed_hosts", "InvalidURL"),  # HostNotAllowed, both kinds
-    ("download scheme", "InvalidURL"),  # UnsupportedScheme: not supported / not allowed
-    ("not a url", "InvalidURL"),
-    ("invalid url", "InvalidURL"),
-    ("invalid port", "InvalidURL"),
-    ("needs a host", "InvalidURL"),
-)
 
 
 def failure_info(status: v16.FirmwareStatus, reason: str | None) -> v201.StatusInfo | None:
     """Why a failure status happened, for 2.1's notification; None for any other status."""
-    if status not in _FAILURES:
+    code = reason_code(status, reason)
+    if code is None:
         return None
-    text = (reason or "").lower()
-    code = "Unspecified"
-    if text.startswith("internal error"):
-        code = "InternalError"
-    elif status is v16.FirmwareStatus.INVALID_SIGNATURE:
-        code = "InvalidValue"
-    elif status is v16.FirmwareStatus.DOWNLOAD_FAILED:
-        code = next((c for words, c in _DOWNLOAD_REASONS if words in text), code)
     # What went wrong, not the core's words: they name slots, files and allowed_hosts.
     return v201.StatusInfo(reason_code=code, additional_info=public_reason(status, reason))
 

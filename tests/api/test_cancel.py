@@ -8,6 +8,7 @@ import pytest
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.firmware.job import JobStore
 from agent.firmware.machine import Phase
 from agent.slots import filemodel
@@ -75,7 +76,7 @@ def test_cancel_during_the_download_is_download_failed(
     client.call("start_update", **charger.update_params(firmware, 62))
     client.call("response_sent", request_id=62)
     host.until_status("Downloading")
-    assert fileserver.stalled.wait(60)
+    assert fileserver.stalled.wait(deadline(60))
 
     assert client.call("cancel", request_id=62) == {"request_id": 62}
     failed = host.until_status("DownloadFailed")

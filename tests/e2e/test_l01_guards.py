@@ -16,6 +16,7 @@ import pytest
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, wait_until
 from tests.e2e.test_l01_power_loss import gate
@@ -109,7 +110,7 @@ def test_a_daemon_that_keeps_dying_gives_the_update_up(
     fileserver.faults.stall_after = 1000  # the download never finishes
     agent = charger.start(health={"max_transitions": 4})
     assert charger.update(firmware, 62) == "Accepted"
-    assert fileserver.stalled.wait(60)
+    assert fileserver.stalled.wait(deadline(60))
     charger.wait_acknowledged()  # else Downloading, unanswered when killed, is sent again
     for restart in range(1, 5):
         agent.kill9()
@@ -208,7 +209,7 @@ def test_a_full_state_dir_pauses_the_update_until_space_returns(
     fileserver.faults.stall_after = 300_000
     agent = charger.start()
     assert charger.update(firmware, 65) == "Accepted"
-    assert fileserver.stalled.wait(60)
+    assert fileserver.stalled.wait(deadline(60))
     charger.wait_acknowledged()
     with kept_full(small_state_dir):
         fileserver.faults.stall_after = None

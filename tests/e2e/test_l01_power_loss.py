@@ -17,6 +17,7 @@ from pathlib import Path
 from agent.crashpoints import CRASH_AT_ENV, CRASH_LOG_ENV
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, wait_until
 
@@ -170,7 +171,7 @@ def test_kill9_while_downloading_resumes_from_the_checkpoint(
     fileserver.faults.stall_after = len(IMAGE) // 2
     agent = charger.start(firmware={"checkpoint_bytes": 64 * 1024})
     assert charger.update(firmware, 33) == "Accepted"
-    assert fileserver.stalled.wait(60)
+    assert fileserver.stalled.wait(deadline(60))
     charger.wait_status("Downloading")
     wait_until(lambda: charger.job().get("offset", 0) >= 64 * 1024, 60, "a checkpoint")
     charger.wait_acknowledged()

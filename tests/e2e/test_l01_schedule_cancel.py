@@ -15,6 +15,7 @@ import time
 
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.rig import ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, Charger, iso, publish, wall
 from tests.e2e.test_l01_certificates import CASES
@@ -112,7 +113,7 @@ def test_cancel_a_download_in_progress_closes_the_transfer(
     fileserver.faults.stall_after = len(OLD_IMAGE) // 2
     agent = charger.start(firmware={"stall_timeout": 600})
     assert charger.update(old, 53) == "Accepted"
-    assert fileserver.stalled.wait(60)
+    assert fileserver.stalled.wait(deadline(60))
     charger.assert_triggers("Downloading", 53)  # L01.FR.29 while downloading
     fileserver.faults.stall_after = None  # the new download is not held
     (stalled,) = requests_for(fileserver, "/fw/old.bin")

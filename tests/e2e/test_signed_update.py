@@ -9,6 +9,7 @@ import sys
 from ocpp.v16 import call
 
 from agent.demo.rig import ChargerRig
+from agent.demo.waiting import deadline
 from agent.slots import filemodel
 from tests.e2e.conftest import IMAGE, Charger
 
@@ -107,7 +108,7 @@ def test_status_shows_the_job(charger: Charger, rig, firmware, fileserver):
     fileserver.faults.stall_after = len(IMAGE) // 2
     agent = charger.start()
     charger.update(firmware, 9)
-    assert fileserver.stalled.wait(10)
+    assert fileserver.stalled.wait(deadline(10))
 
     def status() -> dict | None:
         done = subprocess.run(

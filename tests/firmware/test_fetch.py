@@ -12,6 +12,7 @@ import pytest
 
 from agent.config import FirmwareConfig
 from agent.demo.fileserver import STALL_LIMIT
+from agent.demo.waiting import deadline
 from agent.firmware.errors import (
     ConnectFailed,
     DownloadCancelled,
@@ -413,7 +414,7 @@ def test_cancel_interrupts_a_blocked_transfer(http_server, image, where):
                     received.append(len(chunk))
 
         thread, outcome = run_in_thread(download)
-        assert http_server.stalled.wait(10)
+        assert http_server.stalled.wait(deadline(10))
         cancel.set()
         thread.join(3 * STALL_LIMIT)
         assert not thread.is_alive()
@@ -485,7 +486,7 @@ def test_cancel_stops_a_throttled_transfer(http_server, image):
                     first.set()
 
         thread, outcome = run_in_thread(download)
-        assert first.wait(30)
+        assert first.wait(deadline(30))
         cancel.set()
         thread.join(60)
         assert not thread.is_alive()

@@ -10,14 +10,12 @@ the agent to the priority's first profile (B10).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
 
 import pytest
 from ocpp.routing import on
-from websockets.asyncio.client import connect
 
 from agent.demo.rig import AgentProcess
 from agent.sidecar.router import STACK_AWAY, STACK_LEFT
@@ -26,7 +24,6 @@ from tests.sidecar2x.conftest import (
     Sidecar2x,
     SidecarCsms,
     Stack2x,
-    _Recording,
     _stack_side,
     library,
 )
@@ -73,13 +70,11 @@ def _side(version: str) -> type[Any]:
 
 
 class Stack(Stack2x):
-    async def _connect(self) -> None:
-        ws = await connect(self.url, subprotocols=[self.offer], open_timeout=5)  # type: ignore[list-item]
-        self._ws = ws
-        side = _side(self.version)(self.url.rsplit("/", 1)[-1], _Recording(ws, self))
-        side.stack = self
-        self._side = side
-        self._task = asyncio.ensure_future(self._serve(side))
+    """A 2.x stack whose side also answers SetVariables and Reset."""
+
+    def __init__(self, url: str, version: str, offer: str | None = None) -> None:
+        super().__init__(url, version, offer)
+        self.side_class = _side(version)
 
 
 def stack_of(sidecar: Sidecar2x) -> Stack:

@@ -17,6 +17,7 @@ import pytest
 from agent.demo.fileserver import FirmwareHttpServer
 from agent.demo.pki import issue, rsa_key
 from agent.demo.rig import AgentProcess, ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.slots import filemodel
 from tests.e2e.conftest import GATED, HAPPY, IMAGE, iso, publish, wait_until, wall
 from tests.e2e.test_l01_guards import image_check
@@ -266,7 +267,7 @@ def test_TC_L_10_CS_a_new_request_cancels_the_running_one(
     fileserver.faults.stall_after = len(IMAGE) // 2
     agent = station.start()
     assert station.update(old, 10).status == "Accepted"
-    assert fileserver.stalled.wait(20)
+    assert fileserver.stalled.wait(deadline(20))
     fileserver.faults.stall_after = None
     assert station.update(firmware, 11).status == "AcceptedCanceled"
     rig.wait_reboot_request(agent)
@@ -480,7 +481,7 @@ def test_TC_F_18_CS_trigger_during_an_update_answers_its_status(
     fileserver.faults.stall_after = len(IMAGE) // 2
     station.start()
     assert station.update(firmware, 19).status == "Accepted"
-    assert fileserver.stalled.wait(20)
+    assert fileserver.stalled.wait(deadline(20))
     station.wait_status("Downloading")
     assert station.trigger().status == "Accepted"
     sent = station.csms.wait_message("FirmwareStatusNotification", count=2)
