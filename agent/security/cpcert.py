@@ -141,13 +141,14 @@ class ChargePointCertificate:
     # --- CpoName -----------------------------------------------------------------------------
 
     def set_cpo_name(self, value: str) -> tuple[bool, str]:
+        """1.6's CpoName and 2.x's SecurityCtrlr.OrganizationName (the same value)."""
         if not value or len(value) > CPO_NAME_MAX:
-            return False, f"CpoName of {len(value)} characters: 1-{CPO_NAME_MAX} required"
+            return False, f"organization name of {len(value)} characters: 1-{CPO_NAME_MAX} required"
         try:
             self._save({**self._state, "cpo_name": value})
         except StateWriteError as exc:
-            return False, f"CpoName not saved: {exc.strerror}"
-        return True, "CpoName changed"
+            return False, f"organization name not saved: {exc.strerror}"
+        return True, "organization name (CpoName) changed"
 
     # --- A02: key, CSR, certificate ----------------------------------------------------------
 

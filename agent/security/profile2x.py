@@ -10,6 +10,11 @@ the transport asks it at each attempt, as in 1.6.
   `ReconfigurationOfSecurityParameters` is sent. GetVariables answers `Rejected` and reports
   carry no value: the password is never returned, nor logged.
 - `SecurityCtrlr.SecurityProfile`: ReadOnly, the profile in use.
+- `SecurityCtrlr.OrganizationName` (A02, with the charge point certificate given): ReadWrite,
+  the O= of the charging station certificate's CSR; 1-64 characters (X.520), saved atomically
+  by `ChargePointCertificate.set_cpo_name` (the same name as 1.6's CpoName), then
+  `ReconfigurationOfSecurityParameters`. Empty until one is set: the trigger
+  SignChargingStationCertificate is Rejected until then.
 - B09 `SetNetworkProfile`: kept per `configurationSlot` (1-`SLOTS`; slot 0 is agent.toml's
   connection and cannot be set) in `network_profiles.json`. Refused (Rejected + `statusInfo`):
   a securityProfile lower than the one in use (A05, no downgrade over OCPP) or outside 0-3; a
@@ -46,6 +51,7 @@ from agent.firmware.reporting import Reporter
 from agent.ocpp import v16, v201
 from agent.ocpp.devicemodel import InvalidValue, Owned
 from agent.ocpp.session import Session
+from agent.security.cpcert import CPO_NAME_MAX, ChargePointCertificate
 from agent.security.credentials import PASSWORD_MAX, ConnectionSettings
 
 LOG = logging.getLogger(__name__)
@@ -54,8 +60,11 @@ VERSION = 1
 SLOTS = 3  # configurationSlot 1..SLOTS; 0 is agent.toml's connection
 SECURITY, COMM = "SecurityCtrlr", "OCPPCommCtrlr"
 PASSWORD, PROFILE, PRIORITY = "BasicAuthPassword", "SecurityProfile", "NetworkConfigurationPriority"
+ORGANIZATION = "OrganizationName"
 # The agent's variables in sidecar mode (the stack has every other one).
-OWNED_IN_SIDECAR = frozenset({(SECURITY, PASSWORD), (SECURITY, PROFILE), (COMM, PRIORITY)})
+OWNED_IN_SIDECAR = frozenset(
+    {(SECURITY, PASSWORD), (SECURITY, PROFILE), (SECURITY, ORGANIZATION), (COMM, PRIORITY)}
+)
 Reconfigured = v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS
 
 
@@ -136,6 +145,7 @@ class Profile2x:
         reconnect: Callable[[], None],
         payloads: v201.Payloads,
         new_csms: Callable[[], None] = lambda: None,
+        organization: ChargePointCertificate | None = None,
     ) -> None:
         self._settings = settings
         self._profiles = profiles
@@ -144,6 +154,7 @@ class Profile2x:
         self._ocpp_version = ocpp_version
         self._reconnect = reconnect
         self._new_csms = new_csms  # the next connection registers the station again
+        self._cpcert = organization  # OrganizationName's owner (A02), when there is one
         self._info = payloads.status_info  # 2.1's allows a longer additionalInfo
         self._password_changed = False
 
@@ -170,7 +181,7 @@ class Profile2x:
         def set_priority(text: str) -> None:
             self._profiles.set_priority(text)
 
-        return [
+        variables = [
             Owned(
                 SECURITY,
                 PASSWORD,
@@ -190,6 +201,29 @@ class Profile2x:
                 values_list=",".join(map(str, range(SLOTS + 1))),
             ),
         ]
+        if self._cpcert is not None:
+            variables.append(self._organization(self._cpcert))
+        return variables
+
+    def _organization(self, cpcert: ChargePointCertificate) -> Owned:
+        """A02: the CSR's O=, kept where 1.6's CpoName is (one owner, one file)."""
+
+        def set_organization(text: str) -> None:
+            done, why = cpcert.set_cpo_name(text)
+            if not done:
+                if "not saved" in why:
+                    raise StateWriteError(why)
+                raise InvalidValue(why)
+            self._reporter.security_event(Reconfigured, why)
+
+        return Owned(
+            SECURITY,
+            ORGANIZATION,
+            v201.DataType.STRING,
+            lambda: cpcert.cpo_name or "",
+            set_organization,
+            max_limit=CPO_NAME_MAX,
+        )
 
     def after_set_variables(self) -> None:
         """A01: the answer is out; a new password is used from a new connection at once."""

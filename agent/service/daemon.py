@@ -171,6 +171,7 @@ class Daemon:
                 reconnect=self.transport.drop,
                 payloads=payloads,
                 new_csms=self._new_csms,
+                organization=self.cpcert,
             )
             self.profile2x.register(self.session, reset=config.csms.mode == "direct")
         serialized = SerializedBackend(backend)  # the worker, the loop and the checks share it
