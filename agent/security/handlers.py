@@ -224,13 +224,14 @@ class SecurityHandlers:
         LOG.info("the CSMS answered SignCertificate %s", conf.status)
 
     def certificate_signed(self, request: v16.CertificateSignedReq) -> v16.CertificateSignedConf:
-        status = self.install_signed(
+        status, _ = self.install_signed(
             request.certificate_chain, v16.SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE
         )
         return v16.CertificateSignedConf(status=status)
 
-    def install_signed(self, chain: str, invalid_event: str) -> v16.GenericStatus:
-        """CertificateSigned in any version: `invalid_event` names a refusal (A02.FR.07)."""
+    def install_signed(self, chain: str, invalid_event: str) -> tuple[v16.GenericStatus, str]:
+        """CertificateSigned in any version: `invalid_event` names a refusal (A02.FR.07).
+        (status, why): `why` is the log's, not for the CSMS as it is."""
         roots = self._store.certificates(certstore.CSMS_ROOT)
         now = datetime.datetime.now(datetime.UTC)
         status, why = self._cpcert.install(chain, roots, now)
@@ -239,7 +240,7 @@ class SecurityHandlers:
         else:
             LOG.warning("CertificateSigned %s: %s", status, why)
             self._reporter.security_event(invalid_event, why)
-        return status
+        return status, why
 
     def after_signed(
         self, request: v16.CertificateSignedReq, conf: v16.CertificateSignedConf
@@ -258,12 +259,14 @@ class SecurityHandlers:
         store = request.certificate_type.value
         event = v16.SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE
         return v16.InstallCertificateConf(
-            status=self.install_root(store, request.certificate, event)
+            status=self.install_root(store, request.certificate, event)[0]
         )
 
-    def install_root(self, store: str, pem: str, invalid_event: str) -> v16.CertificateStatus:
+    def install_root(
+        self, store: str, pem: str, invalid_event: str
+    ) -> tuple[v16.CertificateStatus, str]:
         """InstallCertificate in any version, `store` in the store's (1.6) words; a CSMS root
-        refused raises `invalid_event` (OCTT TC_078)."""
+        refused raises `invalid_event` (OCTT TC_078). (status, why), `why` the log's."""
         status, why = self._store.install(store, pem)
         if status is v16.CertificateStatus.ACCEPTED:
             if not why.endswith("already installed"):
@@ -272,7 +275,7 @@ class SecurityHandlers:
             LOG.warning("InstallCertificate(%s) %s: %s", store, status, why)
             if store == certstore.CSMS_ROOT and status is v16.CertificateStatus.REJECTED:
                 self._reporter.security_event(invalid_event, why)
-        return status
+        return status, why
 
     def installed_ids(
         self, request: v16.GetInstalledCertificateIdsReq
@@ -287,17 +290,17 @@ class SecurityHandlers:
         )
 
     def delete(self, request: v16.DeleteCertificateReq) -> v16.DeleteCertificateConf:
-        status = self.delete_root(to_wire(request.certificate_hash_data))
+        status, _ = self.delete_root(to_wire(request.certificate_hash_data))
         return v16.DeleteCertificateConf(status=status)
 
-    def delete_root(self, wanted: Mapping[str, str]) -> v16.DeleteCertificateStatus:
-        """DeleteCertificate in any version (M04), by wire hash data."""
+    def delete_root(self, wanted: Mapping[str, str]) -> tuple[v16.DeleteCertificateStatus, str]:
+        """DeleteCertificate in any version (M04), by wire hash data: (status, why)."""
         status, why = self._store.delete(wanted, self._in_use)
         if status is v16.DeleteCertificateStatus.ACCEPTED:
             self._reporter.security_event(Reconfigured, why)
         else:
             LOG.warning("DeleteCertificate %s: %s", status, why)
-        return status
+        return status, why
 
     def _in_use(self, root: x509.Certificate, csms_roots_left: int) -> bool:
         """M04.FR.06: the root that verified the connection in use; and the last one while

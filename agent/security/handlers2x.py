@@ -19,6 +19,10 @@ connection in use, nor the last one while the profile uses TLS), M05 InstallCert
 Failed). Security events as in 1.6 under the 2.x names (`InvalidCsmsCertificate`,
 `InvalidChargingStationCertificate`; `ReconfigurationOfSecurityParameters` is unchanged).
 
+A refusal carries a `statusInfo`: a standard reasonCode where one fits and fixed words
+(`public_info`), never the log's reason as it is (it may name configuration; the policy of
+`agent.service.public_reason`).
+
 In sidecar mode the router asks `owns_type`, `owns_signed` and `holds` which CALLs
 are the agent's, and merges `hash_chains` into the stack's GetInstalledCertificateIds answer.
 """
@@ -47,6 +51,33 @@ STORES = {
 }
 CHARGING_STATION = v201.CHARGING_STATION_CERTIFICATE
 SIGN_TRIGGER = v201.MessageTrigger.SIGN_CHARGING_STATION_CERTIFICATE.value
+NOT_KEPT = ("UnsupportedRequest", "this certificate type is not kept by the charging station")
+NO_ORGANIZATION = ("MissingDevModelInfo", "SecurityCtrlr.OrganizationName is not set")
+# (words in the log's reason, lower case) -> (reasonCode, what the CSMS is told); first wins.
+_PUBLIC: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("manufacturer roots",), "NotEnabled", "the CSMS may not change the manufacturer roots"),
+    (("cannot be written", "cannot be saved"), "InternalError", "the certificate cannot be stored"),
+    (("store full",), "OutOfStorage", "the certificate store is full"),
+    (("characters, at most",), "TooLargeElement", "the certificate is too long"),
+    (("in use for the csms connection",), "Unspecified", "the root verifies the CSMS connection"),
+    (("no certificate signing request",), "InvalidMessageSeq", "no certificate was requested"),
+    (("not for the key",), "InvalidCertificate", "not for the key of the last request"),
+    (("validity period",), "InvalidCertificate", "outside its validity period"),
+    (("does not chain",), "InvalidCertificate", "does not chain to a CSMS root"),
+    (("self-issued", "self-signature"), "InvalidCertificate", "not a self-signed root"),
+    (("a ca certificate cannot",), "InvalidCertificate", "a CA cannot be the station's"),
+    (("not a ca", "keycertsign"), "InvalidCertificate", "not a CA that may sign certificates"),
+    (("pem",), "InvalidCertificate", "not one PEM X.509 certificate"),
+)
+
+
+def public_info(why: str) -> v201.StatusInfo:
+    """The statusInfo of a refusal whose log reason is `why`."""
+    text = why.lower()
+    for words, code, phrase in _PUBLIC:
+        if any(w in text for w in words):
+            return v201.StatusInfo.of(code, phrase)
+    return v201.StatusInfo.of("InvalidCertificate", "the certificate is not acceptable")
 
 
 class CertificateHandlers2x:
@@ -116,19 +147,22 @@ class CertificateHandlers2x:
         store = STORES.get(kind)
         if store is None:  # direct mode: no ISO 15118 stack behind the agent
             LOG.warning("InstallCertificate(%s) Rejected: not kept by this agent", kind)
-            status = v16.CertificateStatus.REJECTED
-        else:
-            event = v201.SecurityEvent.INVALID_CSMS_CERTIFICATE
-            status = self._security.install_root(store, request.certificate, event)
-        return v201.InstallCertificateResponse(status=status)
+            return v201.InstallCertificateResponse(
+                status=v16.CertificateStatus.REJECTED, status_info=v201.StatusInfo.of(*NOT_KEPT)
+            )
+        event = v201.SecurityEvent.INVALID_CSMS_CERTIFICATE
+        status, why = self._security.install_root(store, request.certificate, event)
+        info = None if status is v16.CertificateStatus.ACCEPTED else public_info(why)
+        return v201.InstallCertificateResponse(status=status, status_info=info)
 
     def installed_ids(self, request: v201.GetInstalledCertificateIdsRequest) -> Any:
         answer = self.ids_answer(request.certificate_type)
         return from_wire(v201.GetInstalledCertificateIdsResponse, answer)
 
     def delete(self, request: v201.DeleteCertificateRequest) -> Any:
-        status = self._security.delete_root(to_wire(request.certificate_hash_data))
-        return v201.DeleteCertificateResponse(status=status)
+        status, why = self._security.delete_root(to_wire(request.certificate_hash_data))
+        info = public_info(why) if status is v16.DeleteCertificateStatus.FAILED else None
+        return v201.DeleteCertificateResponse(status=status, status_info=info)
 
     # --- A02: the charging station certificate --------------------------------------------
 
@@ -136,10 +170,13 @@ class CertificateHandlers2x:
         kind = request.certificate_type
         if kind is not None and kind != CHARGING_STATION:
             LOG.warning("CertificateSigned(%s) Rejected: not kept by this agent", kind)
-            return v201.CertificateSignedResponse(status=v16.GenericStatus.REJECTED)
+            return v201.CertificateSignedResponse(
+                status=v16.GenericStatus.REJECTED, status_info=v201.StatusInfo.of(*NOT_KEPT)
+            )
         event = v201.SecurityEvent.INVALID_CHARGING_STATION_CERTIFICATE
-        status = self._security.install_signed(request.certificate_chain, event)
-        return v201.CertificateSignedResponse(status=status)
+        status, why = self._security.install_signed(request.certificate_chain, event)
+        info = None if status is v16.GenericStatus.ACCEPTED else public_info(why)
+        return v201.CertificateSignedResponse(status=status, status_info=info)
 
     def after_signed(self, request: v201.CertificateSignedRequest, conf: Any) -> None:
         self._security.use_signed(conf.status)
@@ -149,6 +186,10 @@ class CertificateHandlers2x:
         return (
             v16.TriggerStatus.ACCEPTED if self._security.may_sign() else v16.TriggerStatus.REJECTED
         )
+
+    def sign_refusal(self) -> tuple[str, str] | None:
+        """The statusInfo of a Rejected trigger: the only reason is a missing name."""
+        return None if self._cpcert.cpo_name is not None else NO_ORGANIZATION
 
     def after_sign_trigger(self) -> None:
         """A02.FR.02/03: a new key made here, its CSR sent for a ChargingStationCertificate."""

@@ -245,7 +245,10 @@ class Daemon:
                 certificates = self.certificates
                 certificates.register(self.session)
                 self._v2x.add_trigger(
-                    SIGN_TRIGGER, certificates.sign_trigger, certificates.after_sign_trigger
+                    SIGN_TRIGGER,
+                    certificates.sign_trigger,
+                    certificates.after_sign_trigger,
+                    certificates.sign_refusal,
                 )
         self.session.on_accepted(self.updater.csms_accepted)
         self._generation = 0

@@ -138,13 +138,20 @@ class V2xAdapter:
         if availability is not None:  # each connector after each accepted boot
             session.on_accepted(availability.report_all)
         self._triggers: dict[str, tuple[Callable[[], v201.TriggerStatus], Callable[[], None]]] = {}
+        self._refusals: dict[str, Callable[[], tuple[str, str] | None]] = {}
 
     def add_trigger(
-        self, name: str, accept: Callable[[], v201.TriggerStatus], send: Callable[[], None]
+        self,
+        name: str,
+        accept: Callable[[], v201.TriggerStatus],
+        send: Callable[[], None],
+        refusal: Callable[[], tuple[str, str] | None] = lambda: None,
     ) -> None:
         """Another part's trigger (by wire name): `accept()` answers it, `send()` follows the
-        answer when Accepted (SignChargingStationCertificate: `agent.security.handlers2x`)."""
+        answer when Accepted (SignChargingStationCertificate: `agent.security.handlers2x`);
+        `refusal()` is the statusInfo (reasonCode, public words) of a Rejected one."""
         self._triggers[name] = (accept, send)
+        self._refusals[name] = refusal
 
     def boot_request(self) -> v201.BootNotificationRequest:
         identity = self.identity
@@ -194,6 +201,10 @@ class V2xAdapter:
         status = v201.TriggerStatus.ACCEPTED
         if wanted in self._triggers:
             status = self._triggers[wanted][0]()
+            refusal = self._refusals[wanted]() if status is v201.TriggerStatus.REJECTED else None
+            if refusal is not None:
+                info = self.payloads.status_info.of(*refusal)
+                return self.payloads.trigger_message_response(status=status, status_info=info)
         elif wanted == _BOOT and self.session.accepted:
             status = v201.TriggerStatus.REJECTED  # F06.FR.17: already accepted
         elif wanted not in _TRIGGERABLE:
