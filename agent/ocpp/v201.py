@@ -618,8 +618,9 @@ def one_of(allowed: frozenset[str], values: list[str] | str | None, where: str) 
 @dataclasses.dataclass(frozen=True)
 class InstallCertificateRequest:
     types: ClassVar[frozenset[str]] = INSTALL_TYPES
+    # The schema's maxLength, enforced by the store: too long is Rejected (M05.FR.06), as in 1.6.
+    certificate_max: ClassVar[int] = 5500
     certificate_type: str = wire("certificateType")
-    # maxLength 5500 is the store's to enforce: too long is Rejected (M05.FR.06), as in 1.6.
     certificate: str = wire("certificate")
 
     def __post_init__(self) -> None:

@@ -216,7 +216,7 @@ INCOMING_REQUESTS.update({"SetNetworkProfile": SetNetworkProfileRequest, "Reset"
 
 
 # --- certificates: 2.1 adds OEMRootCertificate (ISO 15118-20, the stack's) and V2G20Certificate,
-# lets a root be 10000 characters (the store keeps its 5500), and widens statusInfo ----------
+# lets a root be 10000 characters, and widens statusInfo -------------------------------------
 
 
 OEM_ROOT = "OEMRootCertificate"
@@ -225,6 +225,7 @@ OEM_ROOT = "OEMRootCertificate"
 @dataclasses.dataclass(frozen=True)
 class InstallCertificateRequest(v201.InstallCertificateRequest):
     types: ClassVar[frozenset[str]] = v201.INSTALL_TYPES | {OEM_ROOT}
+    certificate_max: ClassVar[int] = 10000
 
 
 @dataclasses.dataclass(frozen=True)

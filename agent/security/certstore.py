@@ -13,11 +13,12 @@ start, so a power cut between the two is repaired): `csms-roots.pem`, the TLS bu
 `manufacturer/`, one PEM file per root, which the firmware check reads as its roots directory.
 
 Rules:
-- an installed certificate is one PEM X.509 certificate of at most 5500 characters (the
-  schema's maxLength), a self-signed CA (basicConstraints CA:TRUE, keyCertSign when keyUsage is
-  present) whose key passes the certificate policy (A00.FR.501-503), inside its validity
-  period: otherwise `Rejected` (M05.FR.06; the EVerest issue #2109 failure, a leaf certificate
-  accepted into a root store, is refused here);
+- an installed certificate is one PEM X.509 certificate of at most the InstallCertificate
+  schema's maxLength (`max_chars`: 5500 in 1.6 and 2.0.1, 10000 in 2.1), a self-signed CA
+  (basicConstraints CA:TRUE, keyCertSign when keyUsage is present) whose key passes the
+  certificate policy (A00.FR.501-503), inside its validity period: otherwise `Rejected`
+  (M05.FR.06; the EVerest issue #2109 failure, a leaf certificate accepted into a root
+  store, is refused here);
 - at most `STORE_MAX` certificates in both stores together (`CertificateStoreMaxLength`):
   one more is `Rejected` (M05.FR.03); installing one already there is `Accepted`, unchanged;
 - a write that fails (a full or read-only state dir) is `Failed` (M05.FR.04), nothing changed;
@@ -65,7 +66,7 @@ LOG = logging.getLogger(__name__)
 CSMS_ROOT = CertificateUse.CENTRAL_SYSTEM_ROOT.value
 MANUFACTURER_ROOT = CertificateUse.MANUFACTURER_ROOT.value
 STORE_MAX = 20  # CertificateStoreMaxLength: both stores together
-MAX_PEM_CHARS = 5500  # InstallCertificate.req certificate maxLength
+MAX_PEM_CHARS = 5500  # 1.6's InstallCertificate.req certificate maxLength (2.x: its message's)
 INDEX_VERSION = 1
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "SHA256": hashes.SHA256,
@@ -117,11 +118,11 @@ def _same_hash_data(cert: x509.Certificate, wanted: Mapping[str, str]) -> bool:
 
 
 def root_problem(
-    pem: str, policy: CertPolicy, now: datetime.datetime
+    pem: str, policy: CertPolicy, now: datetime.datetime, max_chars: int = MAX_PEM_CHARS
 ) -> tuple[str | None, x509.Certificate | None]:
     """Why `pem` cannot be a root in a store (None: it can), and the certificate."""
-    if len(pem) > MAX_PEM_CHARS:
-        return f"certificate of {len(pem)} characters, at most {MAX_PEM_CHARS}", None
+    if len(pem) > max_chars:
+        return f"certificate of {len(pem)} characters, at most {max_chars}", None
     try:
         found = certs.parse_certificates(pem.encode("utf-8"))
     except (ValueError, UnicodeEncodeError) as exc:
@@ -295,11 +296,14 @@ class CertStore:
 
     # --- changes ---------------------------------------------------------------------------------
 
-    def install(self, store: str, pem: str) -> tuple[CertificateStatus, str]:
-        """InstallCertificate: (status, why) — `why` is for the log and techInfo."""
+    def install(
+        self, store: str, pem: str, max_chars: int = MAX_PEM_CHARS
+    ) -> tuple[CertificateStatus, str]:
+        """InstallCertificate: (status, why) — `why` is for the log and techInfo; `max_chars`
+        the version's maxLength of the message's certificate."""
         if store == MANUFACTURER_ROOT and not self._csms_roots_ok:
             return CertificateStatus.REJECTED, MANUFACTURER_REFUSAL
-        problem, cert = root_problem(pem, self._policy, self._now())
+        problem, cert = root_problem(pem, self._policy, self._now(), max_chars)
         if problem is not None or cert is None:
             return CertificateStatus.REJECTED, problem or "unusable"
         print_ = fingerprint(cert)

@@ -263,11 +263,12 @@ class SecurityHandlers:
         )
 
     def install_root(
-        self, store: str, pem: str, invalid_event: str
+        self, store: str, pem: str, invalid_event: str, max_chars: int = certstore.MAX_PEM_CHARS
     ) -> tuple[v16.CertificateStatus, str]:
-        """InstallCertificate in any version, `store` in the store's (1.6) words; a CSMS root
-        refused raises `invalid_event` (OCTT TC_078). (status, why), `why` the log's."""
-        status, why = self._store.install(store, pem)
+        """InstallCertificate in any version, `store` in the store's (1.6) words, `max_chars`
+        the version's maxLength; a CSMS root refused raises `invalid_event` (OCTT TC_078).
+        (status, why), `why` the log's."""
+        status, why = self._store.install(store, pem, max_chars)
         if status is v16.CertificateStatus.ACCEPTED:
             if not why.endswith("already installed"):
                 self._reporter.security_event(Reconfigured, f"{store}: {why}")

@@ -151,7 +151,8 @@ class CertificateHandlers2x:
                 status=v16.CertificateStatus.REJECTED, status_info=v201.StatusInfo.of(*NOT_KEPT)
             )
         event = v201.SecurityEvent.INVALID_CSMS_CERTIFICATE
-        status, why = self._security.install_root(store, request.certificate, event)
+        bound = request.certificate_max  # the version's schema: 5500 in 2.0.1, 10000 in 2.1
+        status, why = self._security.install_root(store, request.certificate, event, bound)
         info = None if status is v16.CertificateStatus.ACCEPTED else public_info(why)
         return v201.InstallCertificateResponse(status=status, status_info=info)
 
