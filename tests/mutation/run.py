@@ -70,13 +70,35 @@ def cosmic(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def locate(source: list[str], code: str, line: int) -> int | None:
+    """The line holding `code` (stripped), the one nearest `line` when it moved; None if gone."""
+    if 0 < line <= len(source) and source[line - 1].strip() == code:
+        return line
+    found = [number for number, text in enumerate(source, 1) if text.strip() == code]
+    return min(found, key=lambda number: abs(number - line)) if found else None
+
+
 def equivalents(module: str) -> dict[tuple[str, int, int], str]:
-    """(operator, line, occurrence-free column) -> why, for this module."""
+    """(operator, line, occurrence-free column) -> why, for this module.
+
+    An entry names its line by number and by its text (`code`): lines move whenever the module
+    is edited above them, and a number alone would then excuse whatever mutant lands there. An
+    entry whose text is no longer in the module stops the run: it must be looked at again."""
     doc = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    found = {}
+    source = (ROOT / module).read_text().splitlines()
+    found, stale = {}, []
     for entry in doc.get("equivalent", []):
         if entry["module"] == module:
-            found[(entry["operator"], entry["line"], entry.get("column", -1))] = entry["why"]
+            line = locate(source, entry["code"], entry["line"])
+            if line is None:
+                stale.append(f"  line {entry['line']} {entry['operator']}: {entry['code']!r}")
+                continue
+            found[(entry["operator"], line, entry.get("column", -1))] = entry["why"]
+    if stale:
+        raise SystemExit(
+            f"{EQUIVALENT.name}: these lines are no longer in {module}; "
+            "test their mutants again and list or drop them:\n" + "\n".join(stale)
+        )
     return found
 
 
