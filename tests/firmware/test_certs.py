@@ -331,6 +331,21 @@ def test_a_certificate_is_valid_from_its_first_second(rsa_root):
     assert verdict.certificate == signer.cert
 
 
+def test_a_certificate_is_valid_until_its_last_second(rsa_root):
+    """notAfter is inclusive too (RFC 5280 §4.1.2.5): valid at that very second (L01.FR.24),
+    expired the next one."""
+    end = fwpki.NOW + fwpki.DAY  # a whole second, inside the root's validity
+    signer = fwpki.issue("Until tomorrow", fwpki.rsa_key(2048, 79), rsa_root, not_after=end)
+    clock = TrustedClock(system=lambda: end.timestamp())
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert verdict.certificate == signer.cert
+    after = TrustedClock(system=lambda: end.timestamp() + 1)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, after)
+    error = caught.value
+    assert error.status == "InvalidCertificate" and "expired" in error.tech_info
+
+
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):
     """The schema's maxLength for signingCertificate is 5500: that length is allowed."""
     padded = rsa_signer.pem + "\n" * (5500 - len(rsa_signer.pem))
