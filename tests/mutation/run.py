@@ -31,10 +31,13 @@ MODULES: dict[str, list[str]] = {
     "agent/firmware/certs.py": [
         "tests/firmware/test_certs.py",
         "tests/firmware/test_certs_pss.py",
-        # The policy and the online CRL fetch are certs.py's too; the daemon test is e2e.
+        # The policy, the online CRL fetch and the OCSP verdicts are certs.py's too; the
+        # daemon tests are e2e.
         "tests/security/test_cert_policy.py",
         "tests/security/test_cert_online.py",
         "--deselect=tests/security/test_cert_online.py::test_the_daemon_fetches_before_answering",
+        "tests/security/test_cert_ocsp.py",
+        "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
     ],
     "agent/firmware/writer.py": [
         "tests/firmware/test_writer.py",
