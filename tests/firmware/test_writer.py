@@ -256,9 +256,10 @@ def test_a_medium_refusing_aligned_direct_reads_falls_back_and_an_io_error_fails
         pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
     real_preadv = os.preadv
     failure = [errno.EINVAL]
+    cached_too = [False]
 
     def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+        if cached_too[0] or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
             del buffers  # as the C call: the traceback must not keep a view of the mmap
             raise OSError(failure[0], os.strerror(failure[0]))
         return real_preadv(fd, buffers, position)
@@ -274,6 +275,9 @@ def test_a_medium_refusing_aligned_direct_reads_falls_back_and_an_io_error_fails
         failure[0] = errno.EIO
         with pytest.raises(SlotError, match=r"read-back of .* failed"):
             writer.read_back(len(DATA))
+        failure[0], cached_too[0] = errno.EINVAL, True  # only O_DIRECT's EINVAL means "no"
+        with pytest.raises(SlotError, match=r"read-back of .* failed"):
+            writer.read_back(len(DATA), direct=False)
 
 
 @pytest.mark.root
