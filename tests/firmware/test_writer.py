@@ -355,6 +355,22 @@ def test_a_rewind_to_the_durable_offset_reports_nothing(tmp_path: Path):
     assert seen == [60_000, 0]
 
 
+def test_a_rewind_above_the_durable_offset_keeps_it(tmp_path: Path):
+    """Rewriting bytes above the durable offset makes nothing more durable: it stays where the
+    last fsync left it, and is not reported again."""
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 30, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:50_000])
+        assert w.sync() == 50_000
+        w.write_at(50_000, DATA[50_000:80_000])
+        w.write_at(60_000, DATA[60_000:70_000])  # 70 000 to 80 000 is no longer ours
+        assert (w.durable_offset, seen) == (50_000, [50_000])
+        assert w.sync() == 70_000
+    assert seen == [50_000, 70_000]
+
+
 def test_finish_refuses_a_size_other_than_what_was_written(tmp_path: Path):
     with SlotWriter(new_slot(tmp_path / "slot")) as w:
         w.write_at(0, DATA[:1000])
