@@ -203,12 +203,17 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
     dumped = cosmic("dump", str(session)).stdout.splitlines()
     known = equivalents(module)
     annotations = annotation_spans(module)
-    killed = survived = pending = equivalent = in_annotations = 0
+    killed = survived = pending = equivalent = in_annotations = incompetent = 0
     survivors = []
     for line in dumped:
         item, result = json.loads(line)
         if result is None:
             pending += 1
+            continue
+        if result["test_outcome"] == "incompetent":
+            # cosmic-ray failed to build this mutant (its ExceptionReplacer cannot rewrite a
+            # dotted name such as `online.OnlineFailed`): there was nothing to test.
+            incompetent += 1
             continue
         mutation = item["mutations"][0]
         line_no, column = mutation["start_pos"][0], mutation["start_pos"][1]
@@ -236,6 +241,7 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
         "equivalent_in_annotations": in_annotations,
         "survived": survived,
         "pending": pending,
+        "not_built_by_cosmic_ray": incompetent,
         "score": round(100 * killed / total, 1) if total else None,
         "score_without_equivalent": round(100 * killed / (killed + survived), 1)
         if killed + survived
