@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from agent.demo import pki
 from agent.demo.fileserver import FirmwareHttpServer
@@ -105,6 +105,25 @@ def test_two_crl_points_are_asked_at_most(
     ]
     assert len(asked) == 1 and f"CRL {one}, CRL {three})" in asked[0], asked
     assert [r.path for r in crl_server.requests] == ["/one.crl", "/three.crl"]
+
+
+def test_of_a_pem_answer_with_several_crls_the_first_is_read(
+    crl_server: FirmwareHttpServer,
+) -> None:
+    """A CRL point answers one CRL; PEM text around it is allowed, and of several blocks the
+    first is the one read, whatever follows it."""
+    signer = with_crl_point(crl_server.url("/root.crl"))
+
+    def pem(der: bytes) -> bytes:
+        crl = x509.load_der_x509_crl(der)
+        return crl.public_bytes(serialization.Encoding.PEM)
+
+    revoking = pem(make.crl(ROOT, (signer.cert.serial_number,)))
+    clean = pem(make.crl(ROOT, (7,)))
+    crl_server.put("/root.crl", b"the root's CRL:\n" + revoking + clean)
+    assert refused(signer).status == "RevokedCertificate"
+    crl_server.put("/root.crl", clean + revoking)
+    check(signer)
 
 
 def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -> None:
