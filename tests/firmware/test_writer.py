@@ -77,6 +77,12 @@ def test_gap_is_refused_and_rewind_lowers_durable_offset(tmp_path: Path):
     assert seen == [80_000, 0]
 
 
+def test_a_first_write_must_start_at_zero(tmp_path: Path):
+    """A new writer has written nothing: its first write at 1 would leave byte 0 unwritten."""
+    with SlotWriter(new_slot(tmp_path / "slot")) as w, pytest.raises(ValueError, match="gap"):
+        w.write_at(1, b"x")
+
+
 def test_a_background_fsync_counts_only_once_collected(tmp_path: Path):
     """The durable offset is what an fsync has finished for, never what is merely written:
     a checkpoint's fsync runs while the next bytes are written and is reported when the next
@@ -152,6 +158,30 @@ def test_read_back_with_o_direct_on_disk(tmp_path: Path):
     assert result.method is ReadBackMethod.DIRECT
     assert result.digest == hashlib.sha256(DATA).digest()
     assert progress[-1] == (len(DATA), len(DATA))
+
+
+def test_a_direct_read_back_reads_through_an_o_direct_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """What is reported as an O_DIRECT read-back is one: every read goes through a descriptor
+    opened with O_DIRECT (the digest alone cannot tell a read from the page cache)."""
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
+    real_preadv = os.preadv
+    direct: list[bool] = []
+
+    def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
+        direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        return real_preadv(fd, buffers, position)
+
+    with SlotWriter(new_slot(tmp_path / "slot")) as writer:
+        write_all(writer, DATA)
+        monkeypatch.setattr(os, "preadv", preadv)
+        assert writer.read_back(len(DATA)).method is ReadBackMethod.DIRECT
+        assert direct and all(direct)
+        direct.clear()
+        assert writer.read_back(len(DATA), direct=False).method is ReadBackMethod.CACHE_DROP
+        assert direct and not any(direct)
 
 
 def test_read_back_falls_back_on_ramfs(ramfs: Path, caplog: pytest.LogCaptureFixture):
