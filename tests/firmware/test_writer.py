@@ -462,3 +462,42 @@ def test_a_device_whose_size_ioctl_fails_is_measured_by_seeking_to_its_end(
     monkeypatch.setattr(fcntl, "ioctl", no_size)
     with SlotWriter(loop_device) as writer:
         assert writer.capacity == 2 << 20
+
+
+@pytest.mark.parametrize("call", ["pwrite", "fsync", "pread"])
+def test_an_io_error_of_the_slot_is_a_slot_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+):
+    """A failing medium (EIO) ends the pass with SlotError, whose status the CSMS is sent
+    (DownloadFailed), never with a bare OSError."""
+    path = new_slot(tmp_path / "slot")
+    path.write_bytes(DATA)
+    with SlotWriter(path) as writer:
+
+        def fail(*args: object) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(os, call, fail)
+        with pytest.raises(SlotError, match=r"write to slot|fsync of slot|cannot read slot"):
+            if call == "pwrite":
+                writer.write_at(0, DATA[:1000])
+            elif call == "fsync":
+                writer.write_at(0, DATA[:1000])
+                writer.sync()
+            else:
+                writer.rehash_prefix(1000)
+        monkeypatch.undo()
+
+
+def test_closing_twice_closes_nothing_else(tmp_path: Path):
+    """The second close (a `with` block after an explicit close) must not close whatever
+    descriptor the number now belongs to, nor stdin, stdout or stderr."""
+    writer = SlotWriter(new_slot(tmp_path / "slot"))
+    writer.close()
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        writer.close()
+        for fd in (other, 0, 1, 2):
+            os.fstat(fd)
+    finally:
+        os.close(other)
