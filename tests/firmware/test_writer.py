@@ -172,6 +172,7 @@ def test_a_direct_read_back_reads_through_an_o_direct_descriptor(
 
     def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
         direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # no child inherits it
         return real_preadv(fd, buffers, position)
 
     with SlotWriter(new_slot(tmp_path / "slot")) as writer:
@@ -194,7 +195,7 @@ def test_read_back_falls_back_on_ramfs(ramfs: Path, caplog: pytest.LogCaptureFix
         assert result.digest == hashlib.sha256(DATA).digest()
         with pytest.raises(SlotError, match="O_DIRECT"):
             writer.read_back(len(DATA), direct=True)
-    assert "O_DIRECT not available" in caplog.text
+    assert "O_DIRECT not available (Invalid argument)" in caplog.text
 
 
 def test_read_back_on_tmpfs_reports_its_method(tmp_path: Path):
@@ -229,6 +230,14 @@ def test_read_back_sees_the_medium_not_the_stream(tmp_path: Path):
                 result.digest = hashlib.sha256(DATA).digest()  # type: ignore[misc]
         with pytest.raises(SlotError, match="ends at"):
             writer.read_back(len(DATA) + 5000, direct=False)
+
+
+def test_a_slot_path_that_cannot_be_inspected_is_refused(tmp_path: Path):
+    """A path through a regular file (ENOTDIR): a SlotError naming it, nothing created."""
+    (tmp_path / "mmcblk0").write_bytes(b"")
+    with pytest.raises(SlotError, match="cannot inspect slot"):
+        SlotWriter(tmp_path / "mmcblk0" / "p2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mmcblk0"]
 
 
 def test_character_device_is_refused():
@@ -421,6 +430,7 @@ def test_a_short_pwrite_is_continued_at_the_right_offset(
 
     def short(fd: int, data: memoryview, offset: int) -> int:
         calls.append((offset, len(data)))
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # no hook or rauc inherits it
         return real_pwrite(fd, bytes(data[:7_000]), offset)
 
     path = new_slot(tmp_path / "slot")
@@ -501,3 +511,22 @@ def test_closing_twice_closes_nothing_else(tmp_path: Path):
             os.fstat(fd)
     finally:
         os.close(other)
+
+
+@pytest.mark.root
+def test_the_cache_flush_ioctl_is_the_kernels_blkflsbuf(loop_device: Path):
+    """BLKFLSBUF is best effort (its failure is ignored), so only asking a real device shows
+    the number is right: it succeeds and, unlike its neighbours (BLKRASET, BLKGETSIZE), neither
+    fails nor changes the device's read-ahead."""
+    blkraget = 0x1263  # _IO(0x12, 99)
+
+    def read_ahead(fd: int) -> bytes:
+        return bytes(fcntl.ioctl(fd, blkraget, bytes(8)))
+
+    fd = os.open(loop_device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = read_ahead(fd)
+        fcntl.ioctl(fd, writer_module.BLKFLSBUF)
+        assert read_ahead(fd) == before
+    finally:
+        os.close(fd)
