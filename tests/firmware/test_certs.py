@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 
 from agent import RELEASE_DATE
 from agent.demo import pki as fwpki
@@ -38,6 +40,7 @@ def test_rsa_signer_issued_by_rsa_root_is_accepted(rsa_root, rsa_signer):
     assert verdict.root.subject == rsa_root.cert.subject
     assert verdict.clock_source is ClockSource.SYSTEM
     assert verdict.key_description == "RSA 2048"
+    assert verdict.summary.endswith(", RSA 2048, valid by system clock")  # the accepted log line
 
 
 def test_ec_signer_found_among_several_roots(rsa_root, ec_root, ec_signer):
@@ -344,6 +347,23 @@ def test_a_certificate_is_valid_until_its_last_second(rsa_root):
         certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, after)
     error = caught.value
     assert error.status == "InvalidCertificate" and "expired" in error.tech_info
+
+
+def test_no_certificate_is_signed_by_a_key_that_cannot_sign(rsa_root, rsa_signer):
+    """signed_by fails closed: an issuer whose key is X25519 (a key-agreement key, which
+    signs nothing) signed nothing, whatever the certificate."""
+    agreement = x25519.X25519PrivateKey.from_private_bytes(bytes(range(32))).public_key()
+    issuer = (
+        x509.CertificateBuilder()
+        .subject_name(rsa_signer.cert.issuer)
+        .issuer_name(rsa_root.cert.subject)
+        .public_key(agreement)
+        .serial_number(1)
+        .not_valid_before(fwpki.NOW - fwpki.DAY)
+        .not_valid_after(fwpki.NOW + fwpki.DAY)
+        .sign(rsa_root.key, hashes.SHA256())
+    )
+    assert not certs.signed_by(rsa_signer.cert, issuer)
 
 
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):

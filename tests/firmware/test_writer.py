@@ -246,7 +246,9 @@ def test_character_device_is_refused():
 
 
 @pytest.mark.root
-def test_block_device_capacity_exclusive_open_and_read_back(loop_device: Path):
+def test_block_device_capacity_exclusive_open_and_read_back(
+    loop_device: Path, monkeypatch: pytest.MonkeyPatch
+):
     """O_EXCL refuses a device in use; capacity comes from the device; O_DIRECT read-back."""
     holder = os.open(loop_device, os.O_RDONLY | os.O_EXCL)
     try:
@@ -254,6 +256,13 @@ def test_block_device_capacity_exclusive_open_and_read_back(loop_device: Path):
             SlotWriter(loop_device)
     finally:
         os.close(holder)
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: memoryview, offset: int) -> int:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # no hook or rauc inherits it
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
     with SlotWriter(loop_device, checkpoint_bytes=1 << 20) as writer:
         assert writer.is_block_device
         assert writer.capacity == 2 << 20
