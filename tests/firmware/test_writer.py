@@ -419,6 +419,21 @@ def test_a_rewind_above_the_durable_offset_keeps_it(tmp_path: Path):
     assert seen == [50_000, 70_000]
 
 
+def test_a_sync_that_makes_nothing_new_durable_reports_nothing(tmp_path: Path):
+    """A checkpoint is reported when the durable offset moves, not at every fsync: an empty
+    write, or a second sync, is no new state to save."""
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 30, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:1000])
+        assert w.sync() == 1000
+        w.write_at(1000, b"")
+        assert w.sync() == 1000
+        w.finish(1000)
+    assert seen == [1000]
+
+
 def test_finish_refuses_a_size_other_than_what_was_written(tmp_path: Path):
     with SlotWriter(new_slot(tmp_path / "slot")) as w:
         w.write_at(0, DATA[:1000])
