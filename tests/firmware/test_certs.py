@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from agent import RELEASE_DATE
 from agent.demo import pki as fwpki
@@ -364,6 +364,25 @@ def test_no_certificate_is_signed_by_a_key_that_cannot_sign(rsa_root, rsa_signer
         .sign(rsa_root.key, hashes.SHA256())
     )
     assert not certs.signed_by(rsa_signer.cert, issuer)
+
+
+def test_a_signature_of_another_kind_than_the_issuers_key_is_refused(rsa_root, rsa_signer):
+    """Anyone can sign a certificate with their own Ed25519 key and name the RSA root as its
+    issuer: an Ed25519 signature (which names no hash) never verifies with an RSA key."""
+    forger = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(rsa_signer.cert.subject)
+        .issuer_name(rsa_root.cert.subject)
+        .public_key(rsa_signer.cert.public_key())
+        .serial_number(2)
+        .not_valid_before(fwpki.NOW - fwpki.DAY)
+        .not_valid_after(fwpki.NOW + fwpki.DAY)
+        .sign(forger, None)
+    )
+    assert not certs.signed_by(forged, rsa_root.cert)
+    pem = forged.public_bytes(serialization.Encoding.PEM).decode()
+    assert rejected(pem, store(rsa_root)).status == "InvalidCertificate"
 
 
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):

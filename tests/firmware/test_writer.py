@@ -526,8 +526,10 @@ def test_an_io_error_of_the_slot_is_a_slot_error(
 def test_closing_twice_closes_nothing_else(tmp_path: Path):
     """The second close (a `with` block after an explicit close) must not close whatever
     descriptor the number now belongs to, nor stdin, stdout or stderr."""
+    open_before = len(os.listdir("/proc/self/fd"))
     writer = SlotWriter(new_slot(tmp_path / "slot"))
     writer.close()
+    assert len(os.listdir("/proc/self/fd")) == open_before  # the slot is released
     other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         writer.close()
