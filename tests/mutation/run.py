@@ -5,7 +5,7 @@ A session per module lives in build/mutation/ (resumable: run again to finish th
 mutants); the report lists survivors with their diffs. Mutants that cannot change behaviour are
 listed in equivalent.toml with why, and the score is given with and without them.
 
-Usage: python -m tests.mutation.run [--again] [MODULE ...]   (default: all of MODULES)
+Usage: python -m tests.mutation.run [--again | --report] [MODULE ...]   (default: all of MODULES)
 """
 
 from __future__ import annotations
@@ -179,10 +179,14 @@ def forget_survivors(module: str, session: Path) -> int:
         return len(again)
 
 
-def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]:
+def run(
+    module: str, tests: list[str], again: bool = False, report: bool = False
+) -> dict[str, object]:
     name = Path(module).stem
     OUT.mkdir(parents=True, exist_ok=True)
     cfg, session = OUT / f"{name}.toml", OUT / f"{name}.sqlite"
+    if report:  # a session still running (or stopped): count what it has, test nothing
+        return summarize(module, tests, session)
     cfg.write_text(config(module, tests))
     if again and session.exists():
         forgotten = forget_survivors(module, session) - skip_annotations(module, session)
@@ -200,6 +204,13 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
     done = cosmic("exec", str(cfg), str(session))
     if done.returncode != 0:
         raise SystemExit(f"{module}: cosmic-ray exec failed:\n{done.stderr}")
+    return summarize(module, tests, session)
+
+
+def summarize(module: str, tests: list[str], session: Path) -> dict[str, object]:
+    """Count the session's results against equivalent.toml; write the survivors and the
+    summary beside it."""
+    name = Path(module).stem
     dumped = cosmic("dump", str(session)).stdout.splitlines()
     known = equivalents(module)
     annotations = annotation_spans(module)
@@ -256,6 +267,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES))
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only count an existing session (one still running, too); test nothing",
+    )
+    parser.add_argument(
         "--again",
         action="store_true",
         help="test the survivors of an earlier session again (after adding tests)",
@@ -263,10 +279,11 @@ def main() -> int:
     args = parser.parse_args()
     failed = False
     for module in args.modules:
-        summary = run(module, MODULES[module], args.again)
+        summary = run(module, MODULES[module], args.again, args.report)
         print(
             f"{module}: {summary['killed']} killed, {summary['survived']} survived, "
-            f"{summary['equivalent']} equivalent of {summary['mutants']} "
+            f"{summary['equivalent']} equivalent of {summary['mutants']}, "
+            f"{summary['pending']} pending "
             f"-> {summary['score_without_equivalent']} % of the non-equivalent killed "
             f"(survivors: build/mutation/{Path(module).stem}.survivors.txt)"
         )
