@@ -385,6 +385,28 @@ def test_a_signature_of_another_kind_than_the_issuers_key_is_refused(rsa_root, r
     assert rejected(pem, store(rsa_root)).status == "InvalidCertificate"
 
 
+def test_an_ed25519_issuer_verifies_what_it_signed_and_nothing_else():
+    """signed_by serves the CSMS certificate store and the charge point's chain too, where an
+    Ed25519 root may sign: its own signature verifies, another key's does not."""
+
+    def self_signed(seed: int) -> x509.Certificate:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(fwpki.name("Ed25519 Root"))
+            .issuer_name(fwpki.name("Ed25519 Root"))
+            .public_key(key.public_key())
+            .serial_number(seed)
+            .not_valid_before(fwpki.NOW - fwpki.DAY)
+            .not_valid_after(fwpki.NOW + fwpki.DAY)
+            .sign(key, None)
+        )
+
+    root, impostor = self_signed(1), self_signed(2)
+    assert certs.signed_by(root, root)
+    assert not certs.signed_by(root, impostor)
+
+
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):
     """The schema's maxLength for signingCertificate is 5500: that length is allowed."""
     padded = rsa_signer.pem + "\n" * (5500 - len(rsa_signer.pem))
