@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,24 @@ def test_an_ed25519_issuer_verifies_what_it_signed_and_nothing_else():
     root, impostor = self_signed(1), self_signed(2)
     assert certs.signed_by(root, root)
     assert not certs.signed_by(root, impostor)
+
+
+def test_the_certificate_check_does_not_load_the_http_stack():
+    """Offline checks (`ocpp-fw-agent verify`, every check without online_crl/online_ocsp)
+    import no HTTP client: the online modules, and requests with them, load when first used."""
+    probe = (
+        "import sys, agent.firmware.certs; "
+        "print(sorted(m for m in ('requests', 'agent.firmware.online', 'agent.firmware.ocsp') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):
