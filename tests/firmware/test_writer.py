@@ -306,14 +306,17 @@ def test_a_medium_refusing_aligned_direct_reads_falls_back_and_an_io_error_fails
     failure = [errno.EINVAL]
     cached_too = [False]
 
+    slot = new_slot(tmp_path / "slot")
+
     def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
-        if cached_too[0] or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+        ours = os.readlink(f"/proc/self/fd/{fd}") == str(slot)
+        if ours and (cached_too[0] or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT):
             del buffers  # as the C call: the traceback must not keep a view of the mmap
             raise OSError(failure[0], os.strerror(failure[0]))
         return real_preadv(fd, buffers, position)
 
     monkeypatch.setattr(os, "preadv", preadv)
-    with SlotWriter(new_slot(tmp_path / "slot")) as writer:
+    with SlotWriter(slot) as writer:
         write_all(writer, DATA)
         result = writer.read_back(len(DATA))
         assert result.method is ReadBackMethod.CACHE_DROP
@@ -506,11 +509,14 @@ def test_an_io_error_of_the_slot_is_a_slot_error(
     (DownloadFailed), never with a bare OSError."""
     path = new_slot(tmp_path / "slot")
     path.write_bytes(DATA)
-    with SlotWriter(path) as writer:
+    real = getattr(os, call)
 
-        def fail(*args: object) -> None:
+    def fail(fd: int, *args: object) -> object:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):  # the slot's only
             raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, *args)
 
+    with SlotWriter(path) as writer:
         monkeypatch.setattr(os, call, fail)
         with pytest.raises(SlotError, match=r"write to slot|fsync of slot|cannot read slot"):
             if call == "pwrite":
@@ -523,13 +529,25 @@ def test_an_io_error_of_the_slot_is_a_slot_error(
         monkeypatch.undo()
 
 
+def open_files() -> list[str]:
+    """What this process's descriptors point at (other threads may open and close meanwhile)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def test_closing_twice_closes_nothing_else(tmp_path: Path):
     """The second close (a `with` block after an explicit close) must not close whatever
     descriptor the number now belongs to, nor stdin, stdout or stderr."""
-    open_before = len(os.listdir("/proc/self/fd"))
-    writer = SlotWriter(new_slot(tmp_path / "slot"))
+    slot = new_slot(tmp_path / "slot")
+    writer = SlotWriter(slot)
+    assert str(slot) in open_files()
     writer.close()
-    assert len(os.listdir("/proc/self/fd")) == open_before  # the slot is released
+    assert str(slot) not in open_files()  # released (a leaked O_EXCL one would be SlotBusy)
     other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         writer.close()
