@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.demo import pki
-from agent.firmware import certs
+from agent.firmware import certpolicy, certs
 from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
@@ -242,6 +242,16 @@ def test_a_missing_crl_is_refused_by_default(tmp_path: Path) -> None:
     assert "no CRL from CN=Manufacturer Root RSA (crl_policy = refuse)" in error.tech_info
 
 
+def test_a_configured_refuse_refuses(tmp_path: Path) -> None:
+    """crl_policy = "refuse" as read from the configuration (equal to the constant, not the
+    same object) refuses as the default does: compared by identity it would fail open."""
+    crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE))
+    configured = b"refuse".decode()
+    assert configured is not certpolicy.CRL_REFUSE
+    error = refused(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=configured))
+    assert error.status == "InvalidCertificate" and "crl_policy = refuse" in error.tech_info
+
+
 def test_a_forged_crl_does_not_count_as_the_roots_crl(tmp_path: Path) -> None:
     impostor = pki.issue("Manufacturer Root RSA", pki.rsa_key(2048, 3), ca=True)
     crls = crl_dir(tmp_path, make.crl(impostor, ()))
@@ -253,8 +263,10 @@ def test_warn_and_ignore_accept_and_say_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, level: int
 ) -> None:
     crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE))
+    configured = policy.encode().decode()  # as read from a file: equal, not the same object
+    assert configured is not policy
     with caplog.at_level(logging.INFO, logger="agent.firmware.certs"):
-        accepted(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=policy))
+        accepted(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=configured))
     said = [r for r in caplog.records if "revocation" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == level
     message = said[0].getMessage()
