@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from agent.demo import pki
 from agent.firmware import certpolicy, certs
@@ -240,6 +242,26 @@ def test_a_missing_crl_is_refused_by_default(tmp_path: Path) -> None:
     crls = crl_dir(tmp_path, make.crl(other, ()))
     error = refused(SIGNER, store(ROOT, other), crls)
     assert "no CRL from CN=Manufacturer Root RSA (crl_policy = refuse)" in error.tech_info
+
+
+def test_the_latest_of_a_roots_crls_decides_whether_they_are_current(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old CRL left beside the current one (the first file) makes nothing stale, and CRLs
+    of other issuers are passed over without a word."""
+    crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE), make.crl(ROOT, ()))
+    accepted(SIGNER, store(ROOT), crls)
+    other = pki.issue("Other Root", pki.rsa_key(2048, 12), ca=True)
+    crls = crl_dir(tmp_path, make.crl(other, ()), make.crl(ROOT, ()))
+    accepted(SIGNER, store(ROOT), crls)
+    assert "does not verify" not in caplog.text  # not taken for a forgery of ours
+
+
+def test_a_name_without_a_common_name_is_written_whole() -> None:
+    """techInfo and logs name a root or CRL issuer by its CN, else by its whole name."""
+    named = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Vendor")])
+    assert certs.describe_name(named) == "O=Example Vendor"
+    assert certs.describe_name(x509.Name([])) == "<empty name>"
 
 
 def test_a_configured_refuse_refuses(tmp_path: Path) -> None:
