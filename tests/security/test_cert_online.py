@@ -126,6 +126,21 @@ def test_of_a_pem_answer_with_several_crls_the_first_is_read(
     check(signer)
 
 
+def test_only_http_crl_points_are_asked(crl_server: FirmwareHttpServer) -> None:
+    """ldap: and file: points are not ours to follow (and would count against the two asked):
+    of [ldap, file, http] only the http one is asked; a certificate naming no point at all has
+    nothing to fetch and is judged without (here: no crl_dir, so accepted), not an error."""
+    http = crl_server.url("/root.crl")
+    signer = with_crl_point("ldap://ldap.example/cn=root", ROOT, "file:///etc/root.crl", http)
+    crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    assert refused(signer).status == "RevokedCertificate"
+    assert [r.path for r in crl_server.requests] == ["/root.crl"]
+    plain = pki.Issued(
+        make.builder("Firmware Signing Online", KEY, ROOT).sign(ROOT.key, hashes.SHA256()), KEY
+    )
+    assert check(plain).root == ROOT.cert
+
+
 def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -> None:
     signer = with_crl_point(crl_server.url("/root.crl"))
     crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
