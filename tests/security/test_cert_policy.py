@@ -258,10 +258,12 @@ def test_the_latest_of_a_roots_crls_decides_whether_they_are_current(
 
 
 def test_a_name_without_a_common_name_is_written_whole() -> None:
-    """techInfo and logs name a root or CRL issuer by its CN, else by its whole name."""
+    """techInfo and logs name a root or CRL issuer by its (first) CN, else by its whole name."""
     named = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Vendor")])
     assert certs.describe_name(named) == "O=Example Vendor"
     assert certs.describe_name(x509.Name([])) == "<empty name>"
+    two = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in ("First", "Second")])
+    assert certs.describe_name(two) == "CN=First"
 
 
 def test_a_configured_refuse_refuses(tmp_path: Path) -> None:
