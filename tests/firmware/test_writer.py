@@ -576,3 +576,26 @@ def test_the_cache_flush_ioctl_is_the_kernels_blkflsbuf(loop_device: Path):
         assert read_ahead(fd) == before
     finally:
         os.close(fd)
+
+
+@pytest.mark.root
+def test_a_cached_read_back_of_a_device_flushes_its_buffer_cache_first(
+    loop_device: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Without O_DIRECT a block device's read-back asks BLKFLSBUF first (its buffer cache
+    would otherwise answer); a file slot has none and is not asked."""
+    real_ioctl = fcntl.ioctl
+    flushed: list[str] = []
+
+    def ioctl(fd: int, request: int, *args: object) -> object:
+        if request == writer_module.BLKFLSBUF:
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_ioctl(fd, request, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    for slot in (loop_device, new_slot(tmp_path / "slot")):
+        with SlotWriter(slot) as writer:
+            write_all(writer, DATA)
+            result = writer.read_back(len(DATA), direct=False)
+        assert result.digest == hashlib.sha256(DATA).digest()
+    assert flushed == [str(loop_device)]
