@@ -357,6 +357,7 @@ def test_a_read_back_of_several_blocks_hashes_every_byte_once_in_order(tmp_path:
             expected = [(n * block, len(image)) for n in (1, 2, 3)] + [(len(image),) * 2]
             assert progress == expected
         assert writer.read_back(0).digest == hashlib.sha256(b"").digest()
+        assert writer.read_back(1).digest == hashlib.sha256(image[:1]).digest()
         prefix = 2 * block + 1  # a last block of one byte, rounded up to one aligned page
         result = writer.read_back(prefix)
         assert result.digest == hashlib.sha256(image[:prefix]).digest()
