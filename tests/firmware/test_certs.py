@@ -6,10 +6,13 @@ import dataclasses
 import datetime
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from agent import RELEASE_DATE
 from agent.demo import pki as fwpki
@@ -38,6 +41,7 @@ def test_rsa_signer_issued_by_rsa_root_is_accepted(rsa_root, rsa_signer):
     assert verdict.root.subject == rsa_root.cert.subject
     assert verdict.clock_source is ClockSource.SYSTEM
     assert verdict.key_description == "RSA 2048"
+    assert verdict.summary.endswith(", RSA 2048, valid by system clock")  # the accepted log line
 
 
 def test_ec_signer_found_among_several_roots(rsa_root, ec_root, ec_signer):
@@ -329,6 +333,97 @@ def test_a_certificate_is_valid_from_its_first_second(rsa_root):
     clock = TrustedClock(system=lambda: start.timestamp())
     verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, clock)
     assert verdict.certificate == signer.cert
+
+
+def test_a_certificate_is_valid_until_its_last_second(rsa_root):
+    """notAfter is inclusive too (RFC 5280 §4.1.2.5): valid at that very second (L01.FR.24),
+    expired the next one."""
+    end = fwpki.NOW + fwpki.DAY  # a whole second, inside the root's validity
+    signer = fwpki.issue("Until tomorrow", fwpki.rsa_key(2048, 79), rsa_root, not_after=end)
+    clock = TrustedClock(system=lambda: end.timestamp())
+    verdict = certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, clock)
+    assert verdict.certificate == signer.cert
+    after = TrustedClock(system=lambda: end.timestamp() + 1)
+    with pytest.raises(CertificateRejected) as caught:
+        certs.check_signing_certificate(signer.pem, store(rsa_root), NO_CRLS, after)
+    error = caught.value
+    assert error.status == "InvalidCertificate" and "expired" in error.tech_info
+
+
+def test_no_certificate_is_signed_by_a_key_that_cannot_sign(rsa_root, rsa_signer):
+    """signed_by fails closed: an issuer whose key is X25519 (a key-agreement key, which
+    signs nothing) signed nothing, whatever the certificate."""
+    agreement = x25519.X25519PrivateKey.from_private_bytes(bytes(range(32))).public_key()
+    issuer = (
+        x509.CertificateBuilder()
+        .subject_name(rsa_signer.cert.issuer)
+        .issuer_name(rsa_root.cert.subject)
+        .public_key(agreement)
+        .serial_number(1)
+        .not_valid_before(fwpki.NOW - fwpki.DAY)
+        .not_valid_after(fwpki.NOW + fwpki.DAY)
+        .sign(rsa_root.key, hashes.SHA256())
+    )
+    assert not certs.signed_by(rsa_signer.cert, issuer)
+
+
+def test_a_signature_of_another_kind_than_the_issuers_key_is_refused(rsa_root, rsa_signer):
+    """Anyone can sign a certificate with their own Ed25519 key and name the RSA root as its
+    issuer: an Ed25519 signature (which names no hash) never verifies with an RSA key."""
+    forger = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(rsa_signer.cert.subject)
+        .issuer_name(rsa_root.cert.subject)
+        .public_key(rsa_signer.cert.public_key())
+        .serial_number(2)
+        .not_valid_before(fwpki.NOW - fwpki.DAY)
+        .not_valid_after(fwpki.NOW + fwpki.DAY)
+        .sign(forger, None)
+    )
+    assert not certs.signed_by(forged, rsa_root.cert)
+    pem = forged.public_bytes(serialization.Encoding.PEM).decode()
+    assert rejected(pem, store(rsa_root)).status == "InvalidCertificate"
+
+
+def test_an_ed25519_issuer_verifies_what_it_signed_and_nothing_else():
+    """signed_by serves the CSMS certificate store and the charge point's chain too, where an
+    Ed25519 root may sign: its own signature verifies, another key's does not."""
+
+    def self_signed(seed: int) -> x509.Certificate:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(fwpki.name("Ed25519 Root"))
+            .issuer_name(fwpki.name("Ed25519 Root"))
+            .public_key(key.public_key())
+            .serial_number(seed)
+            .not_valid_before(fwpki.NOW - fwpki.DAY)
+            .not_valid_after(fwpki.NOW + fwpki.DAY)
+            .sign(key, None)
+        )
+
+    root, impostor = self_signed(1), self_signed(2)
+    assert certs.signed_by(root, root)
+    assert not certs.signed_by(root, impostor)
+
+
+def test_the_certificate_check_does_not_load_the_http_stack():
+    """Offline checks (`ocpp-fw-agent verify`, every check without online_crl/online_ocsp)
+    import no HTTP client: the online modules, and requests with them, load when first used."""
+    probe = (
+        "import sys, agent.firmware.certs; "
+        "print(sorted(m for m in ('requests', 'agent.firmware.online', 'agent.firmware.ocsp') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_certificate_of_5500_characters_is_read_and_one_more_is_refused(rsa_root, rsa_signer):

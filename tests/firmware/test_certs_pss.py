@@ -15,12 +15,15 @@ from pathlib import Path
 import cryptography
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.demo import pki as fwpki
 from agent.firmware import certs, signature
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected, SignatureInvalid
+from tests.security import certfactory as make
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLOCK = TrustedClock()
@@ -107,3 +110,25 @@ def test_this_cryptography_builds_pss_certificates_if_it_is_new_enough(rsa_root)
         signer.pem, certs.RootStore((rsa_root.cert,)), NO_CRLS, CLOCK
     )
     assert verdict.root == rsa_root.cert
+
+
+def test_a_pss_certificate_is_checked_with_the_parameters_it_names(rsa_root):
+    """Where cryptography reads a certificate's PSS parameters (>= 41) they are used as named:
+    SHA-256 with MGF1 over SHA-512, outside the usual profiles that cryptography 38 falls back
+    to trying, verifies; the same bytes under another issuer key do not."""
+    if not fwpki.PSS_CERTS or not hasattr(x509.Certificate, "signature_algorithm_parameters"):
+        assert int(cryptography.__version__.split(".")[0]) < 41, cryptography.__version__
+        return
+    mixed = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=20)
+    key = fwpki.rsa_key(2048, 1)
+    signed = make.builder("PSS mixed hashes", key, rsa_root).sign(
+        rsa_root.key,
+        hashes.SHA256(),
+        rsa_padding=mixed,  # type: ignore[call-arg]
+    )
+    assert certs.signed_by(signed, rsa_root.cert)
+    verdict = certs.check_signing_certificate(
+        fwpki.Issued(signed, key).pem, certs.RootStore((rsa_root.cert,)), NO_CRLS, CLOCK
+    )
+    assert verdict.root == rsa_root.cert
+    assert not certs.signed_by(signed, cert("other-root.pem"))

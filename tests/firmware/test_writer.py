@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fcntl
 import hashlib
 import os
+import struct
 import threading
 from pathlib import Path
 
 import pytest
 
+from agent.firmware import writer as writer_module
 from agent.firmware.errors import DownloadCancelled, ImageTooLarge, SlotBusy, SlotError
 from agent.firmware.writer import ReadBackMethod, SlotWriter
 from tests.firmware.slotfiles import new_slot
@@ -70,6 +75,12 @@ def test_gap_is_refused_and_rewind_lowers_durable_offset(tmp_path: Path):
         w.write_at(0, b"new start")  # the download restarted: the fsync is collected first
         assert w.durable_offset == 0
     assert seen == [80_000, 0]
+
+
+def test_a_first_write_must_start_at_zero(tmp_path: Path):
+    """A new writer has written nothing: its first write at 1 would leave byte 0 unwritten."""
+    with SlotWriter(new_slot(tmp_path / "slot")) as w, pytest.raises(ValueError, match="gap"):
+        w.write_at(1, b"x")
 
 
 def test_a_background_fsync_counts_only_once_collected(tmp_path: Path):
@@ -149,6 +160,33 @@ def test_read_back_with_o_direct_on_disk(tmp_path: Path):
     assert progress[-1] == (len(DATA), len(DATA))
 
 
+def test_a_direct_read_back_reads_through_an_o_direct_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """What is reported as an O_DIRECT read-back is one: every read goes through a descriptor
+    opened with O_DIRECT (the digest alone cannot tell a read from the page cache)."""
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
+    real_preadv = os.preadv
+    direct: list[bool] = []
+
+    slot = new_slot(tmp_path / "slot")
+
+    def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(slot):
+            direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        return real_preadv(fd, buffers, position)
+
+    with SlotWriter(slot) as writer:
+        write_all(writer, DATA)
+        monkeypatch.setattr(os, "preadv", preadv)
+        assert writer.read_back(len(DATA)).method is ReadBackMethod.DIRECT
+        assert direct and all(direct)
+        direct.clear()
+        assert writer.read_back(len(DATA), direct=False).method is ReadBackMethod.CACHE_DROP
+        assert direct and not any(direct)
+
+
 def test_read_back_falls_back_on_ramfs(ramfs: Path, caplog: pytest.LogCaptureFixture):
     """ramfs refuses O_DIRECT: the cache-drop path runs and says so."""
     caplog.set_level("INFO", logger="agent.firmware.writer")
@@ -159,7 +197,7 @@ def test_read_back_falls_back_on_ramfs(ramfs: Path, caplog: pytest.LogCaptureFix
         assert result.digest == hashlib.sha256(DATA).digest()
         with pytest.raises(SlotError, match="O_DIRECT"):
             writer.read_back(len(DATA), direct=True)
-    assert "O_DIRECT not available" in caplog.text
+    assert "O_DIRECT not available (Invalid argument)" in caplog.text
 
 
 def test_read_back_on_tmpfs_reports_its_method(tmp_path: Path):
@@ -188,11 +226,20 @@ def test_read_back_sees_the_medium_not_the_stream(tmp_path: Path):
             other.seek(200_000)
             other.write(b"\x00")
         for direct in (None, False):
-            assert (
-                writer.read_back(len(DATA), direct=direct).digest != hashlib.sha256(DATA).digest()
-            )
+            result = writer.read_back(len(DATA), direct=direct)
+            assert result.digest != hashlib.sha256(DATA).digest()
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                result.digest = hashlib.sha256(DATA).digest()  # type: ignore[misc]
         with pytest.raises(SlotError, match="ends at"):
             writer.read_back(len(DATA) + 5000, direct=False)
+
+
+def test_a_slot_path_that_cannot_be_inspected_is_refused(tmp_path: Path):
+    """A path through a regular file (ENOTDIR): a SlotError naming it, nothing created."""
+    (tmp_path / "mmcblk0").write_bytes(b"")
+    with pytest.raises(SlotError, match="cannot inspect slot"):
+        SlotWriter(tmp_path / "mmcblk0" / "p2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mmcblk0"]
 
 
 def test_character_device_is_refused():
@@ -218,3 +265,338 @@ def test_block_device_capacity_exclusive_open_and_read_back(loop_device: Path):
         result = writer.read_back(len(DATA))
     assert result.digest == hashlib.sha256(DATA).digest()
     assert result.method is ReadBackMethod.DIRECT
+
+
+def test_a_slot_gone_between_the_check_and_the_open_is_an_error_not_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Only EBUSY means "in use" (SlotBusy); a slot removed after its kind was checked fails
+    to open as a plain SlotError, and is not created by the open."""
+    path = new_slot(tmp_path / "slot")
+    real_open = os.open
+
+    def vanish_first(file: object, flags: int, *args: object) -> int:
+        if file == path:
+            path.unlink()
+        return real_open(file, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", vanish_first)
+    with pytest.raises(SlotError, match="cannot open slot") as caught:
+        SlotWriter(path)
+    assert not isinstance(caught.value, SlotBusy)
+    assert not path.exists()
+
+
+def test_a_medium_refusing_aligned_direct_reads_falls_back_and_an_io_error_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """EINVAL from an aligned O_DIRECT read is the medium saying no (the cache-drop read-back
+    then runs, or the read-back fails when O_DIRECT is required); any other read error is a
+    failed read-back, never a reason to read through the page cache instead."""
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
+    real_preadv = os.preadv
+    failure = [errno.EINVAL]
+    cached_too = [False]
+
+    slot = new_slot(tmp_path / "slot")
+
+    def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
+        ours = os.readlink(f"/proc/self/fd/{fd}") == str(slot)
+        if ours and (cached_too[0] or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT):
+            del buffers  # as the C call: the traceback must not keep a view of the mmap
+            raise OSError(failure[0], os.strerror(failure[0]))
+        return real_preadv(fd, buffers, position)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    with SlotWriter(slot) as writer:
+        write_all(writer, DATA)
+        result = writer.read_back(len(DATA))
+        assert result.method is ReadBackMethod.CACHE_DROP
+        assert result.digest == hashlib.sha256(DATA).digest()
+        with pytest.raises(SlotError, match=r"O_DIRECT read-back .* impossible"):
+            writer.read_back(len(DATA), direct=True)
+        failure[0] = errno.EIO
+        with pytest.raises(SlotError, match=r"read-back of .* failed"):
+            writer.read_back(len(DATA))
+        failure[0], cached_too[0] = errno.EINVAL, True  # only O_DIRECT's EINVAL means "no"
+        with pytest.raises(SlotError, match=r"read-back of .* failed"):
+            writer.read_back(len(DATA), direct=False)
+
+
+@pytest.mark.root
+def test_the_size_ioctl_is_the_kernels_blkgetsize64(loop_device: Path):
+    """The capacity ioctl's number, asked of a real device: SlotWriter falls back to lseek when
+    the ioctl fails, which would hide a wrong number (and a wrong number may name another of
+    the device's ioctls)."""
+    fd = os.open(loop_device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buffer = bytearray(8)
+        fcntl.ioctl(fd, writer_module.BLKGETSIZE64, buffer)
+    finally:
+        os.close(fd)
+    assert struct.unpack("=Q", buffer)[0] == 2 << 20
+
+
+def test_a_read_back_of_several_blocks_hashes_every_byte_once_in_order(tmp_path: Path):
+    """An image of three whole read blocks and a part: the two buffers take turns, each
+    block is hashed once and in order, progress counts every block, on both read-back paths."""
+    block = writer_module.READ_BUFFER
+    image = hashlib.shake_256(b"blocks").digest(3 * block + 12_345)
+    with SlotWriter(new_slot(tmp_path / "slot")) as writer:
+        write_all(writer, image, step=1 << 20)
+        for direct in (None, False):
+            progress: list[tuple[int, int]] = []
+            result = writer.read_back(
+                len(image),
+                direct=direct,
+                progress=lambda d, t, into=progress: into.append((d, t)),
+            )
+            assert result.digest == hashlib.sha256(image).digest(), direct
+            assert result.size == len(image)
+            expected = [(n * block, len(image)) for n in (1, 2, 3)] + [(len(image),) * 2]
+            assert progress == expected
+        assert writer.read_back(0).digest == hashlib.sha256(b"").digest()
+        assert writer.read_back(1).digest == hashlib.sha256(image[:1]).digest()
+        prefix = 2 * block + 1  # a last block of one byte, rounded up to one aligned page
+        result = writer.read_back(prefix)
+        assert result.digest == hashlib.sha256(image[:prefix]).digest()
+        direct = ReadBackMethod.DIRECT if direct_io_works(tmp_path) else ReadBackMethod.CACHE_DROP
+        assert result.method is direct
+        assert writer.rehash_prefix(len(image)).digest() == hashlib.sha256(image).digest()
+
+
+def test_an_image_exactly_the_slots_size_fits(tmp_path: Path):
+    path = new_slot(tmp_path / "slot", len(DATA))
+    with SlotWriter(path) as writer:
+        writer.ensure_fits(len(DATA))
+        write_all(writer, DATA)
+        assert writer.read_back(len(DATA)).digest == hashlib.sha256(DATA).digest()
+    assert path.read_bytes() == DATA
+
+
+def test_a_checkpoint_falls_exactly_every_checkpoint_bytes(tmp_path: Path):
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=50_000, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:50_000])  # exactly one checkpoint's worth: its fsync starts
+        w.write_at(50_000, DATA[50_000:100_000])  # and the next: the first is collected
+        assert seen == [50_000]
+        w.finish(100_000)
+    assert seen == [50_000, 100_000]
+
+
+def test_a_rewind_to_the_durable_offset_reports_nothing(tmp_path: Path):
+    """Rewinding to where the bytes are already durable makes nothing less durable: no
+    checkpoint is reported (each one is a state write)."""
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=50_000, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:60_000])
+        assert w.sync() == 60_000
+        w.write_at(60_000, DATA[60_000:70_000])
+        w.write_at(60_000, DATA[60_000:65_000])  # the download restarted at the checkpoint
+        w.write_at(0, DATA[:10])  # and again, from 0
+        assert w.durable_offset == 0
+    assert seen == [60_000, 0]
+
+
+def test_a_rewind_above_the_durable_offset_keeps_it(tmp_path: Path):
+    """Rewriting bytes above the durable offset makes nothing more durable: it stays where the
+    last fsync left it, and is not reported again."""
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 30, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:50_000])
+        assert w.sync() == 50_000
+        w.write_at(50_000, DATA[50_000:80_000])
+        w.write_at(60_000, DATA[60_000:70_000])  # 70 000 to 80 000 is no longer ours
+        assert (w.durable_offset, seen) == (50_000, [50_000])
+        assert w.sync() == 70_000
+    assert seen == [50_000, 70_000]
+
+
+def test_a_sync_that_makes_nothing_new_durable_reports_nothing(tmp_path: Path):
+    """A checkpoint is reported when the durable offset moves, not at every fsync: an empty
+    write, or a second sync, is no new state to save."""
+    seen: list[int] = []
+    with SlotWriter(
+        new_slot(tmp_path / "slot"), checkpoint_bytes=1 << 30, on_checkpoint=seen.append
+    ) as w:
+        w.write_at(0, DATA[:1000])
+        assert w.sync() == 1000
+        w.write_at(1000, b"")
+        assert w.sync() == 1000
+        w.finish(1000)
+    assert seen == [1000]
+
+
+def test_finish_refuses_a_size_other_than_what_was_written(tmp_path: Path):
+    with SlotWriter(new_slot(tmp_path / "slot")) as w:
+        w.write_at(0, DATA[:1000])
+        for wrong in (999, 1001):
+            with pytest.raises(SlotError, match="finishing at"):
+                w.finish(wrong)
+        w.finish(1000)
+        assert w.durable_offset == 1000
+
+
+def test_a_short_pwrite_is_continued_at_the_right_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """pwrite may write less than asked (a signal, a full device): the rest follows at the
+    offset the short write ended at, and the prefix is counted once."""
+    real_pwrite = os.pwrite
+    calls: list[tuple[int, int]] = []
+
+    path = new_slot(tmp_path / "slot")
+
+    def short(fd: int, data: memoryview, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+            return real_pwrite(fd, data, offset)
+        calls.append((offset, len(data)))
+        return real_pwrite(fd, bytes(data[:7_000]), offset)
+
+    with SlotWriter(path, checkpoint_bytes=1 << 30) as w:
+        monkeypatch.setattr(os, "pwrite", short)
+        w.write_at(0, DATA[:20_000])
+        w.write_at(20_000, DATA[20_000:30_000])
+        monkeypatch.undo()
+        w.finish(30_000)
+    assert calls == [(0, 20_000), (7_000, 13_000), (14_000, 6_000), (20_000, 10_000),
+                     (27_000, 3_000)]  # fmt: skip
+    assert path.read_bytes()[:30_001] == DATA[:30_000] + b"\0"
+
+
+def test_a_slot_that_vanished_is_a_failed_read_back(tmp_path: Path):
+    """The slot's path gone before the read-back (the O_DIRECT open fails with ENOENT, or
+    with ELOOP once the path is a symlink to itself): a SlotError, not a fallback to a path
+    that cannot be opened either. Only EINVAL means the medium refuses O_DIRECT."""
+    path = new_slot(tmp_path / "slot")
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
+    with SlotWriter(path) as writer:
+        write_all(writer, DATA)
+        path.unlink()
+        with pytest.raises(SlotError, match="cannot open slot"):
+            writer.read_back(len(DATA))
+        path.symlink_to(path.name)
+        with pytest.raises(SlotError, match="cannot open slot"):
+            writer.read_back(len(DATA))
+
+
+@pytest.mark.root
+def test_a_device_whose_size_ioctl_fails_is_measured_by_seeking_to_its_end(
+    loop_device: Path, monkeypatch: pytest.MonkeyPatch
+):
+    real_ioctl = fcntl.ioctl
+
+    def no_size(fd: int, request: int, *args: object) -> object:
+        if request == writer_module.BLKGETSIZE64:
+            raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
+        return real_ioctl(fd, request, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(fcntl, "ioctl", no_size)
+    with SlotWriter(loop_device) as writer:
+        assert writer.capacity == 2 << 20
+
+
+@pytest.mark.parametrize("call", ["pwrite", "fsync", "pread"])
+def test_an_io_error_of_the_slot_is_a_slot_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+):
+    """A failing medium (EIO) ends the pass with SlotError, whose status the CSMS is sent
+    (DownloadFailed), never with a bare OSError."""
+    path = new_slot(tmp_path / "slot")
+    path.write_bytes(DATA)
+    real = getattr(os, call)
+
+    def fail(fd: int, *args: object) -> object:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):  # the slot's only
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, *args)
+
+    with SlotWriter(path) as writer:
+        monkeypatch.setattr(os, call, fail)
+        with pytest.raises(SlotError, match=r"write to slot|fsync of slot|cannot read slot"):
+            if call == "pwrite":
+                writer.write_at(0, DATA[:1000])
+            elif call == "fsync":
+                writer.write_at(0, DATA[:1000])
+                writer.sync()
+            else:
+                writer.rehash_prefix(1000)
+        monkeypatch.undo()
+
+
+def open_files() -> list[str]:
+    """What this process's descriptors point at (other threads may open and close meanwhile)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def test_closing_twice_closes_nothing_else(tmp_path: Path):
+    """The second close (a `with` block after an explicit close) must not close whatever
+    descriptor the number now belongs to, nor stdin, stdout or stderr."""
+    slot = new_slot(tmp_path / "slot")
+    writer = SlotWriter(slot)
+    assert str(slot) in open_files()
+    writer.close()
+    assert str(slot) not in open_files()  # released (a leaked O_EXCL one would be SlotBusy)
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        writer.close()
+        for fd in (other, 0, 1, 2):
+            os.fstat(fd)
+    finally:
+        os.close(other)
+
+
+@pytest.mark.root
+def test_the_cache_flush_ioctl_is_the_kernels_blkflsbuf(loop_device: Path):
+    """BLKFLSBUF is best effort (its failure is ignored), so only asking a real device shows
+    the number is right: it succeeds and, unlike its neighbours (BLKRASET, BLKGETSIZE), neither
+    fails nor changes the device's read-ahead."""
+    blkraget = 0x1263  # _IO(0x12, 99)
+
+    def read_ahead(fd: int) -> bytes:
+        return bytes(fcntl.ioctl(fd, blkraget, bytes(8)))
+
+    fd = os.open(loop_device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = read_ahead(fd)
+        fcntl.ioctl(fd, writer_module.BLKFLSBUF)
+        assert read_ahead(fd) == before
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.root
+def test_a_cached_read_back_of_a_device_flushes_its_buffer_cache_first(
+    loop_device: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Without O_DIRECT a block device's read-back asks BLKFLSBUF first (its buffer cache
+    would otherwise answer); a file slot has none and is not asked."""
+    real_ioctl = fcntl.ioctl
+    flushed: list[str] = []
+
+    def ioctl(fd: int, request: int, *args: object) -> object:
+        if request == writer_module.BLKFLSBUF:
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_ioctl(fd, request, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    for slot in (loop_device, new_slot(tmp_path / "slot")):
+        with SlotWriter(slot) as writer:
+            write_all(writer, DATA)
+            result = writer.read_back(len(DATA), direct=False)
+        assert result.digest == hashlib.sha256(DATA).digest()
+    assert flushed == [str(loop_device)]

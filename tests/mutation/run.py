@@ -5,7 +5,7 @@ A session per module lives in build/mutation/ (resumable: run again to finish th
 mutants); the report lists survivors with their diffs. Mutants that cannot change behaviour are
 listed in equivalent.toml with why, and the score is given with and without them.
 
-Usage: python -m tests.mutation.run [--again] [MODULE ...]   (default: all of MODULES)
+Usage: python -m tests.mutation.run [--again | --report] [MODULE ...]   (default: all of MODULES)
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ MODULES: dict[str, list[str]] = {
     "agent/firmware/certs.py": [
         "tests/firmware/test_certs.py",
         "tests/firmware/test_certs_pss.py",
-        # The policy and the online CRL fetch are certs.py's too; the daemon test is e2e.
+        # The policy, the online CRL fetch and the OCSP verdicts are certs.py's too; the
+        # daemon tests are e2e.
         "tests/security/test_cert_policy.py",
         "tests/security/test_cert_online.py",
         "--deselect=tests/security/test_cert_online.py::test_the_daemon_fetches_before_answering",
+        "tests/security/test_cert_ocsp.py",
+        "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
     ],
     "agent/firmware/writer.py": [
         "tests/firmware/test_writer.py",
@@ -70,13 +73,37 @@ def cosmic(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def equivalents(module: str) -> dict[tuple[str, int, int], str]:
-    """(operator, line, occurrence-free column) -> why, for this module."""
+def locate(source: list[str], code: str, line: int) -> int | None:
+    """The line holding `code` (stripped), the one nearest `line` when it moved; None if gone."""
+    if 0 < line <= len(source) and source[line - 1].strip() == code:
+        return line
+    found = [number for number, text in enumerate(source, 1) if text.strip() == code]
+    return min(found, key=lambda number: abs(number - line)) if found else None
+
+
+def equivalents(module: str, strict: bool = True) -> dict[tuple[str, int, int], str]:
+    """(operator, line, occurrence-free column) -> why, for this module.
+
+    An entry names its line by number and by its text (`code`): lines move whenever the module
+    is edited above them, and a number alone would then excuse whatever mutant lands there. An
+    entry whose text is no longer in the module stops the run: it must be looked at again."""
     doc = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    found = {}
+    source = (ROOT / module).read_text().splitlines()
+    found, stale = {}, []
     for entry in doc.get("equivalent", []):
         if entry["module"] == module:
-            found[(entry["operator"], entry["line"], entry.get("column", -1))] = entry["why"]
+            line = locate(source, entry["code"], entry["line"])
+            if line is None:
+                stale.append(f"  line {entry['line']} {entry['operator']}: {entry['code']!r}")
+                continue
+            found[(entry["operator"], line, entry.get("column", -1))] = entry["why"]
+    if stale and not strict:  # --report on a running session: a line may be mutated now
+        print(f"{module}: not counted, their line is mutated now or gone:\n" + "\n".join(stale))
+    elif stale:
+        raise SystemExit(
+            f"{EQUIVALENT.name}: these lines are no longer in {module}; "
+            "test their mutants again and list or drop them:\n" + "\n".join(stale)
+        )
     return found
 
 
@@ -154,10 +181,14 @@ def forget_survivors(module: str, session: Path) -> int:
         return len(again)
 
 
-def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]:
+def run(
+    module: str, tests: list[str], again: bool = False, report: bool = False
+) -> dict[str, object]:
     name = Path(module).stem
     OUT.mkdir(parents=True, exist_ok=True)
     cfg, session = OUT / f"{name}.toml", OUT / f"{name}.sqlite"
+    if report:  # a session still running (or stopped): count what it has, test nothing
+        return summarize(module, tests, session, report=True)
     cfg.write_text(config(module, tests))
     if again and session.exists():
         forgotten = forget_survivors(module, session) - skip_annotations(module, session)
@@ -175,15 +206,29 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
     done = cosmic("exec", str(cfg), str(session))
     if done.returncode != 0:
         raise SystemExit(f"{module}: cosmic-ray exec failed:\n{done.stderr}")
+    return summarize(module, tests, session)
+
+
+def summarize(
+    module: str, tests: list[str], session: Path, report: bool = False
+) -> dict[str, object]:
+    """Count the session's results against equivalent.toml; write the survivors and the
+    summary beside it."""
+    name = Path(module).stem
     dumped = cosmic("dump", str(session)).stdout.splitlines()
-    known = equivalents(module)
+    known = equivalents(module, strict=not report)
     annotations = annotation_spans(module)
-    killed = survived = pending = equivalent = in_annotations = 0
+    killed = survived = pending = equivalent = in_annotations = incompetent = 0
     survivors = []
     for line in dumped:
         item, result = json.loads(line)
         if result is None:
             pending += 1
+            continue
+        if result["test_outcome"] == "incompetent":
+            # cosmic-ray failed to build this mutant (its ExceptionReplacer cannot rewrite a
+            # dotted name such as `online.OnlineFailed`): there was nothing to test.
+            incompetent += 1
             continue
         mutation = item["mutations"][0]
         line_no, column = mutation["start_pos"][0], mutation["start_pos"][1]
@@ -211,6 +256,7 @@ def run(module: str, tests: list[str], again: bool = False) -> dict[str, object]
         "equivalent_in_annotations": in_annotations,
         "survived": survived,
         "pending": pending,
+        "not_built_by_cosmic_ray": incompetent,
         "score": round(100 * killed / total, 1) if total else None,
         "score_without_equivalent": round(100 * killed / (killed + survived), 1)
         if killed + survived
@@ -225,6 +271,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES))
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only count an existing session (one still running, too); test nothing",
+    )
+    parser.add_argument(
         "--again",
         action="store_true",
         help="test the survivors of an earlier session again (after adding tests)",
@@ -232,10 +283,11 @@ def main() -> int:
     args = parser.parse_args()
     failed = False
     for module in args.modules:
-        summary = run(module, MODULES[module], args.again)
+        summary = run(module, MODULES[module], args.again, args.report)
         print(
             f"{module}: {summary['killed']} killed, {summary['survived']} survived, "
-            f"{summary['equivalent']} equivalent of {summary['mutants']} "
+            f"{summary['equivalent']} equivalent of {summary['mutants']}, "
+            f"{summary['pending']} pending "
             f"-> {summary['score_without_equivalent']} % of the non-equivalent killed "
             f"(survivors: build/mutation/{Path(module).stem}.survivors.txt)"
         )

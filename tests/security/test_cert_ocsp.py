@@ -13,6 +13,7 @@ default, as for a missing CRL). Each case asserts the answer and the log line.
 from __future__ import annotations
 
 import datetime
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +203,9 @@ def test_an_unusable_answer_leaves_revocation_unknown(
         text.startswith(f"revocation cannot be checked (OCSP {server.url()}): ")
         for text in said(caplog)
     )
+    asked = f"online OCSP check: {server.url()}: "
+    answers = [r for r in caplog.records if r.getMessage().startswith(asked)]
+    assert answers and all(r.levelno == logging.WARNING for r in answers)  # not "good"
     warn = check(signer, policy(crl_policy="warn"))  # fail open when configured so
     assert warn.root == ROOT.cert
     assert any(

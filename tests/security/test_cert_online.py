@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from agent.demo import pki
 from agent.demo.fileserver import FirmwareHttpServer
@@ -35,16 +35,19 @@ LOOPBACK = ("127.0.0.1",)  # the test servers' address, refused unless allowed_h
 ONLINE = CertPolicy(online_crl=True, online_hosts=LOOPBACK, online_timeout=2.0)
 
 
-def with_crl_point(url: str, issuer: pki.Issued = ROOT) -> pki.Issued:
-    point = x509.DistributionPoint(
-        full_name=[x509.UniformResourceIdentifier(url)],
-        relative_name=None,
-        reasons=None,
-        crl_issuer=None,
-    )
+def with_crl_point(url: str, issuer: pki.Issued = ROOT, *more: str) -> pki.Issued:
+    points = [
+        x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(each)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        for each in (url, *more)
+    ]
     cert = (
         make.builder("Firmware Signing Online", KEY, issuer)
-        .add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        .add_extension(x509.CRLDistributionPoints(points), critical=False)
         .sign(issuer.key, hashes.SHA256())
     )
     return pki.Issued(cert, KEY)
@@ -81,6 +84,61 @@ def test_a_current_fetched_crl_without_the_serial_passes(crl_server: FirmwareHtt
     crl_server.put("/root.crl", make.crl(ROOT, (7,)))
     check(signer)
     assert "current until" in certs.revocation_status()
+
+
+def test_two_crl_points_are_asked_at_most(
+    crl_server: FirmwareHttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each point may take the whole timeout, so two are asked at most: the second when the
+    first fails, never a third; the log names the two asked."""
+    one, two, three = (crl_server.url(f"/{n}.crl") for n in ("one", "two", "three"))
+    signer = with_crl_point(one, ROOT, two, three)
+    crl_server.put("/two.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    assert refused(signer).status == "RevokedCertificate"
+    assert [r.path for r in crl_server.requests] == ["/one.crl", "/two.crl"]
+    crl_server.requests.clear()
+    signer = with_crl_point(one, ROOT, three, two)  # the one that answers comes third
+    caplog.clear()
+    assert refused(signer).status == "InvalidCertificate"  # no CRL: crl_policy = refuse
+    asked = [
+        r.getMessage() for r in caplog.records if "revocation cannot be checked" in r.getMessage()
+    ]
+    assert len(asked) == 1 and f"CRL {one}, CRL {three})" in asked[0], asked
+    assert [r.path for r in crl_server.requests] == ["/one.crl", "/three.crl"]
+
+
+def test_of_a_pem_answer_with_several_crls_the_first_is_read(
+    crl_server: FirmwareHttpServer,
+) -> None:
+    """A CRL point answers one CRL; PEM text around it is allowed, and of several blocks the
+    first is the one read, whatever follows it."""
+    signer = with_crl_point(crl_server.url("/root.crl"))
+
+    def pem(der: bytes) -> bytes:
+        crl = x509.load_der_x509_crl(der)
+        return crl.public_bytes(serialization.Encoding.PEM)
+
+    revoking = pem(make.crl(ROOT, (signer.cert.serial_number,)))
+    clean = pem(make.crl(ROOT, (7,)))
+    crl_server.put("/root.crl", b"the root's CRL:\n" + revoking + clean)
+    assert refused(signer).status == "RevokedCertificate"
+    crl_server.put("/root.crl", clean + revoking)
+    check(signer)
+
+
+def test_only_http_crl_points_are_asked(crl_server: FirmwareHttpServer) -> None:
+    """ldap: and file: points are not ours to follow (and would count against the two asked):
+    of [ldap, file, http] only the http one is asked; a certificate naming no point at all has
+    nothing to fetch and is judged without (here: no crl_dir, so accepted), not an error."""
+    http = crl_server.url("/root.crl")
+    signer = with_crl_point("ldap://ldap.example/cn=root", ROOT, "file:///etc/root.crl", http)
+    crl_server.put("/root.crl", make.crl(ROOT, (signer.cert.serial_number,)))
+    assert refused(signer).status == "RevokedCertificate"
+    assert [r.path for r in crl_server.requests] == ["/root.crl"]
+    plain = pki.Issued(
+        make.builder("Firmware Signing Online", KEY, ROOT).sign(ROOT.key, hashes.SHA256()), KEY
+    )
+    assert check(plain).root == ROOT.cert
 
 
 def test_without_online_crl_nothing_is_fetched(crl_server: FirmwareHttpServer) -> None:

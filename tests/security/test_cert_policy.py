@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from agent.demo import pki
-from agent.firmware import certs
+from agent.firmware import certpolicy, certs
 from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
@@ -242,6 +244,38 @@ def test_a_missing_crl_is_refused_by_default(tmp_path: Path) -> None:
     assert "no CRL from CN=Manufacturer Root RSA (crl_policy = refuse)" in error.tech_info
 
 
+def test_the_latest_of_a_roots_crls_decides_whether_they_are_current(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old CRL left beside the current one (the first file) makes nothing stale, and CRLs
+    of other issuers are passed over without a word."""
+    crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE), make.crl(ROOT, ()))
+    accepted(SIGNER, store(ROOT), crls)
+    other = pki.issue("Other Root", pki.rsa_key(2048, 12), ca=True)
+    crls = crl_dir(tmp_path, make.crl(other, ()), make.crl(ROOT, ()))
+    accepted(SIGNER, store(ROOT), crls)
+    assert "does not verify" not in caplog.text  # not taken for a forgery of ours
+
+
+def test_a_name_without_a_common_name_is_written_whole() -> None:
+    """techInfo and logs name a root or CRL issuer by its (first) CN, else by its whole name."""
+    named = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Vendor")])
+    assert certs.describe_name(named) == "O=Example Vendor"
+    assert certs.describe_name(x509.Name([])) == "<empty name>"
+    two = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in ("First", "Second")])
+    assert certs.describe_name(two) == "CN=First"
+
+
+def test_a_configured_refuse_refuses(tmp_path: Path) -> None:
+    """crl_policy = "refuse" as read from the configuration (equal to the constant, not the
+    same object) refuses as the default does: compared by identity it would fail open."""
+    crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE))
+    configured = b"refuse".decode()
+    assert configured is not certpolicy.CRL_REFUSE
+    error = refused(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=configured))
+    assert error.status == "InvalidCertificate" and "crl_policy = refuse" in error.tech_info
+
+
 def test_a_forged_crl_does_not_count_as_the_roots_crl(tmp_path: Path) -> None:
     impostor = pki.issue("Manufacturer Root RSA", pki.rsa_key(2048, 3), ca=True)
     crls = crl_dir(tmp_path, make.crl(impostor, ()))
@@ -253,8 +287,10 @@ def test_warn_and_ignore_accept_and_say_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, level: int
 ) -> None:
     crls = crl_dir(tmp_path, make.crl(ROOT, (), next_update=STALE))
+    configured = policy.encode().decode()  # as read from a file: equal, not the same object
+    assert configured is not policy
     with caplog.at_level(logging.INFO, logger="agent.firmware.certs"):
-        accepted(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=policy))
+        accepted(SIGNER, store(ROOT), crls, CertPolicy(crl_policy=configured))
     said = [r for r in caplog.records if "revocation" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == level
     message = said[0].getMessage()
