@@ -44,7 +44,7 @@ CANCEL_DONE, CANCEL_NOT_RUNNING, CANCEL_TOO_LATE, CANCEL_NOT_SAVED = (
     "too late",
     "not saved",
 )
-ARMING_WAIT = 5.0  # seconds a request waits for an arming in progress before it is Rejected
+LOCK_POLL = 0.05  # seconds between looks at an arming while the ownership lock is held
 
 
 class Updater:
@@ -158,30 +158,33 @@ class Updater:
             LOG.warning("request %s: %s", request.request_id, exc.tech_info)
             status = answer(exc.status or answer.INVALID_CERTIFICATE)
             return v16.SignedUpdateFirmwareConf(status=status)
-        problems = self.backend_problems()
-        if problems:
-            LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
-            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
-        running = self._running_an_abandoned_slot()
-        if running is not None:
-            LOG.error(
-                "refusing request %s: running slot %s, which a failed trial left marked bad; "
-                "the reboot back to the other slot is pending",
-                request.request_id,
-                running,
-            )
-            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
         status = answer.ACCEPTED
         current = self._job
         ownership = self.store.ownership
         if current is not None and current.finished and self._worker is not None:
             self._worker.join(1.0)  # a finished job's worker is about to end: let it
-        # The worker holds the lock while it arms: past ARMING_WAIT the arming is under way
-        # and cannot be undone, so the request is one we are unable to cancel for.
-        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+        # Decided under the ownership lock, which the worker holds while it arms: never waited
+        # for then (the loop would stall for as long as the bootloader takes), as the arming
+        # cannot be undone: the request is one we are unable to cancel for (L01.FR.27).
+        if not self._lock_unless_arming(current):
             LOG.warning("refusing request %s: the trial is being armed", request.request_id)
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)  # L01.FR.27
         try:
+            # The self-check and the slot reads go through the backend, which an arming
+            # holds too: asked only while no arming can begin.
+            problems = self.backend_problems()
+            if problems:
+                LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            running = self._running_an_abandoned_slot()
+            if running is not None:
+                LOG.error(
+                    "refusing request %s: running slot %s, which a failed trial left marked "
+                    "bad; the reboot back to the other slot is pending",
+                    request.request_id,
+                    running,
+                )
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
             if current is not None and not current.finished:
                 if not _cancellable(current):  # the trial is armed (L01.FR.27)
                     LOG.warning(
@@ -222,10 +225,10 @@ class Updater:
         CANCEL_TOO_LATE once its trial is (being) armed, as for a new request (L01.FR.27).
         The cancel is saved before it is answered; a new worker ends the job."""
         ownership = self.store.ownership
-        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+        current = self._job
+        if not self._lock_unless_arming(current):
             return CANCEL_TOO_LATE
         try:
-            current = self._job
             if current is None or current.request_id != request_id or current.finished:
                 return CANCEL_NOT_RUNNING
             if not _cancellable(current):
@@ -246,6 +249,19 @@ class Updater:
         self._job = job
         self._spawn(job, token=token)
         return CANCEL_DONE
+
+    def _lock_unless_arming(self, current: Job | None) -> bool:
+        """Take the ownership lock, unless `current`'s arming began (False, the lock not
+        taken). The loop thread never waits out an arming: the worker records the boot id
+        under the lock before it touches the bootloader and holds the lock until the trial is
+        armed, so a holder whose job has a boot id is arming, and a boot id, once there, is
+        never taken back while the job runs. Other holders (a save, a status, the boot
+        confirmation) hold it for one write, which is waited for."""
+        lock = self.store.ownership.lock
+        while not lock.acquire(timeout=LOCK_POLL):
+            if current is not None and not current.finished and current.boot_id is not None:
+                return False
+        return True
 
     def after_request(
         self, request: v16.SignedUpdateFirmwareReq, conf: v16.SignedUpdateFirmwareConf
