@@ -32,6 +32,7 @@ from agent.firmware.reporting import Reporter
 from agent.firmware.runner import Context, JobRun
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
+from agent.ocpp.session import Deferred
 from agent.ocpp.validate import format_datetime
 from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotHealth
 
@@ -57,7 +58,9 @@ class Updater:
         charger: Charger,
         *,
         wait_delivered: Callable[[str, float], bool],
+        post: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """`post` runs a task on the loop thread; without it every answer is made at once."""
         self.config = config
         self.reporter = reporter
         # Called from several threads: one call at a time.
@@ -83,6 +86,8 @@ class Updater:
         self._cancel = threading.Event()  # the running worker's
         self._token = 0  # the running worker's ownership token
         self._worker: threading.Thread | None = None
+        self._post = post
+        self._checking = False  # a certificate check runs on its helper thread (on_call)
 
     # --- loop-thread API --------------------------------------------------------------------
 
@@ -136,9 +141,61 @@ class Updater:
     def csms_accepted(self) -> None:
         self.ctx.accepted.set()
 
+    def on_call(
+        self, request: v16.SignedUpdateFirmwareReq
+    ) -> v16.SignedUpdateFirmwareConf | Deferred:
+        """`on_request` for a session, whose answer may come later: with online revocation
+        checks (CRL, OCSP: up to a timeout each) the certificate is checked on a helper
+        thread and the request decided on the loop thread once it is known, so the answer
+        still reflects it (L01.FR.23/25) while the loop goes on (heartbeats, the sidecar, the
+        API). Without them the check reads local files only and is answered at once."""
+        if self._post is None or not (
+            self._cert_policy.online_crl or self._cert_policy.online_ocsp
+        ):
+            return self.on_request(request)
+        if self._checking:
+            # One check at a time: a CSMS awaits our answer before its next CALL (OCPP-J
+            # §4.1.1), so a second request meanwhile is one we cannot take on.
+            LOG.warning("refusing request %s: a certificate check runs", request.request_id)
+            return v16.SignedUpdateFirmwareConf(status=v16.UpdateFirmwareStatus.REJECTED)
+        self._checking = True
+        deferred = Deferred()
+        post = self._post
+
+        def check() -> None:
+            try:
+                refusal = self._check_certificate(request)
+            except Exception as exc:  # a bug must still answer the CSMS
+                LOG.exception("request %s: the certificate check failed", request.request_id)
+                refusal = CertificateRejected(
+                    certs.INVALID, f"the certificate check failed: {type(exc).__name__}"
+                )
+
+            def decide() -> v16.SignedUpdateFirmwareConf:
+                if refusal is not None:
+                    return self._refuse_certificate(request, refusal)
+                return self._decide(request)
+
+            def resume() -> None:
+                self._checking = False
+                deferred.answer(decide)
+
+            post(resume)
+
+        threading.Thread(target=check, name=f"cert-check-{request.request_id}", daemon=True).start()
+        return deferred
+
     def on_request(self, request: v16.SignedUpdateFirmwareReq) -> v16.SignedUpdateFirmwareConf:
         """Check the signing certificate first (L01.FR.23), then accept, cancel or refuse."""
-        answer = v16.UpdateFirmwareStatus
+        refusal = self._check_certificate(request)
+        if refusal is not None:
+            return self._refuse_certificate(request, refusal)
+        return self._decide(request)
+
+    def _check_certificate(
+        self, request: v16.SignedUpdateFirmwareReq
+    ) -> CertificateRejected | None:
+        """The signing certificate's check (any thread): None when it is accepted."""
         try:
             roots = certs.load_roots(self.config.firmware.manufacturer_roots, self._cert_policy)
             crls = certs.load_crls(self.config.firmware.crl_dir)
@@ -151,13 +208,23 @@ class Updater:
                 policy=self._cert_policy,
             )
         except CertificateRejected as exc:
-            # L01.FR.02: sent although the event table calls it non-critical.
-            self.reporter.security_event(
-                v16.SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE, exc.tech_info
-            )
-            LOG.warning("request %s: %s", request.request_id, exc.tech_info)
-            status = answer(exc.status or answer.INVALID_CERTIFICATE)
-            return v16.SignedUpdateFirmwareConf(status=status)
+            return exc
+        return None
+
+    def _refuse_certificate(
+        self, request: v16.SignedUpdateFirmwareReq, exc: CertificateRejected
+    ) -> v16.SignedUpdateFirmwareConf:
+        answer = v16.UpdateFirmwareStatus
+        # L01.FR.02: sent although the event table calls it non-critical.
+        self.reporter.security_event(
+            v16.SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE, exc.tech_info
+        )
+        LOG.warning("request %s: %s", request.request_id, exc.tech_info)
+        return v16.SignedUpdateFirmwareConf(status=answer(exc.status or answer.INVALID_CERTIFICATE))
+
+    def _decide(self, request: v16.SignedUpdateFirmwareReq) -> v16.SignedUpdateFirmwareConf:
+        """A request whose certificate is good: accept, cancel the running update, or refuse."""
+        answer = v16.UpdateFirmwareStatus
         status = answer.ACCEPTED
         current = self._job
         ownership = self.store.ownership
