@@ -1,9 +1,12 @@
 """Signed firmware updates (L01) as the daemon's loop sees them: accept, cancel, continue.
 
-`Updater` is called from the daemon's loop thread (`on_request`, `after_request`,
-`csms_accepted`, `snapshot`). It checks the signing certificate before answering, keeps one
-job, and runs it in one worker thread (`runner.JobRun`); on start it continues the saved job
-where its phase says. On backends that count every boot it confirms healthy boots.
+`Updater` is called from the daemon's loop thread (`on_call` or `on_request`,
+`after_request`, `cancel`, `csms_accepted`, `snapshot`), which must never wait for seconds:
+an online certificate check runs on a helper thread and its answer is deferred (`on_call`),
+and an arming in progress is refused rather than waited for. It checks the signing
+certificate before answering, keeps one job, and runs it in one worker thread
+(`runner.JobRun`); on start it continues the saved job where its phase says. On backends that
+count every boot it confirms healthy boots.
 
 One owner at a time: a new request revokes the running worker's ownership token and sets its
 cancel event *before* it is answered, so from then on the old worker can neither save the job
