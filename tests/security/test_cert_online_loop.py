@@ -45,8 +45,8 @@ def arrival(csms: TestCsms, unique_id: str) -> int | None:
 def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
     charger: e2e.Charger, rig: ChargerRig, firmware: Firmware
 ) -> None:
-    """While the responder holds its answer a TriggerMessage is answered (and its Heartbeat
-    sent); then the update is answered RevokedCertificate from the responder's word, with the
+    """While the responder holds its answer a TriggerMessage is answered (its Heartbeat
+    follows); then the update is answered RevokedCertificate from the responder's word, with the
     security event (L01.FR.25, L01.FR.02), and nothing of the update starts."""
     responder = Responder()
     csms = charger.csms
@@ -56,7 +56,7 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
         responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
         responder.status = REVOKED
         agent = charger.start(firmware={"online_ocsp": True})
-        csms.wait_message("BootNotification")
+        csms.wait_message("BootNotification", timeout=120)  # a loaded machine starts slowly
         payload = rig.request(firmware, 91, certificate=responder.subject.pem)
         payload["requestId"] = payload.pop("request_id")
         send(csms, rig, "update-91", "SignedUpdateFirmware", payload)
@@ -65,9 +65,10 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
         beats = len(csms.messages("Heartbeat"))
         send(csms, rig, "trigger-1", "TriggerMessage", {"requestedMessage": "Heartbeat"})
         assert csms.answer_to("trigger-1", timeout=60)[2] == {"status": "Accepted"}
-        csms.wait_message("Heartbeat", beats + 1, timeout=60)
         assert arrival(csms, "update-91") is None  # the update still waits for the responder
+        # Released at once: the agent gives a responder 5 s before it takes it as down.
         server.released.set()
+        csms.wait_message("Heartbeat", beats + 1, timeout=60)  # the trigger's, after its answer
 
         assert csms.answer_to("update-91", timeout=60)[2] == {"status": "RevokedCertificate"}
         trigger, update = arrival(csms, "trigger-1"), arrival(csms, "update-91")
