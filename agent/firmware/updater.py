@@ -1,9 +1,12 @@
 """Signed firmware updates (L01) as the daemon's loop sees them: accept, cancel, continue.
 
-`Updater` is called from the daemon's loop thread (`on_request`, `after_request`,
-`csms_accepted`, `snapshot`). It checks the signing certificate before answering, keeps one
-job, and runs it in one worker thread (`runner.JobRun`); on start it continues the saved job
-where its phase says. On backends that count every boot it confirms healthy boots.
+`Updater` is called from the daemon's loop thread (`on_call` or `on_request`,
+`after_request`, `cancel`, `csms_accepted`, `snapshot`), which must never wait for seconds:
+an online certificate check runs on a helper thread and its answer is deferred (`on_call`),
+and an arming in progress is refused rather than waited for. It checks the signing
+certificate before answering, keeps one job, and runs it in one worker thread
+(`runner.JobRun`); on start it continues the saved job where its phase says. On backends that
+count every boot it confirms healthy boots.
 
 One owner at a time: a new request revokes the running worker's ownership token and sets its
 cancel event *before* it is answered, so from then on the old worker can neither save the job
@@ -32,6 +35,7 @@ from agent.firmware.reporting import Reporter
 from agent.firmware.runner import Context, JobRun
 from agent.firmware.staging import Stager
 from agent.ocpp import v16
+from agent.ocpp.session import Deferred
 from agent.ocpp.validate import format_datetime
 from agent.slots.base import BackendError, BootBackend, SerializedBackend, SlotHealth
 
@@ -44,7 +48,7 @@ CANCEL_DONE, CANCEL_NOT_RUNNING, CANCEL_TOO_LATE, CANCEL_NOT_SAVED = (
     "too late",
     "not saved",
 )
-ARMING_WAIT = 5.0  # seconds a request waits for an arming in progress before it is Rejected
+LOCK_POLL = 0.05  # seconds between looks at an arming while the ownership lock is held
 
 
 class Updater:
@@ -57,7 +61,9 @@ class Updater:
         charger: Charger,
         *,
         wait_delivered: Callable[[str, float], bool],
+        post: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """`post` runs a task on the loop thread; without it every answer is made at once."""
         self.config = config
         self.reporter = reporter
         # Called from several threads: one call at a time.
@@ -83,6 +89,8 @@ class Updater:
         self._cancel = threading.Event()  # the running worker's
         self._token = 0  # the running worker's ownership token
         self._worker: threading.Thread | None = None
+        self._post = post
+        self._checking = False  # a certificate check runs on its helper thread (on_call)
 
     # --- loop-thread API --------------------------------------------------------------------
 
@@ -136,9 +144,61 @@ class Updater:
     def csms_accepted(self) -> None:
         self.ctx.accepted.set()
 
+    def on_call(
+        self, request: v16.SignedUpdateFirmwareReq
+    ) -> v16.SignedUpdateFirmwareConf | Deferred:
+        """`on_request` for a session, whose answer may come later: with online revocation
+        checks (CRL, OCSP: up to a timeout each) the certificate is checked on a helper
+        thread and the request decided on the loop thread once it is known, so the answer
+        still reflects it (L01.FR.23/25) while the loop goes on (heartbeats, the sidecar, the
+        API). Without them the check reads local files only and is answered at once."""
+        if self._post is None or not (
+            self._cert_policy.online_crl or self._cert_policy.online_ocsp
+        ):
+            return self.on_request(request)
+        if self._checking:
+            # One check at a time: a CSMS awaits our answer before its next CALL (OCPP-J
+            # §4.1.1), so a second request meanwhile is one we cannot take on.
+            LOG.warning("refusing request %s: a certificate check runs", request.request_id)
+            return v16.SignedUpdateFirmwareConf(status=v16.UpdateFirmwareStatus.REJECTED)
+        self._checking = True
+        deferred = Deferred()
+        post = self._post
+
+        def check() -> None:
+            try:
+                refusal = self._check_certificate(request)
+            except Exception as exc:  # a bug must still answer the CSMS
+                LOG.exception("request %s: the certificate check failed", request.request_id)
+                refusal = CertificateRejected(
+                    certs.INVALID, f"the certificate check failed: {type(exc).__name__}"
+                )
+
+            def decide() -> v16.SignedUpdateFirmwareConf:
+                if refusal is not None:
+                    return self._refuse_certificate(request, refusal)
+                return self._decide(request)
+
+            def resume() -> None:
+                self._checking = False
+                deferred.answer(decide)
+
+            post(resume)
+
+        threading.Thread(target=check, name=f"cert-check-{request.request_id}", daemon=True).start()
+        return deferred
+
     def on_request(self, request: v16.SignedUpdateFirmwareReq) -> v16.SignedUpdateFirmwareConf:
         """Check the signing certificate first (L01.FR.23), then accept, cancel or refuse."""
-        answer = v16.UpdateFirmwareStatus
+        refusal = self._check_certificate(request)
+        if refusal is not None:
+            return self._refuse_certificate(request, refusal)
+        return self._decide(request)
+
+    def _check_certificate(
+        self, request: v16.SignedUpdateFirmwareReq
+    ) -> CertificateRejected | None:
+        """The signing certificate's check (any thread): None when it is accepted."""
         try:
             roots = certs.load_roots(self.config.firmware.manufacturer_roots, self._cert_policy)
             crls = certs.load_crls(self.config.firmware.crl_dir)
@@ -151,37 +211,50 @@ class Updater:
                 policy=self._cert_policy,
             )
         except CertificateRejected as exc:
-            # L01.FR.02: sent although the event table calls it non-critical.
-            self.reporter.security_event(
-                v16.SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE, exc.tech_info
-            )
-            LOG.warning("request %s: %s", request.request_id, exc.tech_info)
-            status = answer(exc.status or answer.INVALID_CERTIFICATE)
-            return v16.SignedUpdateFirmwareConf(status=status)
-        problems = self.backend_problems()
-        if problems:
-            LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
-            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
-        running = self._running_an_abandoned_slot()
-        if running is not None:
-            LOG.error(
-                "refusing request %s: running slot %s, which a failed trial left marked bad; "
-                "the reboot back to the other slot is pending",
-                request.request_id,
-                running,
-            )
-            return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            return exc
+        return None
+
+    def _refuse_certificate(
+        self, request: v16.SignedUpdateFirmwareReq, exc: CertificateRejected
+    ) -> v16.SignedUpdateFirmwareConf:
+        answer = v16.UpdateFirmwareStatus
+        # L01.FR.02: sent although the event table calls it non-critical.
+        self.reporter.security_event(
+            v16.SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE, exc.tech_info
+        )
+        LOG.warning("request %s: %s", request.request_id, exc.tech_info)
+        return v16.SignedUpdateFirmwareConf(status=answer(exc.status or answer.INVALID_CERTIFICATE))
+
+    def _decide(self, request: v16.SignedUpdateFirmwareReq) -> v16.SignedUpdateFirmwareConf:
+        """A request whose certificate is good: accept, cancel the running update, or refuse."""
+        answer = v16.UpdateFirmwareStatus
         status = answer.ACCEPTED
         current = self._job
         ownership = self.store.ownership
         if current is not None and current.finished and self._worker is not None:
             self._worker.join(1.0)  # a finished job's worker is about to end: let it
-        # The worker holds the lock while it arms: past ARMING_WAIT the arming is under way
-        # and cannot be undone, so the request is one we are unable to cancel for.
-        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+        # Decided under the ownership lock, which the worker holds while it arms: never waited
+        # for then (the loop would stall for as long as the bootloader takes), as the arming
+        # cannot be undone: the request is one we are unable to cancel for (L01.FR.27).
+        if not self._lock_unless_arming(current):
             LOG.warning("refusing request %s: the trial is being armed", request.request_id)
             return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)  # L01.FR.27
         try:
+            # The self-check and the slot reads go through the backend, which an arming
+            # holds too: asked only while no arming can begin.
+            problems = self.backend_problems()
+            if problems:
+                LOG.error("refusing request %s: problem: %s", request.request_id, problems[0])
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
+            running = self._running_an_abandoned_slot()
+            if running is not None:
+                LOG.error(
+                    "refusing request %s: running slot %s, which a failed trial left marked "
+                    "bad; the reboot back to the other slot is pending",
+                    request.request_id,
+                    running,
+                )
+                return v16.SignedUpdateFirmwareConf(status=answer.REJECTED)
             if current is not None and not current.finished:
                 if not _cancellable(current):  # the trial is armed (L01.FR.27)
                     LOG.warning(
@@ -222,10 +295,10 @@ class Updater:
         CANCEL_TOO_LATE once its trial is (being) armed, as for a new request (L01.FR.27).
         The cancel is saved before it is answered; a new worker ends the job."""
         ownership = self.store.ownership
-        if not ownership.lock.acquire(timeout=ARMING_WAIT):
+        current = self._job
+        if not self._lock_unless_arming(current):
             return CANCEL_TOO_LATE
         try:
-            current = self._job
             if current is None or current.request_id != request_id or current.finished:
                 return CANCEL_NOT_RUNNING
             if not _cancellable(current):
@@ -246,6 +319,19 @@ class Updater:
         self._job = job
         self._spawn(job, token=token)
         return CANCEL_DONE
+
+    def _lock_unless_arming(self, current: Job | None) -> bool:
+        """Take the ownership lock, unless `current`'s arming began (False, the lock not
+        taken). The loop thread never waits out an arming: the worker records the boot id
+        under the lock before it touches the bootloader and holds the lock until the trial is
+        armed, so a holder whose job has a boot id is arming, and a boot id, once there, is
+        never taken back while the job runs. Other holders (a save, a status, the boot
+        confirmation) hold it for one write, which is waited for."""
+        lock = self.store.ownership.lock
+        while not lock.acquire(timeout=LOCK_POLL):
+            if current is not None and not current.finished and current.boot_id is not None:
+                return False
+        return True
 
     def after_request(
         self, request: v16.SignedUpdateFirmwareReq, conf: v16.SignedUpdateFirmwareConf

@@ -12,7 +12,9 @@ Rules enforced here (OCPP 1.6 §4.2, OCPP-J 1.6 §4, §5.4):
 - at most one CALL from the agent outstanding, with a timeout; incoming CALLs are answered
   meanwhile; a CALLRESULT for an unknown id is logged and ignored;
 - BootNotification once per daemon start, not after a mere reconnect;
-- durable outbox entries are sent in order; a CALLERROR or timeout is retried with back-off.
+- durable outbox entries are sent in order; a CALLERROR or timeout is retried with back-off;
+- a handler may answer later (`Deferred`): the loop goes on meanwhile, and the answer goes out
+  only on the connection the CALL came on.
 """
 
 from __future__ import annotations
@@ -51,6 +53,43 @@ ResultHook = Callable[[Any], None]
 BOOT_NOTIFICATION, HEARTBEAT = "BootNotification", "Heartbeat"  # the same in every version
 RETRY_MIN, RETRY_MAX = 5.0, 300.0
 REGISTRATION_RETRY_DEFAULT = 60
+
+
+class Deferred:
+    """A handler's promise to answer its CALL later, when work done elsewhere (another thread)
+    is over: the loop thread is not held meanwhile.
+
+    `answer(produce)` is called on the loop thread. If the CALL can still be answered (the
+    connection it came on is up), `produce()` makes the conf (and whatever it decides takes
+    effect only then), the CALLRESULT goes out and the route's after-hook runs, as for an
+    answer made at once. Otherwise `produce` is never called: nothing is decided for a CALL
+    whose answer can no longer be sent. `then(convert)` maps the conf before it is sent."""
+
+    def __init__(self) -> None:
+        self._finish: Callable[[Callable[[], Any]], None] | None = None
+        self._converts: list[Callable[[Any], Any]] = []
+        self.done = False
+
+    def then(self, convert: Callable[[Any], Any]) -> Deferred:
+        self._converts.append(convert)
+        return self
+
+    def answer(self, produce: Callable[[], Any]) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._finish is None:
+            LOG.error("a deferred answer that no CALL awaits: dropped")
+            return
+        converts = list(self._converts)
+
+        def made() -> Any:
+            conf = produce()
+            for convert in converts:
+                conf = convert(conf)
+            return conf
+
+        self._finish(made)
 
 
 class Registration(enum.StrEnum):
@@ -114,6 +153,7 @@ class Session:
         self._outbox_retry_at = 0.0
         self._outbox_backoff = RETRY_MIN
         self._accepted_hooks: list[Callable[[], None]] = []
+        self._link = 0  # counts connections: a deferred answer goes only to its own
         self.registration = Registration.UNREGISTERED
         self.csms_offset: float | None = None  # CSMS currentTime minus our wall clock, seconds
 
@@ -150,6 +190,7 @@ class Session:
 
     def connected_with(self, send: Callable[[str], None]) -> None:
         self._send = send
+        self._link += 1
         if not self._own_registration:
             return
         if self.registration is not Registration.ACCEPTED:
@@ -159,6 +200,7 @@ class Session:
 
     def disconnected(self) -> None:
         self._send = None
+        self._link += 1
         if self._outstanding is not None:
             # The answer can no longer come; outbox entries stay queued and are resent.
             LOG.info("connection lost with %s outstanding", self._outstanding.action)
@@ -280,19 +322,34 @@ class Session:
             LOG.info("registration rejected: not answering %s", call.action)
             return
         route = self._routes.get(call.action)
-        after: Callable[[], None] | None = None
+        if route is None:
+            self._reply(call, _raising(self._dialect.unhandled(call.action)), None)
+            return
+        parsed: list[Any] = []
+
+        def handle() -> Any:
+            parsed.append(from_wire(route.request_type, self._dialect.clean(call.payload)))
+            return route.handler(parsed[0])
+
+        self._reply(call, handle, route, parsed)
+
+    def _reply(
+        self,
+        call: Call,
+        produce: Callable[[], Any],
+        route: _Route | None,
+        parsed: list[Any] | None = None,
+    ) -> None:
+        """Answer `call` with what `produce()` makes (a conf, or a Deferred to answer later),
+        a CALLERROR when it raises; then the route's after-hook with the request `produce`
+        parsed into `parsed`."""
         try:
-            if route is None:
-                raise self._dialect.unhandled(call.action)
-            request = from_wire(route.request_type, self._dialect.clean(call.payload))
-            conf = route.handler(request)
+            conf = produce()
+            if isinstance(conf, Deferred):
+                link = self._link
+                conf._finish = lambda later: self._answer_later(call, later, route, parsed, link)
+                return
             reply = CallResult(call.unique_id, to_wire(conf))
-            if route.after is not None:
-                hook = route.after
-
-                def after() -> None:
-                    hook(request, conf)
-
         except OcppError as exc:
             code = self._dialect.rpc_code(exc.code)
             LOG.warning("answering %s with %s: %s", call.action, code, exc.description)
@@ -305,11 +362,25 @@ class Session:
             self._transmit(CallError.answering(call.unique_id, error).to_json())
             return
         self._transmit(reply.to_json())
-        if after is not None:
+        if route is not None and route.after is not None and parsed:
             try:
-                after()
+                route.after(parsed[0], conf)
             except Exception:
                 LOG.exception("after-hook for %s failed", call.action)
+
+    def _answer_later(
+        self,
+        call: Call,
+        produce: Callable[[], Any],
+        route: _Route | None,
+        parsed: list[Any] | None,
+        link: int,
+    ) -> None:
+        """A deferred answer is ready (loop thread): sent, unless its connection is gone."""
+        if link != self._link or self._send is None:
+            LOG.warning("not answering %s %r: its connection is gone", call.action, call.unique_id)
+            return
+        self._reply(call, produce, route, parsed)
 
     # --- answers to our CALLs ---------------------------------------------------------------
 
@@ -415,3 +486,10 @@ class Session:
     def request_boot_notification(self) -> None:
         """A triggered BootNotification (ExtendedTriggerMessage / TriggerMessage)."""
         self._boot_due = self._now()
+
+
+def _raising(error: Exception) -> Callable[[], Any]:
+    def produce() -> Any:
+        raise error
+
+    return produce

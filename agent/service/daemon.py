@@ -203,6 +203,7 @@ class Daemon:
             TrustedClock(self.api.csms_offset if self.api else lambda: self.session.csms_offset),
             charger,
             wait_delivered=self.outbox.wait_delivered,
+            post=self.post,  # online certificate checks answer from a helper thread
         )
         self._v2x: V2xAdapter | None = None
         if self.api is not None:  # before updater.start(): the saved job says why we booted
@@ -211,7 +212,7 @@ class Daemon:
         elif payloads is None:
             self.session.route(
                 v16.Action.SIGNED_UPDATE_FIRMWARE,
-                self.updater.on_request,
+                self.updater.on_call,  # answered later when the check asks online
                 self.updater.after_request,
             )
             self.session.route(

@@ -29,7 +29,8 @@ class Asked:
 class OcspServer:
     """`answer(request) -> DER` builds the response; `wire` says how it is sent:
     "ok", "redirect", "endless" (200 without a length, bytes until the client leaves),
-    "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing)."""
+    "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing),
+    "held" (the answer, once the test sets `released`; `holding` is set when one waits)."""
 
     def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
@@ -37,6 +38,7 @@ class OcspServer:
         self.wire = "ok"
         self.asked: list[Asked] = []
         self.released = threading.Event()
+        self.holding = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -75,6 +77,9 @@ class OcspServer:
         if wire == "hang":
             self.released.wait(60)
             return
+        if wire == "held":
+            self.holding.set()
+            self.released.wait(60)
         if wire == "redirect":
             handler.send_response(302)
             handler.send_header("Location", self.url("/elsewhere"))
