@@ -110,6 +110,8 @@ class FirmwareConfig:
     csms_manages_manufacturer_roots: bool = False
     online_ocsp: bool = False
     ocsp_responder: str | None = None
+    # Seconds for each online exchange (a CRL, an OCSP answer); the CSMS awaits the answer.
+    online_timeout: float = 5.0
     signature_algorithms: tuple[str, ...] = SIGNATURE_ALGORITHMS
     default_retries: int = 3
     default_retry_interval: int = 60
@@ -248,6 +250,16 @@ def _seconds(low: float = 0.0) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
             raise ValueError(f"expected a number of seconds >= {low:g}")
+        return float(value)
+
+    return check
+
+
+def _seconds_between(low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high:
+            raise ValueError(f"expected a number of seconds {low:g}-{high:g}")
         return float(value)
 
     return check
@@ -511,6 +523,7 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "csms_manages_manufacturer_roots": _boolean,
         "online_ocsp": _boolean,
         "ocsp_responder": _http_url,
+        "online_timeout": _seconds_between(1, 60),
         "signature_algorithms": _choices(SIGNATURE_ALGORITHMS),
         "default_retries": _integer(0, 100),
         "default_retry_interval": _integer(0, 86400),

@@ -101,6 +101,7 @@ def policy_from_config(firmware: FirmwareConfig) -> CertPolicy:
         online_crl=firmware.online_crl,
         online_ocsp=firmware.online_ocsp,
         ocsp_responder=firmware.ocsp_responder,
+        online_timeout=firmware.online_timeout,
         online_hosts=firmware.allowed_hosts,
         online_ca_file=firmware.ca_file,
     )

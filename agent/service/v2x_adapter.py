@@ -20,7 +20,7 @@ from agent.firmware.reporting import StatusCall
 from agent.firmware.updater import Updater
 from agent.ocpp import v16, v201
 from agent.ocpp.devicemodel import DeviceModel, Owned, Settings, Sources, owned_variables
-from agent.ocpp.session import Session
+from agent.ocpp.session import Deferred, Session
 from agent.ocpp.validate import to_wire
 from agent.service.availability import Availability
 from agent.service.public_reason import public_reason, reason_code
@@ -169,7 +169,11 @@ class V2xAdapter:
 
     # --- UpdateFirmware ---------------------------------------------------------------------
 
-    def on_update(self, request: v201.UpdateFirmwareRequest) -> v201.UpdateFirmwareResponse:
+    def on_update(
+        self, request: v201.UpdateFirmwareRequest
+    ) -> v201.UpdateFirmwareResponse | Deferred:
+        """The core's answer in this version's words; later (a `Deferred`) when the core
+        checks the certificate online, so that the loop thread is not held meanwhile."""
         answer, info = self.payloads.update_firmware_response, self.payloads.status_info
         core = to_core(request)
         if core is None:
@@ -181,11 +185,15 @@ class V2xAdapter:
                 status=v201.UpdateFirmwareStatus.REJECTED,
                 status_info=info.of("MissingParam", f"{missing} is required"),
             )
-        conf = self.updater.on_request(core)
-        reason = _REASONS.get(conf.status)
-        return answer(
-            status=conf.status, status_info=info.of(reason) if reason is not None else None
-        )
+
+        def worded(conf: v16.SignedUpdateFirmwareConf) -> v201.UpdateFirmwareResponse:
+            reason = _REASONS.get(conf.status)
+            return answer(
+                status=conf.status, status_info=info.of(reason) if reason is not None else None
+            )
+
+        conf = self.updater.on_call(core)
+        return conf.then(worded) if isinstance(conf, Deferred) else worded(conf)
 
     def after_update(
         self, request: v201.UpdateFirmwareRequest, conf: v201.UpdateFirmwareResponse

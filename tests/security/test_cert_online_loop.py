@@ -55,7 +55,8 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
         responder.issuer = rig.root
         responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
         responder.status = REVOKED
-        agent = charger.start(firmware={"online_ocsp": True})
+        # The longest wait allowed: the responder is held until the trigger has its answer.
+        agent = charger.start(firmware={"online_ocsp": True, "online_timeout": 60})
         csms.wait_message("BootNotification", timeout=120)  # a loaded machine starts slowly
         payload = rig.request(firmware, 91, certificate=responder.subject.pem)
         payload["requestId"] = payload.pop("request_id")
@@ -66,7 +67,6 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
         send(csms, rig, "trigger-1", "TriggerMessage", {"requestedMessage": "Heartbeat"})
         assert csms.answer_to("trigger-1", timeout=60)[2] == {"status": "Accepted"}
         assert arrival(csms, "update-91") is None  # the update still waits for the responder
-        # Released at once: the agent gives a responder 5 s before it takes it as down.
         server.released.set()
         csms.wait_message("Heartbeat", beats + 1, timeout=60)  # the trigger's, after its answer
 

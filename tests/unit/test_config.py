@@ -104,6 +104,9 @@ def test_unknown_key(write_config: ConfigWriter) -> None:
         ("firmware", "max_download_rate", -1, "expected an integer"),
         ("firmware", "signing_key_pins", ["ab" * 31], "is not a SHA-256 digest"),
         ("firmware", "signing_key_pins", ["zz" * 32], "is not a SHA-256 digest"),
+        # The CSMS awaits the answer while the responder is asked: at most a minute.
+        ("firmware", "online_timeout", 61, "expected a number of seconds 1-60"),
+        ("firmware", "online_timeout", 0.5, "expected a number of seconds 1-60"),
     ],
 )
 def test_wrong_type_or_value(
@@ -420,3 +423,13 @@ def test_check_config_names_a_client_key_that_is_a_certificate(
         "[csms] client_cert\n"
     )
     json.loads(proc.stdout)  # the effective configuration is still printed
+
+
+def test_online_timeout_reaches_the_certificate_policy(write_config: ConfigWriter) -> None:
+    """`[firmware] online_timeout` bounds each CRL/OCSP exchange (default 5 s)."""
+    from agent.firmware import certs
+
+    default = config.load(write_config())
+    assert certs.policy_from_config(default.firmware).online_timeout == 5.0
+    slow_link = config.load(write_config(firmware={"online_timeout": 20}))
+    assert certs.policy_from_config(slow_link.firmware).online_timeout == 20.0
