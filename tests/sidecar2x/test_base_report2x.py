@@ -11,14 +11,19 @@ the CSMS gets Accepted and the agent's report alone, from seqNo 0.
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ocpp.routing import after, on
 
 from agent.demo.csms import Received
+from agent.ocpp.dialect import V201
+from agent.sidecar.router import REPORTS_PENDING
 from tests.sidecar2x.conftest import Sidecar2x, SidecarCsms, Stack2x, _stack_side, library
 from tests.sidecar2x.test_profile2x import raw, start
+from tests.sidecar2x.test_split2x import Links
 from tests.v201.test_security_profile_direct import KEY, Passwords
 
 AGENTS = {
@@ -168,3 +173,35 @@ def test_B07_stack_away_the_agent_answers_and_reports_alone(sidecar201: Sidecar2
     [report] = reports(csms, 44, 1)
     assert (report["seq_no"], report.get("tbc", False)) == (0, False)
     assert_agents_report(report)
+
+
+def _stack_report(links: Links, unique_id: str, request_id: int) -> str:
+    """The stack's last NotifyReport of `request_id`, as it sends it; the CSMS answers it."""
+    payload = {"requestId": request_id, "generatedAt": "2026-01-01T00:00:00Z", "seqNo": 0}
+    text = json.dumps([2, unique_id, "NotifyReport", payload])
+    links.router.from_stack(text)
+    links.router.from_csms(json.dumps([3, unique_id, {}]))
+    return text
+
+
+def test_B07_the_router_remembers_a_few_reports_and_none_past_the_stack(tmp_path: Path) -> None:
+    """At most REPORTS_PENDING accepted reports are remembered (the oldest forgotten), one is
+    forgotten once its last NotifyReport passed, and all when the stack leaves: a NotifyReport
+    the agent does not complete passes byte for byte, tbc as the stack sent it."""
+    links = Links(tmp_path, V201)
+    for request_id in range(REPORTS_PENDING + 1):
+        unique_id = f"b{request_id}"
+        links.from_csms(
+            unique_id, "GetBaseReport", {"requestId": request_id, "reportBase": "FullInventory"}
+        )
+        links.router.from_stack(json.dumps([3, unique_id, {"status": "Accepted"}]))
+    forgotten = _stack_report(links, "n0", 0)
+    assert forgotten in links.csms
+    _stack_report(links, "n1", REPORTS_PENDING)
+    rewritten = json.loads(links.csms[-1])
+    assert (rewritten[1], rewritten[3]["tbc"]) == ("n1", True)
+    again = _stack_report(links, "n2", REPORTS_PENDING)  # its last already passed
+    assert again == links.csms[-1]
+    links.router.stack_disconnected()
+    links.router.stack_connected()
+    assert _stack_report(links, "n3", 1) == links.csms[-1]
