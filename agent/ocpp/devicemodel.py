@@ -330,15 +330,24 @@ class DeviceModel:
         """B07: the NotifyReport(s) follow the answer, seqNo from 0, tbc until the last."""
         if response.status is not v201.GenericDeviceModelStatus.ACCEPTED:
             return
-        data = [v.report() for v in self._selected(request.report_base)]
+        self.send_base_report(request.request_id, request.report_base)
+
+    def reports(self, base: v201.ReportBase) -> bool:
+        """Whether a `base` report holds any of the agent's variables."""
+        return bool(self._selected(base))
+
+    def send_base_report(self, request_id: int, base: v201.ReportBase, first: int = 0) -> None:
+        """The NotifyReport(s) of a `base` report, seqNo from `first` (sidecar 2.x: after the
+        stack's own), tbc until the last."""
+        data = [v.report() for v in self._selected(base)]
         parts = [data[i : i + REPORT_ITEMS] for i in range(0, len(data), REPORT_ITEMS)]
         now = datetime.datetime.now(datetime.UTC)
-        for seq_no, part in enumerate(parts):
+        for index, part in enumerate(parts):
             report = v201.NotifyReportRequest(
-                request_id=request.request_id,
+                request_id=request_id,
                 generated_at=now,
-                seq_no=seq_no,
+                seq_no=first + index,
                 report_data=part,
-                tbc=seq_no < len(parts) - 1,
+                tbc=index < len(parts) - 1,
             )
             self._send_report("NotifyReport", report)

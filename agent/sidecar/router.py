@@ -37,6 +37,13 @@ Rules (issue 13, mode 1):
   SetVariables naming only the agent's variables is answered by the agent, one naming both is
   split (`agent.sidecar.split`) and answered in the request's order. Reset stays the stack's;
   when the stack accepts it, the agent applies the network priority (B10).
+- 2.x GetBaseReport FullInventory/ConfigurationInventory (B07) lists the agent's variables
+  too: the stack reports first; its last NotifyReport for that requestId (tbc false) goes on
+  with tbc true, and the agent's NotifyReport follows it (seqNo after the stack's, the last
+  with tbc false). The stack answering EmptyResultSet or NotSupported, away, or gone before
+  answering: the answer is Accepted and the agent's report is the whole report (seqNo 0).
+  SummaryInventory (availability and problems) holds none of the agent's variables, and
+  GetReport (by component or criteria) stays the stack's alone.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
-from agent.ocpp import v16
+from agent.ocpp import v16, v201
 from agent.ocpp.devicemodel import DeviceModel
 from agent.ocpp.dialect import V16, Dialect
 from agent.ocpp.errors import InternalError, OcppError
@@ -86,6 +93,9 @@ CERTIFICATE_ACTIONS = frozenset(
 GET_CONFIGURATION_MAX_KEYS = v16.GET_CONFIGURATION_MAX_KEYS  # the same bound as direct mode
 STACK_AWAY = "the charging stack is not connected to the charge point's OCPP sidecar"
 STACK_LEFT = "the charging stack disconnected before answering"
+# GetBaseReports the stack accepted whose last NotifyReport the agent's report follows; a
+# CSMS asks for one at a time, a few cover one it gave up on.
+REPORTS_PENDING = 4
 
 SendText = Callable[[str], None]
 # CSMS CALL ids the agent answered itself, remembered so that a 2.1 CALLRESULTERROR about
@@ -125,6 +135,9 @@ class Traffic:
     security_call: Callable[[Call, Any], bool] = lambda call, security: False
     configuration: str | None = None
     certificates: Callable[[Call, Any], Merge | None] = lambda call, security: None
+    # 2.x: the CSMS's CALL asking for a report and the stack's CALLs carrying it (B07).
+    base_report: str | None = None
+    notify_report: str | None = None
 
 
 def _v16_call(call: Call) -> Step | None:
@@ -231,6 +244,8 @@ V2X_TRAFFIC = Traffic(
     reset="Reset",
     security_call=_v2x_security,
     certificates=_v2x_certificates,
+    base_report="GetBaseReport",
+    notify_report="NotifyReport",
 )
 TRAFFIC = {"1.6": V16_TRAFFIC, "2.0.1": V2X_TRAFFIC, "2.1": V2X_TRAFFIC}
 
@@ -275,6 +290,8 @@ class Router:
         # CSMS CALLs forwarded to the stack whose answer the agent completes (its keys in a
         # GetConfiguration, its entries in a Get/SetVariables).
         self._merge: dict[str, Merge] = {}
+        # requestId: reportBase of the stack's reports the agent's report completes.
+        self._reports: dict[int, v201.ReportBase] = {}
         self._transactions: dict[TransactionId, None] = {}  # in the order they started
         self._starting = False  # a StartTransaction awaits its transactionId
         self._lock = threading.Lock()
@@ -301,6 +318,7 @@ class Router:
         self._land()
         self._to_stack.clear()
         self._merge.clear()
+        self._reports.clear()
         if self.stack_up:
             self._drop_stack()
 
@@ -359,6 +377,8 @@ class Router:
             if split.who == "both":
                 assert split.text is not None
                 text, merge = split.text, split.merge
+        elif call.action == self._traffic.base_report and self._device is not None:
+            merge = self._base_report_merge(call, self._device)
         elif security is not None:
             merge = self._traffic.certificates(call, security)
         if not self.stack_up:
@@ -433,6 +453,7 @@ class Router:
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
         self._to_stack.clear()
         self._merge.clear()
+        self._reports.clear()  # its reports ended unfinished: the CSMS asks again
         self._pump()
 
     def from_stack(self, text: str) -> None:
@@ -444,6 +465,9 @@ class Router:
         known = not isinstance(frame, CallResult | CallError) or frame.unique_id in self._to_stack
         merge: Merge | None = None
         reset = False
+        report: tuple[int, v201.ReportBase, int] | None = None
+        if isinstance(frame, Call) and frame.action == self._traffic.notify_report:
+            text, report = self._stack_report(frame, text)
         if not known:
             LOG.warning("the stack answers a CALL the CSMS did not send it; forwarded")
         elif isinstance(frame, CallResult | CallError):
@@ -461,6 +485,63 @@ class Router:
             merge.after()
         if reset:  # the stack resets the station: the agent's connection follows (B10)
             self._on_reset()
+        if report is not None and self._device is not None:
+            self._device.send_base_report(*report)  # queued behind the stack's last
+
+    # --- GetBaseReport: the stack's report, then the agent's (B07) ----------------------------
+
+    def _base_report_merge(self, call: Call, device: DeviceModel) -> Merge | None:
+        """A report listing the agent's variables: the stack's answer completed, or the
+        agent's answer and report alone when the stack cannot give one."""
+        request_id, word = call.payload.get("requestId"), call.payload.get("reportBase")
+        if type(request_id) is not int or word not in set(v201.ReportBase):
+            return None  # malformed: the stack answers it as it would without the agent
+        base = v201.ReportBase(word)
+        if not device.reports(base):
+            return None  # SummaryInventory: none of the agent's variables
+        alone = {"after": False}
+
+        def merge(answer: StackAnswer) -> str | None:
+            if isinstance(answer, CallError):
+                return None
+            status = answer.payload.get("status") if isinstance(answer, CallResult) else None
+            if status == "Accepted":
+                self._remember_report(request_id, base)
+                return None
+            if isinstance(answer, CallResult) and status not in ("EmptyResultSet", "NotSupported"):
+                return None  # Rejected (or malformed) passes as it is
+            alone["after"] = True
+            return CallResult(call.unique_id, {"status": "Accepted"}).to_json()
+
+        def after() -> None:
+            if alone["after"]:
+                device.send_base_report(request_id, base)
+
+        return Merge(merge, after)
+
+    def _remember_report(self, request_id: int, base: v201.ReportBase) -> None:
+        self._reports.pop(request_id, None)
+        while len(self._reports) >= REPORTS_PENDING:
+            del self._reports[next(iter(self._reports))]  # the oldest: given up on
+        self._reports[request_id] = base
+
+    def _stack_report(
+        self, call: Call, text: str
+    ) -> tuple[str, tuple[int, v201.ReportBase, int] | None]:
+        """The stack's NotifyReport; its last of a report the agent completes goes on with
+        tbc true, and the agent's report (requestId, base, first seqNo) follows it."""
+        payload = call.payload
+        request_id, seq_no = payload.get("requestId"), payload.get("seqNo")
+        if (
+            type(request_id) is not int
+            or request_id not in self._reports
+            or payload.get("tbc", False) is not False
+            or type(seq_no) is not int
+        ):
+            return text, None
+        base = self._reports.pop(request_id)
+        rewritten = Call(call.unique_id, call.action, {**payload, "tbc": True}).to_json()
+        return rewritten, (request_id, base, seq_no + 1)
 
     # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
 
