@@ -12,6 +12,8 @@ is asserted, not any time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from agent.demo.csms import TestCsms
@@ -28,19 +30,27 @@ def send(csms: TestCsms, rig: ChargerRig, unique_id: str, action: str, payload: 
     csms.send_raw(rig.charge_point_id, json.dumps([2, unique_id, action, payload]))
 
 
+@contextmanager
+def held_revoking_responder(rig: ChargerRig) -> Iterator[tuple[OcspServer, Responder]]:
+    """An OCSP responder that says revoked but holds its answer until `server.released` is
+    set, and a signing certificate (`responder.subject`) that names it."""
+    responder = Responder()
+    with OcspServer(responder) as server:
+        server.wire = "held"
+        responder.issuer = rig.root
+        responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
+        responder.status = REVOKED
+        yield server, responder
+
+
 def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
     charger: e2e.Charger, rig: ChargerRig, firmware: Firmware
 ) -> None:
     """While the responder holds its answer a TriggerMessage is answered (its Heartbeat
     follows); then the update is answered RevokedCertificate from the responder's word, with the
     security event (L01.FR.25, L01.FR.02), and nothing of the update starts."""
-    responder = Responder()
     csms = charger.csms
-    with OcspServer(responder) as server:
-        server.wire = "held"
-        responder.issuer = rig.root
-        responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
-        responder.status = REVOKED
+    with held_revoking_responder(rig) as (server, responder):
         # The longest wait allowed: the responder is held until the trigger has its answer.
         agent = charger.start(firmware={"online_ocsp": True, "online_timeout": 60})
         csms.wait_message("BootNotification", timeout=120)  # a loaded machine starts slowly
