@@ -44,8 +44,8 @@ class SidecarCsms(Csms2x):
 
 
 def _stack_side(version: str) -> type[Any]:
-    """The stack's own ChargePoint: it answers the device-model and trigger CALLs a CSMS
-    sends it (the agent must forward them), noting each."""
+    """The stack's own ChargePoint: it answers the device-model, Reset and trigger CALLs a
+    CSMS sends it (the agent must forward them), noting each; every set is Accepted."""
     module = library(version)
     results = module.call_result
 
@@ -65,6 +65,24 @@ def _stack_side(version: str) -> type[Any]:
                 for item in get_variable_data
             ]
             return results.GetVariables(get_variable_result=answers)
+
+        @on("SetVariables")
+        def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+            self.stack.handled.append("SetVariables")
+            answers = [
+                {
+                    "attributeStatus": "Accepted",
+                    "component": item["component"],
+                    "variable": item["variable"],
+                }
+                for item in set_variable_data
+            ]
+            return results.SetVariables(set_variable_result=answers)
+
+        @on("Reset")
+        def on_reset(self, type: str, **_: Any) -> Any:
+            self.stack.handled.append(f"Reset {type}")
+            return results.Reset(status="Accepted")
 
         @on("TriggerMessage")
         def on_trigger(self, requested_message: str, **_: Any) -> Any:
