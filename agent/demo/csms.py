@@ -355,20 +355,26 @@ class TestCsms:
         self._record(Frame("out", text, time.monotonic()))
         asyncio.run_coroutine_threadsafe(ws.send(text), self._loop).result(10)
 
+    def answer_index(self, unique_id: str) -> int | None:
+        """The index in `frames` (append-only, so it stays put) of the agent's CALLRESULT or
+        CALLERROR for `unique_id`, if it has come: tests compare indices to assert order."""
+        for index, frame in enumerate(list(self.frames)):
+            if frame.direction != "in":
+                continue
+            try:
+                parsed = frame.parsed
+            except (ValueError, AssertionError):
+                continue
+            if len(parsed) > 1 and parsed[0] in (3, 4) and parsed[1] == unique_id:
+                return index
+        return None
+
     def answer_to(self, unique_id: str, timeout: float = 10.0) -> list[Any]:
         """The agent's CALLRESULT or CALLERROR frame for `unique_id`."""
 
         def find() -> list[Any] | None:
-            for frame in self.frames:
-                if frame.direction != "in":
-                    continue
-                try:
-                    parsed = frame.parsed
-                except (ValueError, AssertionError):
-                    continue
-                if len(parsed) > 1 and parsed[0] in (3, 4) and parsed[1] == unique_id:
-                    return parsed
-            return None
+            index = self.answer_index(unique_id)
+            return None if index is None else self.frames[index].parsed
 
         return self.wait_for(find, timeout, f"answer to {unique_id}")  # type: ignore[no-any-return]
 

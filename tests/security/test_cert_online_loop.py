@@ -12,6 +12,8 @@ is asserted, not any time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from agent.demo.csms import TestCsms
@@ -28,18 +30,17 @@ def send(csms: TestCsms, rig: ChargerRig, unique_id: str, action: str, payload: 
     csms.send_raw(rig.charge_point_id, json.dumps([2, unique_id, action, payload]))
 
 
-def arrival(csms: TestCsms, unique_id: str) -> int | None:
-    """The index among the CSMS's frames of the agent's answer to `unique_id`, if any."""
-    for index, frame in enumerate(list(csms.frames)):
-        if frame.direction != "in":
-            continue
-        try:
-            parsed = frame.parsed
-        except (ValueError, AssertionError):
-            continue
-        if len(parsed) > 1 and parsed[0] in (3, 4) and parsed[1] == unique_id:
-            return index
-    return None
+@contextmanager
+def held_revoking_responder(rig: ChargerRig) -> Iterator[tuple[OcspServer, Responder]]:
+    """An OCSP responder that says revoked but holds its answer until `server.released` is
+    set, and a signing certificate (`responder.subject`) that names it."""
+    responder = Responder()
+    with OcspServer(responder) as server:
+        server.wire = "held"
+        responder.issuer = rig.root
+        responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
+        responder.status = REVOKED
+        yield server, responder
 
 
 def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
@@ -48,13 +49,8 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
     """While the responder holds its answer a TriggerMessage is answered (its Heartbeat
     follows); then the update is answered RevokedCertificate from the responder's word, with the
     security event (L01.FR.25, L01.FR.02), and nothing of the update starts."""
-    responder = Responder()
     csms = charger.csms
-    with OcspServer(responder) as server:
-        server.wire = "held"
-        responder.issuer = rig.root
-        responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
-        responder.status = REVOKED
+    with held_revoking_responder(rig) as (server, responder):
         # The longest wait allowed: the responder is held until the trigger has its answer.
         agent = charger.start(firmware={"online_ocsp": True, "online_timeout": 60})
         csms.wait_message("BootNotification", timeout=120)  # a loaded machine starts slowly
@@ -66,12 +62,12 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_update_not_the_loop(
         beats = len(csms.messages("Heartbeat"))
         send(csms, rig, "trigger-1", "TriggerMessage", {"requestedMessage": "Heartbeat"})
         assert csms.answer_to("trigger-1", timeout=60)[2] == {"status": "Accepted"}
-        assert arrival(csms, "update-91") is None  # the update still waits for the responder
+        assert csms.answer_index("update-91") is None  # the update still waits for the responder
         server.released.set()
         csms.wait_message("Heartbeat", beats + 1, timeout=60)  # the trigger's, after its answer
 
         assert csms.answer_to("update-91", timeout=60)[2] == {"status": "RevokedCertificate"}
-        trigger, update = arrival(csms, "trigger-1"), arrival(csms, "update-91")
+        trigger, update = csms.answer_index("trigger-1"), csms.answer_index("update-91")
         assert trigger is not None and update is not None and trigger < update
         event = charger.wait_event("InvalidFirmwareSigningCertificate")
         assert "revoked" in event["tech_info"] and "(OCSP)" in event["tech_info"]

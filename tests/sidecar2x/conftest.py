@@ -43,9 +43,22 @@ class SidecarCsms(Csms2x):
         self.side_class = Side
 
 
+def _accepted(data: list[dict[str, Any]], **extra: str) -> list[dict[str, Any]]:
+    """The stack's result for each Get/SetVariables entry: Accepted, naming its variable."""
+    return [
+        {
+            "attributeStatus": "Accepted",
+            **extra,
+            "component": item["component"],
+            "variable": item["variable"],
+        }
+        for item in data
+    ]
+
+
 def _stack_side(version: str) -> type[Any]:
-    """The stack's own ChargePoint: it answers the device-model and trigger CALLs a CSMS
-    sends it (the agent must forward them), noting each."""
+    """The stack's own ChargePoint: it answers the device-model, Reset and trigger CALLs a
+    CSMS sends it (the agent must forward them), noting each; every set is Accepted."""
     module = library(version)
     results = module.call_result
 
@@ -55,16 +68,18 @@ def _stack_side(version: str) -> type[Any]:
         @on("GetVariables")
         def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
             self.stack.handled.append("GetVariables")
-            answers = [
-                {
-                    "attributeStatus": "Accepted",
-                    "attributeValue": "stack's",
-                    "component": item["component"],
-                    "variable": item["variable"],
-                }
-                for item in get_variable_data
-            ]
+            answers = _accepted(get_variable_data, attributeValue="stack's")
             return results.GetVariables(get_variable_result=answers)
+
+        @on("SetVariables")
+        def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+            self.stack.handled.append("SetVariables")
+            return results.SetVariables(set_variable_result=_accepted(set_variable_data))
+
+        @on("Reset")
+        def on_reset(self, type: str, **_: Any) -> Any:
+            self.stack.handled.append(f"Reset {type}")
+            return results.Reset(status="Accepted")
 
         @on("TriggerMessage")
         def on_trigger(self, requested_message: str, **_: Any) -> Any:

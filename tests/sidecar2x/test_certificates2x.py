@@ -148,6 +148,26 @@ def ready(sidecar: Sidecar2x) -> tuple[Csms, Any]:
     return Csms(sidecar), stack
 
 
+def triggered_sign_request(sidecar: Sidecar2x, csms: Csms) -> dict[str, Any]:
+    """TriggerMessage SignChargingStationCertificate → Accepted; the payload of the
+    SignCertificate the agent then sends (A02)."""
+    trigger = csms.send("TriggerMessage", requested_message="SignChargingStationCertificate")
+    assert trigger.status == "Accepted"
+    server = sidecar.csms
+    request: dict[str, Any] = server.wait_for(
+        lambda: next(
+            (
+                f.parsed[3]
+                for f in server.frames
+                if f.direction == "in" and '"SignCertificate"' in f.text
+            ),
+            None,
+        ),
+        what="the agent's SignCertificate",
+    )
+    return request
+
+
 def test_M03_M04_M05_each_certificate_type_is_answered_by_its_owner_and_listed_together(
     store: StackStore, sidecar201: Sidecar2x
 ) -> None:
@@ -309,20 +329,8 @@ def test_A02_a_station_certificate_without_a_type_is_the_agents_only_for_its_own
         == "Accepted"
     )
 
-    trigger = csms.send("TriggerMessage", requested_message="SignChargingStationCertificate")
-    assert trigger.status == "Accepted"
+    request = triggered_sign_request(sidecar201, csms)
     server = sidecar201.csms
-    request = server.wait_for(
-        lambda: next(
-            (
-                f.parsed[3]
-                for f in server.frames
-                if f.direction == "in" and '"SignCertificate"' in f.text
-            ),
-            None,
-        ),
-        what="the agent's SignCertificate",
-    )
     assert request["certificateType"] == "ChargingStationCertificate"
     csr = x509.load_pem_x509_csr(request["csr"].encode())
 

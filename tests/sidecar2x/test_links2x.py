@@ -23,6 +23,15 @@ def raw(csms: SidecarCsms, cp: str, action: str, payload: dict[str, Any]) -> lis
     return csms.answer_to(unique_id, timeout=20)
 
 
+def stack_gone(sidecar: Sidecar2x) -> None:
+    """The agent started, a stack booted through it and left; the agent saw it go."""
+    agent = sidecar.start()
+    stack = sidecar.stack()
+    assert stack.boot().status == "Accepted"
+    stack.stop()
+    agent.wait_log("the charging stack disconnected")
+
+
 def test_the_2_0_1_stack_away_gets_internal_error_and_the_agents_work_goes_on(
     sidecar201: Sidecar2x,
 ) -> None:
@@ -31,11 +40,7 @@ def test_the_2_0_1_stack_away_gets_internal_error_and_the_agents_work_goes_on(
     notification sent. The stack back: its traffic flows again."""
     sidecar, csms = sidecar201, sidecar201.csms
     cp = sidecar.rig.charge_point_id
-    agent = sidecar.start()
-    stack = sidecar.stack()
-    assert stack.boot().status == "Accepted"
-    stack.stop()
-    agent.wait_log("the charging stack disconnected")
+    stack_gone(sidecar)
 
     answer = raw(csms, cp, "RequestStartTransaction", START)
     assert answer[:3] == [4, answer[1], "InternalError"]
@@ -58,11 +63,7 @@ def test_the_2_1_stack_leaving_mid_call_is_answered_for_and_the_csms_away_and_ba
     every frame it sends then arrives unchanged and in order."""
     sidecar, csms = sidecar21, sidecar21.csms
     cp = sidecar.rig.charge_point_id
-    agent = sidecar.start()
-    stack = sidecar.stack()
-    assert stack.boot().status == "Accepted"
-    stack.stop()
-    agent.wait_log("the charging stack disconnected")
+    stack_gone(sidecar)
 
     with connect(sidecar.stack_url, subprotocols=["ocpp2.1"]) as bare:  # type: ignore[list-item]
         unique_id = f"rs-{time.monotonic_ns()}"

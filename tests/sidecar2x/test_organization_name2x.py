@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.security.cpcert import ChargePointCertificate
 from tests.sidecar2x.conftest import Sidecar2x
-from tests.sidecar2x.test_certificates2x import ready
+from tests.sidecar2x.test_certificates2x import ready, triggered_sign_request
 
 ORGANIZATION = "Example Charging Operator"
 NAME = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"}}
@@ -39,20 +39,7 @@ def test_A02_organization_name_set_through_the_agent_is_the_csrs_organization(
     read = csms.send("GetVariables", get_variable_data=[NAME, other]).get_variable_result
     assert [r["attribute_value"] for r in read] == [ORGANIZATION, "stack's"]
 
-    trigger = csms.send("TriggerMessage", requested_message="SignChargingStationCertificate")
-    assert trigger.status == "Accepted"
-    server = sidecar201.csms
-    request = server.wait_for(
-        lambda: next(
-            (
-                f.parsed[3]
-                for f in server.frames
-                if f.direction == "in" and '"SignCertificate"' in f.text
-            ),
-            None,
-        ),
-        what="the agent's SignCertificate",
-    )
+    request = triggered_sign_request(sidecar201, csms)
     csr = x509.load_pem_x509_csr(request["csr"].encode())
     assert csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == ORGANIZATION
     assert "SetVariables" not in stack.handled

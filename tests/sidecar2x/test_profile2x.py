@@ -1,6 +1,6 @@
 """Sidecar mode in 2.0.1 and 2.1: the connection's password and profile are the agent's.
 
-A real 2.x stack (the `ocpp` library's ChargePoint, answering SetVariables and Reset too) behind
+A real 2.x stack (the conftest's `ocpp` ChargePoint, answering SetVariables and Reset too) behind
 the agent, the 2.x test CSMS in front checking HTTP Basic auth. A GetVariables/SetVariables
 naming the agent's variables and the stack's is split: the agent answers its entries, the stack
 gets only its own, and the CSMS one answer in the request's order (B05/B06). The password never
@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import pytest
-from ocpp.routing import on
 
 from agent.demo.rig import AgentProcess
 from agent.sidecar.router import STACK_AWAY, STACK_LEFT
@@ -24,8 +23,6 @@ from tests.sidecar2x.conftest import (
     Sidecar2x,
     SidecarCsms,
     Stack2x,
-    _stack_side,
-    library,
 )
 from tests.v201.test_security_profile_direct import (
     KEY,
@@ -43,42 +40,8 @@ HEARTBEAT = ("OCPPCommCtrlr", "HeartbeatInterval")  # the stack's in sidecar mod
 AUTH_ENABLED = ("AuthCtrlr", "Enabled")
 
 
-def _side(version: str) -> type[Any]:
-    """The conftest's stack side, also answering SetVariables (each Accepted) and Reset."""
-    results = library(version).call_result
-
-    class Side(_stack_side(version)):  # type: ignore[misc,valid-type]
-        @on("SetVariables")
-        def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
-            self.stack.handled.append("SetVariables")
-            answers = [
-                {
-                    "attributeStatus": "Accepted",
-                    "component": item["component"],
-                    "variable": item["variable"],
-                }
-                for item in set_variable_data
-            ]
-            return results.SetVariables(set_variable_result=answers)
-
-        @on("Reset")
-        def on_reset(self, type: str, **_: Any) -> Any:
-            self.stack.handled.append(f"Reset {type}")
-            return results.Reset(status="Accepted")
-
-    return Side
-
-
-class Stack(Stack2x):
-    """A 2.x stack whose side also answers SetVariables and Reset."""
-
-    def __init__(self, url: str, version: str, offer: str | None = None) -> None:
-        super().__init__(url, version, offer)
-        self.side_class = _side(version)
-
-
-def stack_of(sidecar: Sidecar2x) -> Stack:
-    stack = Stack(sidecar.stack_url, sidecar.version)
+def stack_of(sidecar: Sidecar2x) -> Stack2x:
+    stack = Stack2x(sidecar.stack_url, sidecar.version)
     sidecar.stacks.append(stack)
     stack.connect()
     assert stack.boot().status == "Accepted"

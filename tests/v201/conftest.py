@@ -35,6 +35,18 @@ def csms(request: pytest.FixtureRequest) -> Iterator[Csms201 | OcppRpcCsms]:
     assert server.schema_violations == [], f"{request.param} found frames that violate the schemas"
 
 
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """The direct-mode tests' own CSMSs (`Csms2x` or a subclass), each checked at teardown:
+    all stopped first, then none may have seen a frame that violates the schemas."""
+    started: list[Any] = []
+    yield started
+    for server in started:
+        server.stop()
+    for server in started:
+        assert server.schema_violations == [], "frames at the CSMS that violate the schemas"
+
+
 class Station(e2e.Charger):
     """The e2e charger speaking 2.0.1: its status, event and job verbs read the 2.0.1 CSMS;
     starting, updating and triggering use the 2.0.1 messages."""

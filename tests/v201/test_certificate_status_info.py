@@ -7,11 +7,8 @@ against the official schemas.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agent.demo import pki as fwpki
 from agent.demo.rig import AgentProcess
@@ -24,16 +21,6 @@ from tests.v201.test_certificates_direct import (
     serve,
     start,
 )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CertCsms]]:
-    started: list[CertCsms] = []
-    yield started
-    for server in started:
-        server.stop()
-    for server in started:
-        assert server.schema_violations == [], "frames at the CSMS that violate the schemas"
 
 
 def info(answer: Any) -> tuple[str, str]:

@@ -14,7 +14,6 @@ import importlib
 import json
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +78,6 @@ class CertCsms(SigningCsms, Csms2x):
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CertCsms]]:
-    started: list[CertCsms] = []
-    yield started
-    for server in started:
-        server.stop()
-    for server in started:
-        assert server.schema_violations == [], "frames at the CSMS that violate the schemas"
 
 
 def serve(

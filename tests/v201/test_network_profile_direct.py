@@ -23,14 +23,13 @@ from tests.v201.test_security_profile_direct import (
     network_profile,
     pki,
     reset,
-    servers,
     set_,
     set_network_profile,
     start_agent,
     start_csms,
 )
 
-__all__ = ["pki", "servers"]  # fixtures shared with the password tests
+__all__ = ["pki"]  # the fixture shared with the password tests
 
 
 def test_A05_B10_profile_1_to_2_through_a_network_profile_and_reset(

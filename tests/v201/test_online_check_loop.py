@@ -9,10 +9,7 @@ first. The order of the frames is asserted, not any time.
 from __future__ import annotations
 
 from agent.demo.rig import ChargerRig, Firmware
-from tests.security import certfactory as make
-from tests.security.ocsp_server import OcspServer
-from tests.security.test_cert_ocsp import REVOKED, Responder
-from tests.security.test_cert_online_loop import arrival, send
+from tests.security.test_cert_online_loop import held_revoking_responder, send
 from tests.v201.conftest import Station
 
 
@@ -22,13 +19,8 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_2_0_1_update(
     """While the responder holds its answer a TriggerMessage is answered; then UpdateFirmware
     is answered RevokedCertificate (with its statusInfo) from the responder's word, and no
     firmware status follows (L01.FR.25)."""
-    responder = Responder()
     csms = station.csms
-    with OcspServer(responder) as server:
-        server.wire = "held"
-        responder.issuer = rig.root
-        responder.subject = make.with_ocsp(rig.root, rig.signer.key, server.url())
-        responder.status = REVOKED
+    with held_revoking_responder(rig) as (server, responder):
         # The longest wait allowed: the responder is held until the trigger has its answer.
         agent = station.start(firmware={"online_ocsp": True, "online_timeout": 60})
         csms.wait_message("BootNotification", timeout=120)
@@ -39,12 +31,12 @@ def test_l01_fr_25_a_held_ocsp_answer_holds_only_the_2_0_1_update(
 
         send(csms, rig, "trigger-1", "TriggerMessage", {"requestedMessage": "Heartbeat"})
         assert csms.answer_to("trigger-1", timeout=60)[2] == {"status": "Accepted"}
-        assert arrival(csms, "update-91") is None  # the update still waits for the responder
+        assert csms.answer_index("update-91") is None  # the update still waits for the responder
         server.released.set()
 
         answer = csms.answer_to("update-91", timeout=60)[2]
         assert answer["status"] == "RevokedCertificate", answer
-        trigger, update = arrival(csms, "trigger-1"), arrival(csms, "update-91")
+        trigger, update = csms.answer_index("trigger-1"), csms.answer_index("update-91")
         assert trigger is not None and update is not None and trigger < update
     assert len(server.asked) == 1
     assert station.statuses() == []

@@ -7,11 +7,9 @@ against the official schemas.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -21,16 +19,6 @@ from tests.integration.test_security_profiles import CP
 from tests.v201.test_certificates_direct import CertCsms, serve, start
 
 ORGANIZATION = "Example Charging Operator"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CertCsms]]:
-    started: list[CertCsms] = []
-    yield started
-    for server in started:
-        server.stop()
-    for server in started:
-        assert server.schema_violations == [], "frames at the CSMS that violate the schemas"
 
 
 def organization(value: str | None = None) -> dict[str, Any]:

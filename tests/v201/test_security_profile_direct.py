@@ -12,7 +12,6 @@ import base64
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,6 @@ NEW_PASSWORD = "Fresh-pass_word:2026|ok"  # 23 characters of the passwordString 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Csms2x]]:
-    made: list[Csms2x] = []
-    yield made
-    for server in made:
-        server.stop()
-    for server in made:
-        assert server.schema_violations == [], "the agent sent frames that violate the schemas"
 
 
 class Passwords:

@@ -12,8 +12,8 @@ from agent.demo.csms import Csms2x
 from agent.demo.rig import AgentProcess, ChargerRig
 from tests.v201 import conftest as v201
 
-# The e2e rig, firmware server and image, as the 2.0.1 tests use them.
-fileserver, firmware, rig = v201.fileserver, v201.firmware, v201.rig
+# The e2e rig, firmware server and image, and the direct tests' CSMSs, as 2.0.1 uses them.
+fileserver, firmware, rig, servers = v201.fileserver, v201.firmware, v201.rig, v201.servers
 
 
 @pytest.fixture

@@ -8,25 +8,12 @@ them, as a CSMS that ignores the bound would).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.demo import pki
 from agent.demo.rig import AgentProcess
 from tests.integration.test_security_profiles import CP
 from tests.v201.test_certificates_direct import CSMS_ROOT, CertCsms, hash_of, listed, serve, start
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CertCsms]]:
-    started: list[CertCsms] = []
-    yield started
-    for server in started:
-        server.stop()
-    for server in started:
-        assert server.schema_violations == [], "frames at the CSMS that violate the schemas"
 
 
 def long_root(names: int, n: int) -> pki.Issued:
