@@ -9,7 +9,8 @@ Rules (issue 13, mode 1):
 - The charge point side has at most one CALL in flight to the CSMS (OCPP-J §4.1.1): a CALL
   from the stack waits behind one of the agent's and the other way round. Answers are routed
   to the owner of that one CALL, so the stack's and the agent's message ids cannot be
-  confused even when equal.
+  confused even when equal. Answers to the CSMS never wait behind a CALL: they go at once,
+  and what they trigger (a reconnect, the network priority) runs only after.
 - What the router learns on the way: the CSMS's answer to the stack's BootNotification is
   the session's registration (and the trial boot's "CSMS accepted" signal); the stack's
   transaction messages say whether a charging session runs (the install gate). Which
@@ -365,7 +366,7 @@ class Router:
             answer = merge.merge(STACK_AWAY) if merge is not None else None
             if answer is not None and merge is not None:  # the agent's part, the stack's refused
                 LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
-                self._queue("agent", answer, None)
+                self._queue("agent", answer, unpack(answer))
                 merge.after()
                 return
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
@@ -426,7 +427,7 @@ class Router:
             answer = merge.merge(STACK_LEFT) if merge is not None else None
             if answer is not None and merge is not None:
                 LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
-                self._queue("agent", answer, None)
+                self._queue("agent", answer, unpack(answer))
                 merge.after()
                 continue
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
@@ -456,7 +457,7 @@ class Router:
                 and isinstance(frame, CallResult)
                 and frame.payload.get("status") == "Accepted"
             )
-        self._queue("stack", text, frame)
+        self._queue("stack", text, frame)  # an answer: handed to the CSMS's link at once
         if merge is not None:
             merge.after()
         if reset:  # the stack resets the station: the agent's connection follows (B10)
@@ -467,8 +468,8 @@ class Router:
     def _answer_configuration(self, call: Call, mine: list[str]) -> None:
         """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
         assert isinstance(self._security, SecurityHandlers)  # 1.6's keys
-        payload = {"configurationKey": self._security.key_values(mine)}
-        self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
+        answer = CallResult(call.unique_id, {"configurationKey": self._security.key_values(mine)})
+        self._queue("agent", answer.to_json(), answer)
 
     def _configuration_merge(self, mine: list[str] | None) -> Merge:
         """The agent's keys (None: all) completing the stack's GetConfiguration.conf."""
@@ -510,6 +511,11 @@ class Router:
     # --- the uplink ---------------------------------------------------------------------------
 
     def _queue(self, owner: str, text: str, frame: Any) -> None:
+        if self.csms_up and isinstance(frame, CallResult | CallError | CallResultError):
+            # An answer may go while a CALL is outstanding (OCPP-J §4.1.1 limits CALLs only):
+            # sent at once, so whatever it triggers (a reconnect, a reset) comes after it.
+            self._to_csms(text)
+            return
         if owner == "agent" and isinstance(frame, Call):
             # The session sends one CALL at a time: a new one means it gave up on (and will
             # resend) any still waiting here, which must then not go out twice.
