@@ -367,7 +367,7 @@ class Router:
             if answer is not None and merge is not None:  # the agent's part, the stack's refused
                 LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
                 self._queue("agent", answer, unpack(answer))
-                merge.after()
+                self._after(merge.after, call.action)
                 return
             LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
             self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
@@ -428,7 +428,7 @@ class Router:
             if answer is not None and merge is not None:
                 LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
                 self._queue("agent", answer, unpack(answer))
-                merge.after()
+                self._after(merge.after, action)
                 continue
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
@@ -459,9 +459,18 @@ class Router:
             )
         self._queue("stack", text, frame)  # an answer: handed to the CSMS's link at once
         if merge is not None:
-            merge.after()
+            self._after(merge.after, "a split CALL")
         if reset:  # the stack resets the station: the agent's connection follows (B10)
-            self._on_reset()
+            self._after(self._on_reset, "Reset")
+
+    @staticmethod
+    def _after(action: Callable[[], object], what: str) -> None:
+        """What an answer the CSMS now has triggers (a reconnect, the network priority): a
+        failure there is logged; it must not unwind the frame's handling (nor the daemon)."""
+        try:
+            action()
+        except Exception:
+            LOG.exception("what follows the answer to %s failed", what)
 
     # --- GetConfiguration: the stack's keys and the agent's ---------------------------------
 

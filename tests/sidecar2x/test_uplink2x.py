@@ -7,9 +7,13 @@ does."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agent.durable import StateWriteError
 from agent.ocpp.dialect import V201
 from tests.sidecar2x.test_split2x import HEARTBEAT, Links, mixed_set
 from tests.v201.test_security_profile_direct import (
@@ -105,3 +109,23 @@ def _accepted(component: str, name: str) -> dict[str, Any]:
         "component": {"name": component},
         "variable": {"name": name},
     }
+
+
+def test_a_failing_after_action_is_logged_and_the_answer_stands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review #4: applying the priority raises (a security event that cannot be written):
+    the stack's answer is the CSMS's all the same and the router's caller (the daemon's
+    loop) never sees the exception."""
+    links = DroppingLinks(tmp_path)
+
+    def failing() -> None:
+        raise StateWriteError(28, "cannot write outbox.json: No space left on device")
+
+    links.router._on_reset = failing
+    links.from_csms("r1", "Reset", {"type": "Immediate"})
+    with caplog.at_level(logging.ERROR, logger="agent.sidecar.router"):
+        links.router.from_stack('[3,"r1",{"status":"Accepted"}]')
+    assert links.answer("r1") == [3, "r1", {"status": "Accepted"}]
+    [record] = [r for r in caplog.records if "Reset failed" in r.getMessage()]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], StateWriteError)
