@@ -19,7 +19,8 @@ Rules (issue 13, mode 1):
   TransactionEvent Started/Ended, UpdateFirmware and TriggerMessage handled by the 2.x
   adapter). 2.1's CALLRESULTERROR and SEND frames pass through both ways.
 - The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
-  ("charging stack not connected"), and so are those it had not answered when it left.
+  ("charging stack not connected"), and so are those it had not answered when it left, and
+  one arriving while it leaves DOWNLINK_LIMIT unanswered (it is dropped).
 - The connection's keys and certificates are the agent's (`agent.security.handlers`): a
   ChangeConfiguration of one of its keys, InstallCertificate, GetInstalledCertificateIds,
   DeleteCertificate, CertificateSigned and ExtendedTriggerMessage SignChargePointCertificate
@@ -362,19 +363,22 @@ class Router:
                 text, merge = split.text, split.merge
         elif security is not None:
             merge = self._traffic.certificates(call, security)
-        if not self.stack_up:
-            answer = merge.merge(STACK_AWAY) if merge is not None else None
+        why = None if self.stack_up else STACK_AWAY
+        if self.stack_up and len(self._to_stack) >= DOWNLINK_LIMIT:
+            # A split CALL has already applied the agent's part: answered like the others the
+            # stack leaves (its part refused), so the after-action (a reconnect) follows too.
+            LOG.warning("the charging stack leaves %d CALLs unanswered: dropped", DOWNLINK_LIMIT)
+            self._drop_stack()
+            why = STACK_LEFT
+        if why is not None:
+            answer = merge.merge(why) if merge is not None else None
             if answer is not None and merge is not None:  # the agent's part, the stack's refused
-                LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
+                LOG.warning("answering the stack's part of %s: %s", call.action, why)
                 self._queue("agent", answer, unpack(answer))
                 self._after(merge.after, call.action)
                 return
-            LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
-            self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
-            return
-        if len(self._to_stack) >= DOWNLINK_LIMIT:
-            LOG.warning("the charging stack leaves %d CALLs unanswered: dropped", DOWNLINK_LIMIT)
-            self._drop_stack()
+            LOG.warning("answering %s with InternalError: %s", call.action, why)
+            self._to_csms(CallError.answering(call.unique_id, InternalError(why)).to_json())
             return
         self._to_stack[call.unique_id] = call.action
         if merge is not None:

@@ -15,6 +15,7 @@ import pytest
 
 from agent.durable import StateWriteError
 from agent.ocpp.dialect import V201
+from agent.sidecar.router import DOWNLINK_LIMIT, STACK_LEFT
 from tests.sidecar2x.test_split2x import HEARTBEAT, Links, mixed_set
 from tests.v201.test_security_profile_direct import (
     NEW_PASSWORD,
@@ -129,3 +130,31 @@ def test_a_failing_after_action_is_logged_and_the_answer_stands(
     assert links.answer("r1") == [3, "r1", {"status": "Accepted"}]
     [record] = [r for r in caplog.records if "Reset failed" in r.getMessage()]
     assert record.exc_info is not None and isinstance(record.exc_info[1], StateWriteError)
+
+
+def test_B05_a_split_set_variables_reaching_a_flooded_stack_is_still_answered(
+    tmp_path: Path,
+) -> None:
+    """Review #6: the stack leaves DOWNLINK_LIMIT CALLs unanswered; a SetVariables naming the
+    password and the stack's variable arrives. The agent's part was applied (the password
+    saved), so the CSMS gets the answer (the stack's part refused) and only then the
+    reconnect; the stack is dropped."""
+    links = DroppingLinks(tmp_path)
+    dropped: list[int] = []
+    links.router._drop_stack = lambda: dropped.append(1)
+    for n in range(DOWNLINK_LIMIT):
+        links.from_csms(f"g{n}", "GetVariables", {"getVariableData": [variable(*HEARTBEAT)]})
+    links.from_csms("s1", "SetVariables", mixed_set())
+    assert dropped and links.forwarded()[-1][1] != "s1"
+    results = links.answer("s1")[2]["setVariableResult"]
+    assert [r["attributeStatus"] for r in results] == ["Rejected", "Accepted"]
+    assert results[0]["attributeStatusInfo"]["additionalInfo"] == STACK_LEFT
+    assert links.answered_at_reconnect == [{"s1"}]
+
+
+def test_a_call_reaching_a_flooded_stack_is_answered_internal_error(tmp_path: Path) -> None:
+    links = DroppingLinks(tmp_path)
+    links.router._drop_stack = lambda: None
+    for n in range(DOWNLINK_LIMIT + 1):
+        links.from_csms(f"g{n}", "GetVariables", {"getVariableData": [variable(*HEARTBEAT)]})
+    assert links.answer(f"g{DOWNLINK_LIMIT}")[:3] == [4, f"g{DOWNLINK_LIMIT}", "InternalError"]
