@@ -38,7 +38,8 @@ Rules (issue 13, mode 1):
   (`agent.security.profile2x`): SetNetworkProfile never reaches the stack; a GetVariables or
   SetVariables naming only the agent's variables is answered by the agent, one naming both is
   split (`agent.sidecar.split`) and answered in the request's order. Reset stays the stack's;
-  when the stack accepts it, the agent applies the network priority (B10).
+  when the stack accepts it, the agent applies the network priority (B10); when it schedules
+  it, once the stack's link next drops while the CSMS's is up (the stack going down for it).
 """
 
 from __future__ import annotations
@@ -274,6 +275,7 @@ class Router:
         self._security = security
         self._device = device  # 2.x: the agent's variables (the connection's)
         self._on_reset = on_reset
+        self._reset_scheduled = False  # the stack answered Reset `Scheduled`: not yet reset
         # CSMS CALLs forwarded to the stack whose answer the agent completes (its keys in a
         # GetConfiguration, its entries in a Get/SetVariables).
         self._merge: dict[str, Merge] = {}
@@ -439,6 +441,11 @@ class Router:
         self._to_stack.clear()
         self._merge.clear()
         self._pump()
+        if self._reset_scheduled and self.csms_up:
+            # The stack's link dropped on its own (not with the CSMS's, which the router cuts
+            # itself): taken as its scheduled reset, which the agent's connection follows (B10).
+            self._reset_scheduled = False
+            self._after(self._on_reset, "a scheduled Reset")
 
     def from_stack(self, text: str) -> None:
         try:
@@ -456,15 +463,15 @@ class Router:
             merge = self._merge.pop(frame.unique_id, None)
             if merge is not None:
                 text = merge.merge(frame) or text
-            reset = (
-                action == self._traffic.reset
-                and isinstance(frame, CallResult)
-                and frame.payload.get("status") == "Accepted"
-            )
+            status = frame.payload.get("status") if isinstance(frame, CallResult) else None
+            reset = action == self._traffic.reset and status == "Accepted"
+            if action == self._traffic.reset and status == "Scheduled":
+                self._reset_scheduled = True  # applied when the stack goes down for it
         self._queue("stack", text, frame)  # an answer: handed to the CSMS's link at once
         if merge is not None:
             self._after(merge.after, "a split CALL")
         if reset:  # the stack resets the station: the agent's connection follows (B10)
+            self._reset_scheduled = False
             self._after(self._on_reset, "Reset")
 
     @staticmethod

@@ -25,6 +25,7 @@ from tests.v201.test_security_profile_direct import (
     variable,
 )
 
+NEW_URL = "ws://127.0.0.1:10/ocpp"
 STACK_CALL = json.dumps([2, "st-1", "Heartbeat", {}])
 
 
@@ -158,3 +159,42 @@ def test_a_call_reaching_a_flooded_stack_is_answered_internal_error(tmp_path: Pa
     for n in range(DOWNLINK_LIMIT + 1):
         links.from_csms(f"g{n}", "GetVariables", {"getVariableData": [variable(*HEARTBEAT)]})
     assert links.answer(f"g{DOWNLINK_LIMIT}")[:3] == [4, f"g{DOWNLINK_LIMIT}", "InternalError"]
+
+
+def _priority_to_slot_1(links: DroppingLinks) -> None:
+    data = network_profile(NEW_URL, 1)
+    links.from_csms("n1", "SetNetworkProfile", {"configurationSlot": 1, "connectionData": data})
+    links.from_csms("p1", "SetVariables", {"setVariableData": [variable(*PRIORITY, "1")]})
+
+
+def test_B10_a_reset_the_stack_schedules_applies_the_priority_when_the_stack_goes_down(
+    tmp_path: Path,
+) -> None:
+    """Review S3: `Scheduled` (a transaction runs) changes nothing yet; the stack's link
+    dropping on its own (its reset) then switches the agent's connection."""
+    links = DroppingLinks(tmp_path)
+    _priority_to_slot_1(links)
+    links.from_csms("r1", "Reset", {"type": "OnIdle"})
+    links.router.from_stack('[3,"r1",{"status":"Scheduled"}]')
+    assert links.answer("r1") == [3, "r1", {"status": "Scheduled"}]
+    assert links.reconnects == 0
+    links.router.stack_disconnected()
+    assert links.reconnects == 1 and links.settings.url == NEW_URL
+
+
+def test_B10_a_scheduled_reset_ignores_the_stack_drop_the_csms_link_causes(
+    tmp_path: Path,
+) -> None:
+    """The CSMS's link dropping takes the stack's with it: not the stack's reset. The
+    schedule stands until the stack goes down while the CSMS's link is up."""
+    links = DroppingLinks(tmp_path)
+    _priority_to_slot_1(links)
+    links.from_csms("r1", "Reset", {"type": "OnIdle"})
+    links.router.from_stack('[3,"r1",{"status":"Scheduled"}]')
+    links.router.csms_disconnected()
+    links.router.stack_disconnected()
+    assert links.reconnects == 0
+    links.router.csms_connected()
+    links.router.stack_connected()
+    links.router.stack_disconnected()
+    assert links.reconnects == 1 and links.settings.url == NEW_URL
