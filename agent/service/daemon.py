@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.api.events import status_call as api_status_call
 from agent.api.mode import Api
-from agent.config import Config, CsmsConfig
+from agent.config import Config, ConfigError, CsmsConfig
 from agent.durable import StateWriteError
 from agent.firmware import certs
 from agent.firmware.charger import Charger
@@ -393,6 +393,18 @@ class Daemon:
         return 0
 
     def _handle(self, event: Any) -> None:
+        """One event's failure is logged with its traceback and the loop goes on: the other
+        events (the CSMS link, the stack, the update) must not die with it. A configuration
+        error and anything not an Exception (SystemExit, KeyboardInterrupt) still end the
+        daemon, as does MemoryError (systemd restarts it afresh)."""
+        try:
+            self._dispatch(event)
+        except (ConfigError, MemoryError):
+            raise
+        except Exception:
+            LOG.exception("handling %s failed; going on", type(event).__name__)
+
+    def _dispatch(self, event: Any) -> None:
         if event is None or (self.sidecar is not None and self._sidecar_handle(event)):
             return
         if isinstance(event, _Stop):

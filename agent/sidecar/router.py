@@ -9,7 +9,8 @@ Rules (issue 13, mode 1):
 - The charge point side has at most one CALL in flight to the CSMS (OCPP-J §4.1.1): a CALL
   from the stack waits behind one of the agent's and the other way round. Answers are routed
   to the owner of that one CALL, so the stack's and the agent's message ids cannot be
-  confused even when equal.
+  confused even when equal. Answers to the CSMS never wait behind a CALL: they go at once,
+  and what they trigger (a reconnect, the network priority) runs only after.
 - What the router learns on the way: the CSMS's answer to the stack's BootNotification is
   the session's registration (and the trial boot's "CSMS accepted" signal); the stack's
   transaction messages say whether a charging session runs (the install gate). Which
@@ -18,7 +19,8 @@ Rules (issue 13, mode 1):
   TransactionEvent Started/Ended, UpdateFirmware and TriggerMessage handled by the 2.x
   adapter). 2.1's CALLRESULTERROR and SEND frames pass through both ways.
 - The stack away: CSMS CALLs meant for it are answered with CALLERROR InternalError
-  ("charging stack not connected"), and so are those it had not answered when it left.
+  ("charging stack not connected"), and so are those it had not answered when it left, and
+  one arriving while it leaves DOWNLINK_LIMIT unanswered (it is dropped).
 - The connection's keys and certificates are the agent's (`agent.security.handlers`): a
   ChangeConfiguration of one of its keys, InstallCertificate, GetInstalledCertificateIds,
   DeleteCertificate, CertificateSigned and ExtendedTriggerMessage SignChargePointCertificate
@@ -36,7 +38,8 @@ Rules (issue 13, mode 1):
   (`agent.security.profile2x`): SetNetworkProfile never reaches the stack; a GetVariables or
   SetVariables naming only the agent's variables is answered by the agent, one naming both is
   split (`agent.sidecar.split`) and answered in the request's order. Reset stays the stack's;
-  when the stack accepts it, the agent applies the network priority (B10).
+  when the stack accepts it, the agent applies the network priority (B10); when it schedules
+  it, once the stack's link next drops while the CSMS's is up (the stack going down for it).
 - 2.x GetBaseReport FullInventory/ConfigurationInventory (B07) lists the agent's variables
   too: the stack reports first; its last NotifyReport for that requestId (tbc false) goes on
   with tbc true, and the agent's NotifyReport follows it (seqNo after the stack's, the last
@@ -287,6 +290,7 @@ class Router:
         self._security = security
         self._device = device  # 2.x: the agent's variables (the connection's)
         self._on_reset = on_reset
+        self._reset_scheduled = False  # the stack answered Reset `Scheduled`: not yet reset
         # CSMS CALLs forwarded to the stack whose answer the agent completes (its keys in a
         # GetConfiguration, its entries in a Get/SetVariables).
         self._merge: dict[str, Merge] = {}
@@ -381,19 +385,22 @@ class Router:
             merge = self._base_report_merge(call, self._device)
         elif security is not None:
             merge = self._traffic.certificates(call, security)
-        if not self.stack_up:
-            answer = merge.merge(STACK_AWAY) if merge is not None else None
-            if answer is not None and merge is not None:  # the agent's part, the stack's refused
-                LOG.warning("answering the stack's part of %s: %s", call.action, STACK_AWAY)
-                self._queue("agent", answer, None)
-                merge.after()
-                return
-            LOG.warning("answering %s with InternalError: %s", call.action, STACK_AWAY)
-            self._to_csms(CallError.answering(call.unique_id, InternalError(STACK_AWAY)).to_json())
-            return
-        if len(self._to_stack) >= DOWNLINK_LIMIT:
+        why = None if self.stack_up else STACK_AWAY
+        if self.stack_up and len(self._to_stack) >= DOWNLINK_LIMIT:
+            # A split CALL has already applied the agent's part: answered like the others the
+            # stack leaves (its part refused), so the after-action (a reconnect) follows too.
             LOG.warning("the charging stack leaves %d CALLs unanswered: dropped", DOWNLINK_LIMIT)
             self._drop_stack()
+            why = STACK_LEFT
+        if why is not None:
+            answer = merge.merge(why) if merge is not None else None
+            if answer is not None and merge is not None:  # the agent's part, the stack's refused
+                LOG.warning("answering the stack's part of %s: %s", call.action, why)
+                self._queue("agent", answer, unpack(answer))
+                self._after(merge.after, call.action)
+                return
+            LOG.warning("answering %s with InternalError: %s", call.action, why)
+            self._to_csms(CallError.answering(call.unique_id, InternalError(why)).to_json())
             return
         self._to_stack[call.unique_id] = call.action
         if merge is not None:
@@ -446,8 +453,8 @@ class Router:
             answer = merge.merge(STACK_LEFT) if merge is not None else None
             if answer is not None and merge is not None:
                 LOG.warning("answering the stack's part of %s: %s", action, STACK_LEFT)
-                self._queue("agent", answer, None)
-                merge.after()
+                self._queue("agent", answer, unpack(answer))
+                self._after(merge.after, action)
                 continue
             LOG.warning("answering %s with InternalError: %s", action, STACK_LEFT)
             self._to_csms(CallError.answering(unique_id, InternalError(STACK_LEFT)).to_json())
@@ -455,6 +462,11 @@ class Router:
         self._merge.clear()
         self._reports.clear()  # its reports ended unfinished: the CSMS asks again
         self._pump()
+        if self._reset_scheduled and self.csms_up:
+            # The stack's link dropped on its own (not with the CSMS's, which the router cuts
+            # itself): taken as its scheduled reset, which the agent's connection follows (B10).
+            self._reset_scheduled = False
+            self._after(self._on_reset, "a scheduled Reset")
 
     def from_stack(self, text: str) -> None:
         try:
@@ -475,18 +487,27 @@ class Router:
             merge = self._merge.pop(frame.unique_id, None)
             if merge is not None:
                 text = merge.merge(frame) or text
-            reset = (
-                action == self._traffic.reset
-                and isinstance(frame, CallResult)
-                and frame.payload.get("status") == "Accepted"
-            )
-        self._queue("stack", text, frame)
+            status = frame.payload.get("status") if isinstance(frame, CallResult) else None
+            reset = action == self._traffic.reset and status == "Accepted"
+            if action == self._traffic.reset and status == "Scheduled":
+                self._reset_scheduled = True  # applied when the stack goes down for it
+        self._queue("stack", text, frame)  # an answer: handed to the CSMS's link at once
         if merge is not None:
-            merge.after()
+            self._after(merge.after, "a split CALL")
         if reset:  # the stack resets the station: the agent's connection follows (B10)
-            self._on_reset()
+            self._reset_scheduled = False
+            self._after(self._on_reset, "Reset")
         if report is not None and self._device is not None:
             self._device.send_base_report(*report)  # queued behind the stack's last
+
+    @staticmethod
+    def _after(action: Callable[[], object], what: str) -> None:
+        """What an answer the CSMS now has triggers (a reconnect, the network priority): a
+        failure there is logged; it must not unwind the frame's handling (nor the daemon)."""
+        try:
+            action()
+        except Exception:
+            LOG.exception("what follows the answer to %s failed", what)
 
     # --- GetBaseReport: the stack's report, then the agent's (B07) ----------------------------
 
@@ -548,8 +569,8 @@ class Router:
     def _answer_configuration(self, call: Call, mine: list[str]) -> None:
         """Only the agent's keys asked for: the stack need not be asked (nor be there)."""
         assert isinstance(self._security, SecurityHandlers)  # 1.6's keys
-        payload = {"configurationKey": self._security.key_values(mine)}
-        self._queue("agent", CallResult(call.unique_id, payload).to_json(), None)
+        answer = CallResult(call.unique_id, {"configurationKey": self._security.key_values(mine)})
+        self._queue("agent", answer.to_json(), answer)
 
     def _configuration_merge(self, mine: list[str] | None) -> Merge:
         """The agent's keys (None: all) completing the stack's GetConfiguration.conf."""
@@ -591,6 +612,11 @@ class Router:
     # --- the uplink ---------------------------------------------------------------------------
 
     def _queue(self, owner: str, text: str, frame: Any) -> None:
+        if self.csms_up and isinstance(frame, CallResult | CallError | CallResultError):
+            # An answer may go while a CALL is outstanding (OCPP-J §4.1.1 limits CALLs only):
+            # sent at once, so whatever it triggers (a reconnect, a reset) comes after it.
+            self._to_csms(text)
+            return
         if owner == "agent" and isinstance(frame, Call):
             # The session sends one CALL at a time: a new one means it gave up on (and will
             # resend) any still waiting here, which must then not go out twice.

@@ -90,7 +90,8 @@ def split_variables(call: Call, text: str, dialect: Dialect, device: DeviceModel
             device.after_set_variables(request, response)
 
     ours = to_wire(response)[result_key]
-    theirs_idx = [i for i in range(len(entries)) if i not in mine]
+    taken = set(mine)  # a large request: a list's `in` would make this quadratic
+    theirs_idx = [i for i in range(len(entries)) if i not in taken]
     theirs = [entries[i] for i in theirs_idx]
     forward = {k: v for k, v in call.payload.items() if k != request_key}
     forward[request_key] = theirs
