@@ -5,11 +5,15 @@ network profile may hold."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from agent.config import CsmsConfig
 from agent.demo import pki
+from agent.ocpp.v16 import CertificateStatus, DeleteCertificateStatus
+from agent.security.certstore import CSMS_ROOT, MANUFACTURER_ROOT, CertStore, hash_data
 from agent.security.credentials import ConnectionSettings
+from agent.security.handlers2x import public_info
 
 KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 ROOT = pki.issue("Review Root", pki.ec_key("secp256r1", 600), ca=True)
@@ -57,3 +61,35 @@ def test_a_network_profile_url_prefers_the_installed_roots_over_ca_file(tmp_path
     made = settings(tmp_path, [bundle], ca_file=configured)
     assert made.switch(2, "wss://csms.example:8443/ocpp", None)[0]
     assert made.current().ca_file == bundle
+
+
+def test_a_store_that_failed_to_load_changes_nothing(tmp_path: Path) -> None:
+    """M05/M04: after a load that failed (an index entry it cannot use), InstallCertificate
+    and DeleteCertificate answer Failed (InternalError) and index.json, with its `removed`
+    list, and the TLS bundle stay as they were; a good load takes changes again."""
+    directory = tmp_path / "certs"
+    first = CertStore(directory, {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    first.load()
+    assert first.install(CSMS_ROOT, ROOT.pem)[0] is CertificateStatus.ACCEPTED
+    index = directory / "index.json"
+    good = json.loads(index.read_text())
+    broken = {**good, "removed": ["aa" * 32]}
+    broken["entries"] = [*good["entries"], {**good["entries"][0], "store": "Nonsense"}]
+    index.write_text(json.dumps(broken))
+    bundle = first.csms_bundle.read_text()
+
+    again = CertStore(directory, {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    again.load()
+    status, why = again.install(CSMS_ROOT, OTHER.pem)
+    assert status is CertificateStatus.FAILED
+    assert public_info(why).reason_code == "InternalError"
+    status, why = again.delete(hash_data(ROOT.cert), lambda root, left: False)
+    assert status is DeleteCertificateStatus.FAILED
+    assert public_info(why).reason_code == "InternalError"
+    assert json.loads(index.read_text()) == broken
+    assert again.csms_bundle.read_text() == bundle
+
+    index.write_text(json.dumps(good))
+    again.load()
+    assert again.install(CSMS_ROOT, OTHER.pem)[0] is CertificateStatus.ACCEPTED
+    assert again.certificates(CSMS_ROOT) == [ROOT.cert, OTHER.cert]
