@@ -8,12 +8,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agent.config import CsmsConfig
 from agent.demo import pki
+from agent.durable import StateWriteError
+from agent.firmware.reporting import Reporter
+from agent.ocpp import v16, v201
+from agent.ocpp.outbox import Outbox
 from agent.ocpp.v16 import CertificateStatus, DeleteCertificateStatus
 from agent.security.certstore import CSMS_ROOT, MANUFACTURER_ROOT, CertStore, hash_data
+from agent.security.cpcert import ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
+from agent.security.handlers import SecurityHandlers
 from agent.security.handlers2x import public_info
+from agent.security.profile2x import PASSWORD, SECURITY, NetworkProfiles, Profile2x
 
 KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 ROOT = pki.issue("Review Root", pki.ec_key("secp256r1", 600), ca=True)
@@ -83,8 +92,8 @@ def test_a_store_that_failed_to_load_changes_nothing(tmp_path: Path) -> None:
     status, why = again.install(CSMS_ROOT, OTHER.pem)
     assert status is CertificateStatus.FAILED
     assert public_info(why).reason_code == "InternalError"
-    status, why = again.delete(hash_data(ROOT.cert), lambda root, left: False)
-    assert status is DeleteCertificateStatus.FAILED
+    deleted, why = again.delete(hash_data(ROOT.cert), lambda root, left: False)
+    assert deleted is DeleteCertificateStatus.FAILED
     assert public_info(why).reason_code == "InternalError"
     assert json.loads(index.read_text()) == broken
     assert again.csms_bundle.read_text() == bundle
@@ -93,3 +102,92 @@ def test_a_store_that_failed_to_load_changes_nothing(tmp_path: Path) -> None:
     again.load()
     assert again.install(CSMS_ROOT, OTHER.pem)[0] is CertificateStatus.ACCEPTED
     assert again.certificates(CSMS_ROOT) == [ROOT.cert, OTHER.cert]
+
+
+class Rig:
+    """The agent's connection owners on a tmp state dir, with a real outbox whose journal
+    can be made unwritable (its name taken by a directory: every append raises)."""
+
+    def __init__(self, state: Path, roots: Path | None = None) -> None:
+        self.state = state
+        self.outbox = Outbox(state / "outbox.json")
+        self.reporter = Reporter(self.outbox)
+        self.settings = settings(state, [roots])
+        self.profiles = NetworkProfiles(state)
+        self.reconnects = 0
+        self.registrations = 0
+        self.network = Profile2x(
+            self.settings,
+            self.profiles,
+            self.reporter,
+            charge_point_id="CP-REVIEW-1",
+            ocpp_version="2.0.1",
+            reconnect=self._reconnect,
+            payloads=v201.PAYLOADS,
+            new_csms=self._new_csms,
+        )
+
+    def _reconnect(self) -> None:
+        self.reconnects += 1
+
+    def _new_csms(self) -> None:
+        self.registrations += 1
+
+    def break_outbox(self) -> None:
+        journal = self.state / "outbox.journal"
+        journal.unlink(missing_ok=True)
+        journal.mkdir()
+        with pytest.raises(StateWriteError):
+            self.reporter.security_event(v16.SecurityEvent.RECONFIGURATION_OF_SECURITY_PARAMETERS)
+
+
+def test_a_saved_password_stays_accepted_when_its_event_cannot_be_written(tmp_path: Path) -> None:
+    """A01: the password is saved: SetVariables must not answer Rejected (the CSMS would keep
+    the old one) and the reconnect with the new one still follows."""
+    rig = Rig(tmp_path)
+    rig.break_outbox()
+    (owned,) = [v for v in rig.network.variables() if (v.component, v.name) == (SECURITY, PASSWORD)]
+    assert owned.write is not None
+    owned.write("NewPassword-0123456789")
+    assert rig.settings.current().authorization_key == b"NewPassword-0123456789"
+    rig.network.after_set_variables()
+    assert rig.reconnects == 1
+
+
+def test_an_applied_network_profile_reconnects_when_its_event_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    """B10/A05: the switch is saved; registering again and reconnecting must not be skipped
+    (nor the loop thread get the exception)."""
+    rig = Rig(tmp_path)
+    rig.profiles.store(
+        1,
+        {"url": "ws://127.0.0.1:10/other", "security_profile": 1, "message_timeout": 30},
+    )
+    rig.profiles.set_priority("1,0")
+    rig.break_outbox()
+    assert rig.network.apply_priority()
+    assert (rig.registrations, rig.reconnects) == (1, 1)
+    assert rig.settings.url == "ws://127.0.0.1:10/other"
+
+
+def test_a_16_key_change_stays_accepted_when_its_event_cannot_be_written(tmp_path: Path) -> None:
+    """1.6 A01: ChangeConfiguration(AuthorizationKey) saved is answered Accepted, reconnects."""
+    rig = Rig(tmp_path)
+    store = CertStore(tmp_path / "certs", {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    store.load()
+    handlers = SecurityHandlers(
+        rig.settings,
+        store,
+        rig.reporter,
+        reconnect=rig._reconnect,
+        peer_certificate=lambda: None,
+        charge_point_certificate=ChargePointCertificate(tmp_path / "cp", "SN-1"),
+    )
+    rig.break_outbox()
+    request = v16.ChangeConfigurationReq(key="AuthorizationKey", value="ab" * 20)
+    answer = handlers.change(request)
+    assert answer.status is v16.ConfigurationStatus.ACCEPTED
+    handlers.after_change(request, answer)
+    assert rig.reconnects == 1
+    assert rig.settings.current().authorization_key == bytes.fromhex("ab" * 20)
