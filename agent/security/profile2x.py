@@ -53,6 +53,7 @@ from agent.ocpp.devicemodel import InvalidValue, Owned
 from agent.ocpp.session import Session
 from agent.security.cpcert import CPO_NAME_MAX, ChargePointCertificate
 from agent.security.credentials import PASSWORD_MAX, ConnectionSettings
+from agent.security.events import report
 
 LOG = logging.getLogger(__name__)
 PROFILES_FILE = "network_profiles.json"
@@ -176,7 +177,7 @@ class Profile2x:
                     raise StateWriteError(why)
                 raise InvalidValue(why)
             self._password_changed = True
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
 
         def set_priority(text: str) -> None:
             self._profiles.set_priority(text)
@@ -214,7 +215,7 @@ class Profile2x:
                 if "not saved" in why:
                     raise StateWriteError(why)
                 raise InvalidValue(why)
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
 
         return Owned(
             SECURITY,
@@ -339,7 +340,7 @@ class Profile2x:
             return False
         why = f"network profile {slot}: {why}"
         LOG.info("%s; reconnecting to %s", why, _redacted(self._settings.url))
-        self._reporter.security_event(Reconfigured, why)
+        report(self._reporter, Reconfigured, why)
         self._new_csms()
         self._reconnect()
         return True
