@@ -32,7 +32,8 @@ the transport asks it at each attempt, as in 1.6.
   `TRIAL_ATTEMPTS` attempts fail, the previous URL and profile are back and the CSMS is told
   (the same fallback as 1.6's A05.FR.08, `ConnectionSettings.switch`). In direct mode the
   agent answers Reset: Accepted when there is such a change to apply (the agent resets its
-  connection, not the charger), else Rejected. In sidecar mode Reset is the stack's; the agent
+  connection, not the charger) and the charger holds what its profile needs (as for
+  SetNetworkProfile: A05.FR.02-04), else Rejected. In sidecar mode Reset is the stack's; the agent
   applies the priority once the stack accepted it.
 """
 
@@ -325,6 +326,12 @@ class Profile2x:
             if url == settings.url and profile == settings.profile:
                 return None
         if profile < settings.profile:
+            return None
+        # What switch() would refuse (an expired cp certificate, the CSMS roots deleted since
+        # SetNetworkProfile): not pending, so Reset is Rejected rather than Accepted and ignored.
+        problem = settings.refusal(profile)
+        if problem is not None:
+            LOG.warning("network profile %d cannot be used now: %s", first, problem)
             return None
         return first, url, profile, timeout
 

@@ -112,7 +112,8 @@ class Rig:
         self.state = state
         self.outbox = Outbox(state / "outbox.json")
         self.reporter = Reporter(self.outbox)
-        self.settings = settings(state, [roots])
+        self.roots = [roots]  # what the certificate store holds: a test may delete it
+        self.settings = settings(state, self.roots)
         self.profiles = NetworkProfiles(state)
         self.reconnects = 0
         self.registrations = 0
@@ -191,3 +192,33 @@ def test_a_16_key_change_stays_accepted_when_its_event_cannot_be_written(tmp_pat
     handlers.after_change(request, answer)
     assert rig.reconnects == 1
     assert rig.settings.current().authorization_key == bytes.fromhex("ab" * 20)
+
+
+def test_reset_is_rejected_when_the_profile_to_apply_lacks_its_csms_root(tmp_path: Path) -> None:
+    """B10/A05.FR.03: a profile-2 slot stored while a CSMS root was installed; the root
+    deleted since: Reset is Rejected (it was Accepted, then the switch refused and only logged)
+    and nothing changes."""
+    bundle = tmp_path / "csms-roots.pem"
+    bundle.write_text(ROOT.pem)
+    rig = Rig(tmp_path, bundle)
+    request = v201.SetNetworkProfileRequest(
+        configuration_slot=1,
+        connection_data=v201.NetworkConnectionProfile(
+            ocpp_version=v201.OcppVersion.OCPP20,
+            ocpp_transport=v201.OcppTransport.JSON,
+            ocpp_csms_url="wss://csms.example:8443/ocpp",
+            message_timeout=30,
+            security_profile=2,
+            ocpp_interface=v201.OcppInterface.WIRED0,
+        ),
+    )
+    answer = rig.network.set_network_profile(request)
+    assert answer.status is v201.SetNetworkProfileStatus.ACCEPTED
+    rig.profiles.set_priority("1,0")
+    reset = v201.ResetRequest(type=v201.ResetType.IMMEDIATE)
+    rig.roots[0] = None  # DeleteCertificate took the last CSMS root
+    assert rig.network.reset(reset).status is v201.ResetStatus.REJECTED
+    assert not rig.network.apply_priority()
+    assert (rig.settings.profile, rig.reconnects) == (1, 0)
+    rig.roots[0] = bundle
+    assert rig.network.reset(reset).status is v201.ResetStatus.ACCEPTED
