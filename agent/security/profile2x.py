@@ -23,7 +23,8 @@ the transport asks it at each attempt, as in 1.6.
   0/1, wss:// for 2/3, a host); an ocppVersion other than this one's (2.0.1; ignored in 2.1,
   as its schema says); SOAP; an `apn` or `vpn` (the agent manages no modem nor VPN); in 2.1 an
   `identity` other than the charge point id and a `basicAuthPassword` (set it with
-  SetVariables). `ocppInterface` is accepted and not used: the system's routing picks it.
+  SetVariables); a messageTimeout outside `TIMEOUT_MIN`-`TIMEOUT_MAX` s. `ocppInterface` is
+  accepted and not used: the system's routing picks it.
 - `OCPPCommCtrlr.NetworkConfigurationPriority` (SetVariables): a comma-separated list of slots,
   each 0 or a stored one, no repeats.
 - B10/A05 Reset: the first slot of the priority becomes the connection (when it differs from
@@ -60,6 +61,9 @@ LOG = logging.getLogger(__name__)
 PROFILES_FILE = "network_profiles.json"
 VERSION = 1
 SLOTS = 3  # configurationSlot 1..SLOTS; 0 is agent.toml's connection
+# messageTimeout is the connection's CALL timeout; 2.0.1 gives no bound (an integer): one
+# beyond an hour would stall the outbox behind a CALL that never times out.
+TIMEOUT_MIN, TIMEOUT_MAX = 1, 3600
 SECURITY, COMM = "SecurityCtrlr", "OCPPCommCtrlr"
 PASSWORD, PROFILE, PRIORITY = "BasicAuthPassword", "SecurityProfile", "NetworkConfigurationPriority"
 ORGANIZATION = "OrganizationName"
@@ -301,8 +305,9 @@ class Profile2x:
             return "UnsupportedParam", "identity: the charge point id cannot change over OCPP"
         if getattr(data, "basic_auth_password", None) is not None:
             return "UnsupportedParam", "basicAuthPassword: set SecurityCtrlr.BasicAuthPassword"
-        if data.message_timeout < 1:
-            return "InvalidValue", f"messageTimeout {data.message_timeout}: at least 1 s"
+        timeout = data.message_timeout
+        if not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
+            return "InvalidValue", f"messageTimeout {timeout}: {TIMEOUT_MIN}-{TIMEOUT_MAX} s"
         return None
 
     # --- applying the priority (B10, A05) -----------------------------------------------------

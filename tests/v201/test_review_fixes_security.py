@@ -104,6 +104,22 @@ def test_a_store_that_failed_to_load_changes_nothing(tmp_path: Path) -> None:
     assert again.certificates(CSMS_ROOT) == [ROOT.cert, OTHER.cert]
 
 
+def network_profile(
+    slot: int, url: str, profile: int, timeout: int = 30
+) -> v201.SetNetworkProfileRequest:
+    return v201.SetNetworkProfileRequest(
+        configuration_slot=slot,
+        connection_data=v201.NetworkConnectionProfile(
+            ocpp_version=v201.OcppVersion.OCPP20,
+            ocpp_transport=v201.OcppTransport.JSON,
+            ocpp_csms_url=url,
+            message_timeout=timeout,
+            security_profile=profile,
+            ocpp_interface=v201.OcppInterface.WIRED0,
+        ),
+    )
+
+
 class Rig:
     """The agent's connection owners on a tmp state dir, with a real outbox whose journal
     can be made unwritable (its name taken by a directory: every append raises)."""
@@ -201,18 +217,7 @@ def test_reset_is_rejected_when_the_profile_to_apply_lacks_its_csms_root(tmp_pat
     bundle = tmp_path / "csms-roots.pem"
     bundle.write_text(ROOT.pem)
     rig = Rig(tmp_path, bundle)
-    request = v201.SetNetworkProfileRequest(
-        configuration_slot=1,
-        connection_data=v201.NetworkConnectionProfile(
-            ocpp_version=v201.OcppVersion.OCPP20,
-            ocpp_transport=v201.OcppTransport.JSON,
-            ocpp_csms_url="wss://csms.example:8443/ocpp",
-            message_timeout=30,
-            security_profile=2,
-            ocpp_interface=v201.OcppInterface.WIRED0,
-        ),
-    )
-    answer = rig.network.set_network_profile(request)
+    answer = rig.network.set_network_profile(network_profile(1, "wss://csms.example:8443/ocpp", 2))
     assert answer.status is v201.SetNetworkProfileStatus.ACCEPTED
     rig.profiles.set_priority("1,0")
     reset = v201.ResetRequest(type=v201.ResetType.IMMEDIATE)
@@ -222,3 +227,20 @@ def test_reset_is_rejected_when_the_profile_to_apply_lacks_its_csms_root(tmp_pat
     assert (rig.settings.profile, rig.reconnects) == (1, 0)
     rig.roots[0] = bundle
     assert rig.network.reset(reset).status is v201.ResetStatus.ACCEPTED
+
+
+def test_a_message_timeout_beyond_an_hour_is_rejected(tmp_path: Path) -> None:
+    """B09: messageTimeout becomes the connection's CALL timeout; 2.0.1 bounds it nowhere, the
+    agent takes 1-3600 s (a CALL that never times out stalls the outbox)."""
+    rig = Rig(tmp_path)
+    url = "ws://127.0.0.1:10/other"
+    for timeout in (0, 3601, 2**31 - 1):
+        answer = rig.network.set_network_profile(network_profile(1, url, 1, timeout))
+        assert answer.status is v201.SetNetworkProfileStatus.REJECTED
+        assert answer.status_info is not None
+        assert answer.status_info.reason_code == "InvalidValue"
+        assert "messageTimeout" in (answer.status_info.additional_info or "")
+    assert rig.profiles.slot(1) is None
+    for timeout in (1, 3600):
+        answer = rig.network.set_network_profile(network_profile(1, url, 1, timeout))
+        assert answer.status is v201.SetNetworkProfileStatus.ACCEPTED
