@@ -90,8 +90,11 @@ class NetworkProfiles:
         slots = document.get("slots", {})
         if isinstance(slots, dict):
             for key, value in slots.items():
-                if key.isdigit() and isinstance(value, dict):
+                problem = _slot_problem(key, value)
+                if problem is None:
                     self._slots[int(key)] = value
+                else:  # a hand-edited file: checked here, not on the loop at Reset
+                    LOG.error("ignoring network profile %.10r in %s: %s", key, self._path, problem)
         priority = document.get("priority")
         if isinstance(priority, list) and all(type(n) is int for n in priority) and priority:
             self._priority = priority
@@ -135,6 +138,31 @@ class NetworkProfiles:
                 raise InvalidValue("a slot is listed twice")
             self._save(self._slots, order)
             self._priority = order
+
+
+def _slot_problem(key: object, value: object) -> str | None:
+    """Why a saved slot cannot be used as `store` would have written it, or None."""
+    if not isinstance(key, str) or not key.isascii() or not key.isdigit():
+        return "not a slot number"
+    if not 1 <= int(key) <= SLOTS:
+        return f"slot outside 1-{SLOTS}"
+    if not isinstance(value, dict):
+        return "not an object"
+    url, profile = value.get("url"), value.get("security_profile")
+    if not isinstance(url, str) or type(profile) is not int or not 0 <= profile <= 3:
+        return "no url, or a security_profile not 0-3"
+    try:
+        problem = csms_url_problem(url, profile)
+    except ValueError:  # urlsplit: an unbalanced bracket
+        problem = "not a URL"
+    if problem is not None:
+        return problem
+    timeout = value.get("message_timeout")
+    if timeout is not None and (
+        type(timeout) is not int or not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX
+    ):
+        return f"message_timeout not {TIMEOUT_MIN}-{TIMEOUT_MAX} s"
+    return None
 
 
 class Profile2x:

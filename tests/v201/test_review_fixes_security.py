@@ -244,3 +244,31 @@ def test_a_message_timeout_beyond_an_hour_is_rejected(tmp_path: Path) -> None:
     for timeout in (1, 3600):
         answer = rig.network.set_network_profile(network_profile(1, url, 1, timeout))
         assert answer.status is v201.SetNetworkProfileStatus.ACCEPTED
+
+
+def test_hand_edited_network_profiles_are_checked_at_load(tmp_path: Path) -> None:
+    """S5: valid JSON with unusable slots (as `store` never writes them) is dropped at load,
+    with a log line; Reset on the loop is then answered, never an exception."""
+    rig = Rig(tmp_path)
+    url = "ws://127.0.0.1:10/other"
+    assert rig.network.set_network_profile(network_profile(3, url, 1)).status.value == "Accepted"
+    path = tmp_path / "network_profiles.json"
+    document = json.loads(path.read_text())
+    good = document["slots"]["3"]
+    document["slots"].update(
+        {
+            "1": {**good, "security_profile": "two"},
+            "2": {**good, "url": 5},
+            "4": good,
+            "x": good,
+        }
+    )
+    document["priority"] = [1, 2, 3, 0]
+    path.write_text(json.dumps(document))
+    for broken in ({**good, "message_timeout": 2**40}, {**good, "url": "ws://[::1"}, [good]):
+        document["slots"]["2"] = broken
+        path.write_text(json.dumps(document))
+        again = Rig(tmp_path)
+        assert [again.profiles.slot(n) for n in (1, 2, 3, 4)] == [None, None, good, None]
+        reset = v201.ResetRequest(type=v201.ResetType.IMMEDIATE)
+        assert again.network.reset(reset).status is v201.ResetStatus.REJECTED
