@@ -180,6 +180,9 @@ MANUFACTURER_REFUSAL = (
     "([firmware] csms_manages_manufacturer_roots = true lets the CSMS change them)"
 )
 
+# "cannot be written": answered InternalError (handlers2x.public_info).
+LOAD_FAILED = "the certificate store cannot be written: it did not load (see the log, restart)"
+
 
 class CertStore:
     """Owns index.json and what is derived from it; callers are the daemon's loop (OCPP
@@ -209,6 +212,10 @@ class CertStore:
         self._removed: set[str] = set()  # fingerprints of configured certificates deleted
         # Why the manufacturer roots failed closed (None: `manufacturer/` is what the store says).
         self.manufacturer_failure: str | None = None
+        # The last load() could not work out the entries: they are not what index.json holds,
+        # so a change would write an index (and a TLS bundle) without the others. No change
+        # until a load succeeds.
+        self._load_failed = False
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -219,8 +226,10 @@ class CertStore:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._entries, self._removed, changed = self._expected()
         except _UNUSABLE as exc:
+            self._load_failed = True
             self._fail_closed(f"cannot work out the trusted roots: {_why(exc)}")
             return
+        self._load_failed = False
         if changed:
             try:
                 self._save()
@@ -301,6 +310,8 @@ class CertStore:
     ) -> tuple[CertificateStatus, str]:
         """InstallCertificate: (status, why) — `why` is for the log and techInfo; `max_chars`
         the version's maxLength of the message's certificate."""
+        if self._load_failed:
+            return CertificateStatus.FAILED, LOAD_FAILED
         if store == MANUFACTURER_ROOT and not self._csms_roots_ok:
             return CertificateStatus.REJECTED, MANUFACTURER_REFUSAL
         problem, cert = root_problem(pem, self._policy, self._now(), max_chars)
@@ -326,6 +337,8 @@ class CertStore:
     ) -> tuple[DeleteCertificateStatus, str]:
         """DeleteCertificate (M04): `in_use(root, csms_roots_left)` says whether a CSMS root
         may not go (M04.FR.06)."""
+        if self._load_failed:
+            return DeleteCertificateStatus.FAILED, LOAD_FAILED
         matches = [e for e in self._entries if _same_hash_data(e.cert, wanted)]
         if not matches:
             return DeleteCertificateStatus.NOT_FOUND, "no installed certificate matches"

@@ -242,6 +242,7 @@ class ConnectionSettings:
             url = self._url
         elif profile >= 2:
             url = tls_endpoint_url(url, self._tls_url)
+        if profile >= 2:  # the roots the CSMS installed, whichever URL (A05.FR.03)
             ca_file = self._csms_roots() or ca_file
         if profile == 3:
             pair = self._client_certificate()

@@ -49,6 +49,7 @@ from agent.security import certstore
 from agent.security.certstore import CertStore
 from agent.security.cpcert import MAX_CHAIN_CHARS, ChargePointCertificate
 from agent.security.credentials import ConnectionSettings
+from agent.security.events import report
 
 LOG = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class SecurityHandlers:
         else:  # direct mode: the agent has no other keys
             status, why = Status.NOT_SUPPORTED, f"unknown configuration key {request.key[:50]!r}"
         if status is Status.ACCEPTED:
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
         else:
             LOG.warning("ChangeConfiguration(%s) %s: %s", request.key[:50], status, why)
         return v16.ChangeConfigurationConf(status=status)
@@ -236,10 +237,10 @@ class SecurityHandlers:
         now = datetime.datetime.now(datetime.UTC)
         status, why = self._cpcert.install(chain, roots, now)
         if status is v16.GenericStatus.ACCEPTED:
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
         else:
             LOG.warning("CertificateSigned %s: %s", status, why)
-            self._reporter.security_event(invalid_event, why)
+            report(self._reporter, invalid_event, why)
         return status, why
 
     def after_signed(
@@ -271,11 +272,11 @@ class SecurityHandlers:
         status, why = self._store.install(store, pem, max_chars)
         if status is v16.CertificateStatus.ACCEPTED:
             if not why.endswith("already installed"):
-                self._reporter.security_event(Reconfigured, f"{store}: {why}")
+                report(self._reporter, Reconfigured, f"{store}: {why}")
         else:
             LOG.warning("InstallCertificate(%s) %s: %s", store, status, why)
             if store == certstore.CSMS_ROOT and status is v16.CertificateStatus.REJECTED:
-                self._reporter.security_event(invalid_event, why)
+                report(self._reporter, invalid_event, why)
         return status, why
 
     def installed_ids(
@@ -298,7 +299,7 @@ class SecurityHandlers:
         """DeleteCertificate in any version (M04), by wire hash data: (status, why)."""
         status, why = self._store.delete(wanted, self._in_use)
         if status is v16.DeleteCertificateStatus.ACCEPTED:
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
         else:
             LOG.warning("DeleteCertificate %s: %s", status, why)
         return status, why

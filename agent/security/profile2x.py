@@ -23,7 +23,8 @@ the transport asks it at each attempt, as in 1.6.
   0/1, wss:// for 2/3, a host); an ocppVersion other than this one's (2.0.1; ignored in 2.1,
   as its schema says); SOAP; an `apn` or `vpn` (the agent manages no modem nor VPN); in 2.1 an
   `identity` other than the charge point id and a `basicAuthPassword` (set it with
-  SetVariables). `ocppInterface` is accepted and not used: the system's routing picks it.
+  SetVariables); a messageTimeout outside `TIMEOUT_MIN`-`TIMEOUT_MAX` s. `ocppInterface` is
+  accepted and not used: the system's routing picks it.
 - `OCPPCommCtrlr.NetworkConfigurationPriority` (SetVariables): a comma-separated list of slots,
   each 0 or a stored one, no repeats.
 - B10/A05 Reset: the first slot of the priority becomes the connection (when it differs from
@@ -32,7 +33,8 @@ the transport asks it at each attempt, as in 1.6.
   `TRIAL_ATTEMPTS` attempts fail, the previous URL and profile are back and the CSMS is told
   (the same fallback as 1.6's A05.FR.08, `ConnectionSettings.switch`). In direct mode the
   agent answers Reset: Accepted when there is such a change to apply (the agent resets its
-  connection, not the charger), else Rejected. In sidecar mode Reset is the stack's; the agent
+  connection, not the charger) and the charger holds what its profile needs (as for
+  SetNetworkProfile: A05.FR.02-04), else Rejected. In sidecar mode Reset is the stack's; the agent
   applies the priority once the stack accepted it.
 """
 
@@ -53,11 +55,15 @@ from agent.ocpp.devicemodel import InvalidValue, Owned
 from agent.ocpp.session import Session
 from agent.security.cpcert import CPO_NAME_MAX, ChargePointCertificate
 from agent.security.credentials import PASSWORD_MAX, ConnectionSettings
+from agent.security.events import report
 
 LOG = logging.getLogger(__name__)
 PROFILES_FILE = "network_profiles.json"
 VERSION = 1
 SLOTS = 3  # configurationSlot 1..SLOTS; 0 is agent.toml's connection
+# messageTimeout is the connection's CALL timeout; 2.0.1 gives no bound (an integer): one
+# beyond an hour would stall the outbox behind a CALL that never times out.
+TIMEOUT_MIN, TIMEOUT_MAX = 1, 3600
 SECURITY, COMM = "SecurityCtrlr", "OCPPCommCtrlr"
 PASSWORD, PROFILE, PRIORITY = "BasicAuthPassword", "SecurityProfile", "NetworkConfigurationPriority"
 ORGANIZATION = "OrganizationName"
@@ -84,8 +90,11 @@ class NetworkProfiles:
         slots = document.get("slots", {})
         if isinstance(slots, dict):
             for key, value in slots.items():
-                if key.isdigit() and isinstance(value, dict):
+                problem = _slot_problem(key, value)
+                if problem is None:
                     self._slots[int(key)] = value
+                else:  # a hand-edited file: checked here, not on the loop at Reset
+                    LOG.error("ignoring network profile %.10r in %s: %s", key, self._path, problem)
         priority = document.get("priority")
         if isinstance(priority, list) and all(type(n) is int for n in priority) and priority:
             self._priority = priority
@@ -129,6 +138,31 @@ class NetworkProfiles:
                 raise InvalidValue("a slot is listed twice")
             self._save(self._slots, order)
             self._priority = order
+
+
+def _slot_problem(key: object, value: object) -> str | None:
+    """Why a saved slot cannot be used as `store` would have written it, or None."""
+    if not isinstance(key, str) or not key.isascii() or not key.isdigit():
+        return "not a slot number"
+    if not 1 <= int(key) <= SLOTS:
+        return f"slot outside 1-{SLOTS}"
+    if not isinstance(value, dict):
+        return "not an object"
+    url, profile = value.get("url"), value.get("security_profile")
+    if not isinstance(url, str) or type(profile) is not int or not 0 <= profile <= 3:
+        return "no url, or a security_profile not 0-3"
+    try:
+        problem = csms_url_problem(url, profile)
+    except ValueError:  # urlsplit: an unbalanced bracket
+        problem = "not a URL"
+    if problem is not None:
+        return problem
+    timeout = value.get("message_timeout")
+    if timeout is not None and (
+        type(timeout) is not int or not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX
+    ):
+        return f"message_timeout not {TIMEOUT_MIN}-{TIMEOUT_MAX} s"
+    return None
 
 
 class Profile2x:
@@ -176,7 +210,7 @@ class Profile2x:
                     raise StateWriteError(why)
                 raise InvalidValue(why)
             self._password_changed = True
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
 
         def set_priority(text: str) -> None:
             self._profiles.set_priority(text)
@@ -214,7 +248,7 @@ class Profile2x:
                 if "not saved" in why:
                     raise StateWriteError(why)
                 raise InvalidValue(why)
-            self._reporter.security_event(Reconfigured, why)
+            report(self._reporter, Reconfigured, why)
 
         return Owned(
             SECURITY,
@@ -299,8 +333,9 @@ class Profile2x:
             return "UnsupportedParam", "identity: the charge point id cannot change over OCPP"
         if getattr(data, "basic_auth_password", None) is not None:
             return "UnsupportedParam", "basicAuthPassword: set SecurityCtrlr.BasicAuthPassword"
-        if data.message_timeout < 1:
-            return "InvalidValue", f"messageTimeout {data.message_timeout}: at least 1 s"
+        timeout = data.message_timeout
+        if not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
+            return "InvalidValue", f"messageTimeout {timeout}: {TIMEOUT_MIN}-{TIMEOUT_MAX} s"
         return None
 
     # --- applying the priority (B10, A05) -----------------------------------------------------
@@ -325,6 +360,12 @@ class Profile2x:
                 return None
         if profile < settings.profile:
             return None
+        # What switch() would refuse (an expired cp certificate, the CSMS roots deleted since
+        # SetNetworkProfile): not pending, so Reset is Rejected rather than Accepted and ignored.
+        problem = settings.refusal(profile)
+        if problem is not None:
+            LOG.warning("network profile %d cannot be used now: %s", first, problem)
+            return None
         return first, url, profile, timeout
 
     def apply_priority(self) -> bool:
@@ -339,7 +380,7 @@ class Profile2x:
             return False
         why = f"network profile {slot}: {why}"
         LOG.info("%s; reconnecting to %s", why, _redacted(self._settings.url))
-        self._reporter.security_event(Reconfigured, why)
+        report(self._reporter, Reconfigured, why)
         self._new_csms()
         self._reconnect()
         return True
