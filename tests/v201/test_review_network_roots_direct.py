@@ -19,14 +19,13 @@ from tests.v201.test_security_profile_direct import (
     pki,
     raw,
     reset,
-    servers,
     set_,
     set_network_profile,
     start_agent,
     start_csms,
 )
 
-__all__ = ["pki", "servers"]  # the fixtures of the password tests
+__all__ = ["pki"]  # the fixture shared with the password tests
 
 
 def test_A05_B10_M05_a_network_profile_uses_the_installed_csms_root(
