@@ -57,7 +57,7 @@ HANG_GUARD_SECONDS = "180"
 def pytest_configure() -> None:
     """Raise the demo CSMS's and the rigs' waits to the hang guard (an environment variable, so
     that it costs no import: `make mutation` starts pytest once per mutant)."""
-    os.environ.setdefault("OCPP_FW_AGENT_HANG_GUARD", HANG_GUARD_SECONDS)
+    os.environ.setdefault("FW_AGENT_TEST_HANG_GUARD", HANG_GUARD_SECONDS)
 
 
 def agent_config(tmp_path: Path, csms_url: str, **sections: Mapping[str, Any]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-HANG_GUARD_VARIABLE = "OCPP_FW_AGENT_HANG_GUARD"
+HANG_GUARD_VARIABLE = "FW_AGENT_TEST_HANG_GUARD"
 
 
 def hang_guard() -> float:
