@@ -211,6 +211,11 @@ def owned_variables(sources: Sources) -> list[Owned]:
 # --- the three requests ---------------------------------------------------------------------
 
 
+def _key(component: str, variable: str, instance: str | None) -> tuple[str, str, str | None]:
+    """A variable's identity, case-folded (names are case-insensitive in 2.x)."""
+    return component.casefold(), variable.casefold(), instance.casefold() if instance else None
+
+
 class DeviceModel:
     """Answers GetVariables, SetVariables and GetBaseReport from the table; a report is
     handed to `send_report` (action, payload) once the answer went out."""
@@ -222,25 +227,27 @@ class DeviceModel:
         after_set: Callable[[], None] = lambda: None,
     ) -> None:
         # A later entry for the same variable replaces an earlier one (its owner provides it).
-        self._variables = {(v.component, v.name, v.instance): v for v in variables}
-        self._components = {v.component for v in variables}
+        # Component and variable names are case-insensitive (2.0.1 part 2, ComponentType and
+        # VariableType): the keys are case-folded, the answers echo the request's spelling.
+        self._variables = {_key(v.component, v.name, v.instance): v for v in variables}
+        self._components = {v.component.casefold() for v in variables}
         self._send_report = send_report
         self._after_set = after_set  # once a SetVariables answer is out (A01: reconnect)
 
     def names(self) -> frozenset[tuple[str, str]]:
         """(component, variable) of the station-wide variables without an instance."""
-        return frozenset((c, n) for c, n, i in self._variables if i is None)
+        return frozenset((c, n) for c, n, i in self._variables if i is None)  # case-folded
 
     def find(self, component: v201.Component, variable: v201.Variable) -> tuple[Owned | None, str]:
         """The owned variable, or None and the status word that says what is unknown. The
         agent's components are station-wide: one with an instance or an EVSE is not ours."""
         if (
-            component.name not in self._components
+            component.name.casefold() not in self._components
             or component.instance is not None
             or component.evse is not None
         ):
             return None, "UnknownComponent"
-        owned = self._variables.get((component.name, variable.name, variable.instance))
+        owned = self._variables.get(_key(component.name, variable.name, variable.instance))
         return owned, "UnknownVariable"
 
     def get_variables(self, request: v201.GetVariablesRequest) -> v201.GetVariablesResponse:

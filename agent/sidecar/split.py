@@ -43,15 +43,19 @@ _VARIABLE_KEYS = {
 
 
 def _ours(entry: Any, owned: frozenset[tuple[str, str]]) -> bool:
-    """The agent's variables are station-wide: no component instance, EVSE or variable instance."""
+    """An entry naming one of the agent's variables (`owned`: case-folded names; 2.x names are
+    case-insensitive), in any spelling and with or without an instance or EVSE: it never
+    reaches the stack (a password in it would), and the agent answers what it does not hold
+    (UnknownComponent/UnknownVariable: its variables are station-wide)."""
     if not isinstance(entry, dict):
         return False
     component, variable = entry.get("component"), entry.get("variable")
     if not isinstance(component, dict) or not isinstance(variable, dict):
         return False
-    if "instance" in component or "evse" in component or "instance" in variable:
+    component_name, variable_name = component.get("name"), variable.get("name")
+    if not isinstance(component_name, str) or not isinstance(variable_name, str):
         return False
-    return (component.get("name"), variable.get("name")) in owned
+    return (component_name.casefold(), variable_name.casefold()) in owned
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,3 +198,34 @@ def test_B10_only_the_stacks_accepted_reset_applies_the_priority(tmp_path: Path)
     links.from_csms("r3", "Reset", {"type": "OnIdle"})
     links.router.from_stack('[3,"r3",{"status":"Accepted"}]')
     assert links.reconnects == 2 and links.settings.url == URL  # slot 0: agent.toml's again
+
+
+@pytest.mark.parametrize("dialect", [V201, V21], ids=["2.0.1", "2.1"])
+def test_B05_the_agents_variables_in_any_spelling_or_with_an_evse_never_reach_the_stack(
+    tmp_path: Path, dialect: Dialect
+) -> None:
+    """Component and variable names are case-insensitive in 2.x: `securityctrlr` /
+    `BASICAUTHPASSWORD` is the agent's password (set, and the reconnect follows), and the
+    stack's part never holds it. The agent's name with an EVSE is not forwarded either: the
+    agent answers it (its variables are station-wide: UnknownComponent)."""
+    links = Links(tmp_path, dialect)
+    lower = variable("securityctrlr", "BASICAUTHPASSWORD", NEW_PASSWORD)
+    with_evse = variable(*PASSWORD, NEW_PASSWORD + "x")
+    with_evse["component"]["evse"] = {"id": 1}
+    entries = [variable(*HEARTBEAT, "60"), lower, with_evse]
+    links.from_csms("s9", "SetVariables", {"setVariableData": entries})
+    [forwarded] = links.forwarded()
+    assert forwarded[3] == {"setVariableData": [variable(*HEARTBEAT, "60")]}
+    assert NEW_PASSWORD not in "".join(links.stack)
+    stack_answer = {
+        "setVariableResult": [
+            {"attributeStatus": "Accepted", **{k: forwarded[3]["setVariableData"][0][k]
+                                               for k in ("component", "variable")}}
+        ]
+    }  # fmt: skip
+    links.router.from_stack(json.dumps([3, "s9", stack_answer]))
+    results = links.answer("s9")[2]["setVariableResult"]
+    assert [r["attributeStatus"] for r in results] == ["Accepted", "Accepted", "UnknownComponent"]
+    assert results[1]["component"] == {"name": "securityctrlr"}  # the request's spelling
+    assert links.settings.current().authorization_key == NEW_PASSWORD.encode()
+    assert links.reconnects == 1
