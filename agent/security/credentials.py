@@ -39,6 +39,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeGuard
 
 from cryptography import x509
 
@@ -84,6 +85,10 @@ def password_problem(text: str) -> str | None:
     if not set(text) <= PASSWORD_CHARS:
         return "characters outside a-z A-Z 0-9 *-_=:+|@."
     return None
+
+
+def _is_profile(value: object) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= 3
 
 
 def _stored_key(text: str) -> bytes | None:
@@ -170,9 +175,11 @@ class ConnectionSettings:
         if saved.get("configured_url", self._configured.url) != self._configured.url:
             LOG.warning("agent.toml's CSMS url changed: the connection the CSMS set is dropped")
             return
-        self._profile = int(saved.get("profile", self._profile))
-        fallback = saved.get("fallback")
-        self._fallback = int(fallback) if fallback is not None else None
+        profile, fallback = saved.get("profile", self._profile), saved.get("fallback")
+        if not _is_profile(profile) or not (fallback is None or _is_profile(fallback)):
+            LOG.error("ignoring the saved connection settings: a profile is not 0-3")
+            return
+        self._profile, self._fallback = profile, fallback
         self._url, self._timeout = _text(saved.get("url")), _number(saved.get("timeout"))
         self._fallback_url = _text(saved.get("fallback_url"))
         self._fallback_timeout = _number(saved.get("fallback_timeout"))

@@ -272,3 +272,22 @@ def test_hand_edited_network_profiles_are_checked_at_load(tmp_path: Path) -> Non
         assert [again.profiles.slot(n) for n in (1, 2, 3, 4)] == [None, None, good, None]
         reset = v201.ResetRequest(type=v201.ResetType.IMMEDIATE)
         assert again.network.reset(reset).status is v201.ResetStatus.REJECTED
+
+
+@pytest.mark.parametrize("saved", ["abc", 7, None, 2.0])
+def test_a_hand_edited_saved_profile_is_ignored_not_fatal(tmp_path: Path, saved: object) -> None:
+    """connection.json is the agent's, but a hand edit (or a bit flip that still parses) must
+    neither stop the daemon at start nor give it a profile outside 0-3: the saved settings
+    are dropped with a log line and agent.toml's are used."""
+    bundle = tmp_path / "csms-roots.pem"
+    bundle.write_text(ROOT.pem)
+    made = settings(tmp_path, [bundle])
+    assert made.switch(2, "wss://csms.example:8443/ocpp", 30)[0]
+    made.connected()
+    path = tmp_path / "connection.json"
+    document = json.loads(path.read_text())
+    assert document["profile"] == 2
+    document["profile"] = saved
+    path.write_text(json.dumps(document))
+    again = settings(tmp_path, [bundle])
+    assert (again.profile, again.current().url) == (1, "ws://127.0.0.1:9/ocpp")
