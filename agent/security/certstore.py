@@ -36,6 +36,7 @@ start or a change derives it again. `manufacturer_problems` tells the self-check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -393,6 +394,8 @@ class CertStore:
         if self.manufacturer_failure is not None:
             LOG.warning("manufacturer roots: %s is the store's again", self.manufacturer_dir)
         self.manufacturer_failure = None
+        with contextlib.suppress(OSError):  # absent (or a failing disk: the next start retries)
+            os.unlink(self.directory / FAILED_CLOSED)
 
     def _derive_manufacturer(self) -> None:
         self.manufacturer_dir.mkdir(mode=0o700, exist_ok=True)
@@ -438,6 +441,9 @@ class CertStore:
             fsync_dir(self.directory)
         except OSError as exc:  # a missing directory trusts nothing either
             LOG.error("manufacturer roots: cannot make %s: %s", self.manufacturer_dir, exc)
+        # For the self-check in another process: an empty marker (a full disk still takes it).
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(self.directory / FAILED_CLOSED, b"", update_step=False)
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -473,6 +479,9 @@ def _remove_stale_copies(directory: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+FAILED_CLOSED = "manufacturer.failed-closed"  # in the store's directory, while it is so
+
+
 def manufacturer_problems(
     directory: Path, configured: Mapping[str, Path | None], policy: CertPolicy | None = None
 ) -> list[str]:
@@ -505,7 +514,9 @@ def manufacturer_problems(
             "longer lists (a stale copy the agent could not rewrite: see its log); free or "
             "repair the state dir and restart the agent"
         )
-    if wanted - present:
+    # Lacking roots is the daemon's failure only when it says so: otherwise agent.toml gained
+    # a root since the daemon last started, and its next start derives it.
+    if wanted - present and (directory / FAILED_CLOSED).exists():
         out.append(
             f"certificate store: {where} lacks {len(wanted - present)} of the "
             f"{len(wanted)} manufacturer root(s) the store lists: the agent failed closed "

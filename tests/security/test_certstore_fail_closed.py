@@ -129,6 +129,23 @@ def test_a_root_removed_from_agent_toml_is_not_trusted_when_the_store_cannot_be_
     )
 
 
+def test_a_root_added_to_agent_toml_before_the_restart_is_not_a_failure(tmp_path: Path) -> None:
+    """`check-config` after agent.toml gained a manufacturer root, before the agent restarts
+    (issue 12's integrator flow, the system test): the derived directory lacks it, but the
+    agent did not fail closed, so the check names no problem; the next start derives it."""
+    r0, r1 = roots(2)
+    configured = tmp_path / "roots"
+    configured.mkdir()
+    state = tmp_path / "state" / "certs"
+    write_roots(configured, [r0])
+    CertStore(state, certstore.configured_stores(None, configured)).load()
+    write_roots(configured, [r0, r1])
+    stores = certstore.configured_stores(None, configured)
+    assert certstore.manufacturer_problems(state, stores) == []
+    CertStore(state, certstore.configured_stores(None, configured)).load()
+    assert trusted(state) == {certstore.fingerprint(r0.cert), certstore.fingerprint(r1.cert)}
+
+
 @pytest.mark.parametrize(
     "entry",
     [
