@@ -156,6 +156,7 @@ class SlotWriter:
         if offset < self._end:
             self._collect()  # an fsync in flight must not be reported after the rewind
             self._end = offset
+            self._dropped = min(self._dropped, offset)  # the rewritten pages are cached again
             if self.durable_offset > offset:
                 self.durable_offset = offset
                 self._notify()  # never pair a later validator with stale bytes

@@ -8,11 +8,15 @@ import fcntl
 import hashlib
 import os
 import struct
+import sys
 import threading
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from agent.demo.waiting import deadline
 from agent.firmware import writer as writer_module
 from agent.firmware.errors import DownloadCancelled, ImageTooLarge, SlotBusy, SlotError
 from agent.firmware.writer import ReadBackMethod, SlotWriter
@@ -600,3 +604,149 @@ def test_a_cached_read_back_of_a_device_flushes_its_buffer_cache_first(
             result = writer.read_back(len(DATA), direct=False)
         assert result.digest == hashlib.sha256(DATA).digest()
     assert flushed == [str(loop_device)]
+
+
+def is_slot(fd: int, path: Path) -> bool:
+    return os.readlink(f"/proc/self/fd/{fd}") == str(path)
+
+
+def test_each_fsync_drops_exactly_the_pages_it_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A large image must not crowd the controller's memory: every fsync asks the kernel to
+    drop the range it synced, each range once, in order, and never with length 0 (which
+    posix_fadvise reads as "to the end of the file"). After a rewind (a download restarted
+    from 0) the rewritten pages are cached again, and are dropped again once synced."""
+    path = new_slot(tmp_path / "slot")
+    real_fadvise = os.posix_fadvise
+    dropped: list[tuple[int, int]] = []
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED and is_slot(fd, path):
+            dropped.append((offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    with SlotWriter(path, checkpoint_bytes=50_000) as w:
+        w.write_at(0, DATA[:60_000])  # a checkpoint: its fsync starts
+        w.write_at(60_000, DATA[60_000:120_000])  # the next one, the first collected
+        assert w.sync() == 120_000  # nothing synced that was not already dropped
+        w.write_at(0, DATA[:30_000])  # the download restarted from 0
+        assert w.sync() == 30_000
+        w.write_at(30_000, DATA[30_000:100_000])
+        w.finish(100_000)
+    assert dropped == [(0, 60_000), (60_000, 60_000), (0, 30_000), (30_000, 70_000)]
+
+
+def test_a_short_read_while_rehashing_continues_where_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """pread may return less than asked (a signal): the next read starts where it ended and
+    asks only for what is left of the prefix, so no byte past it is hashed. A real file
+    never reads short on demand, hence the wrapper."""
+    path = new_slot(tmp_path / "slot")
+    real_pread = os.pread
+    asked: list[tuple[int, int]] = []
+
+    def short(fd: int, length: int, offset: int) -> bytes:
+        if not is_slot(fd, path):
+            return real_pread(fd, length, offset)
+        asked.append((offset, length))
+        return real_pread(fd, min(length, 70_000), offset)
+
+    with SlotWriter(path) as w:
+        write_all(w, DATA)
+        monkeypatch.setattr(os, "pread", short)
+        digest = w.rehash_prefix(250_000).digest()
+    assert digest == hashlib.sha256(DATA[:250_000]).digest()
+    assert asked == [(0, 250_000), (70_000, 180_000), (140_000, 110_000), (210_000, 40_000)]
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        len(DATA),  # 300 001: the last read starts at 286 720, whose bits size lacks
+        40 * writer_module.DIRECT_ALIGN,  # every remainder already page-aligned: asked as is
+    ],
+)
+def test_a_short_direct_read_continues_where_it_ended_and_asks_only_aligned_remainders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+):
+    """An O_DIRECT preadv may return fewer (whole) pages than asked: the next read starts
+    where it ended, each asks for what is left of the image rounded up to a page (not a whole
+    buffer), and of the last one only the image's bytes are hashed, wherever the short reads
+    left the position."""
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} does not support O_DIRECT: give pytest --basetemp on ext4 or xfs")
+    path = new_slot(tmp_path / "slot")
+    real_preadv = os.preadv
+    step = 5 * writer_module.DIRECT_ALIGN
+    asked: list[tuple[int, int]] = []
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if not is_slot(fd, path):
+            return real_preadv(fd, buffers, offset)
+        asked.append((offset, len(buffers[0])))
+        return real_preadv(fd, [buffers[0][:step]], offset)
+
+    def page_rounded(length: int) -> int:
+        return -(-length // writer_module.DIRECT_ALIGN) * writer_module.DIRECT_ALIGN
+
+    with SlotWriter(path) as w:
+        write_all(w, DATA)
+        monkeypatch.setattr(os, "preadv", short)
+        result = w.read_back(size, direct=True)
+    assert result.method is ReadBackMethod.DIRECT
+    assert result.digest == hashlib.sha256(DATA[:size]).digest()
+    assert asked == [(offset, page_rounded(size - offset)) for offset in range(0, size, step)]
+
+
+def joining_from_shutdown(thread: threading.Thread) -> bool:
+    """Whether `thread` is blocked joining the executor's worker from inside its shutdown()."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return any(name == "join" and caller == "shutdown" for name, caller in pairwise(names))
+
+
+def test_closing_waits_for_the_fsync_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """close() while a checkpoint's fsync runs in the background waits for it: closing the
+    descriptor under it would turn the fsync into EBADF (or, once the number is reused, an
+    fsync of another file), and the bytes it was making durable would not be."""
+    path = new_slot(tmp_path / "slot")
+    real_fsync, real_close = os.fsync, os.close
+    held, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_fsync(fd: int) -> None:
+        if is_slot(fd, path):
+            held.set()
+            release.wait(deadline(60))
+            real_fsync(fd)
+            order.append("fsync")
+        else:
+            real_fsync(fd)
+
+    def spy_close(fd: int) -> None:
+        if is_slot(fd, path):
+            order.append("close")
+        real_close(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "close", spy_close)
+    w = SlotWriter(path, checkpoint_bytes=50_000)
+    w.write_at(0, DATA[:60_000])  # a checkpoint: its fsync starts and is held
+    assert held.wait(deadline(60))
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    give_up = time.monotonic() + deadline(60)
+    while closer.is_alive() and not joining_from_shutdown(closer):
+        assert time.monotonic() < give_up, "close() neither returned nor waited for the fsync"
+        time.sleep(0.01)
+    still_waiting = closer.is_alive()  # close() returned while the fsync was held: a bug
+    release.set()
+    closer.join()
+    assert still_waiting
+    assert order == ["fsync", "close"]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "mutation"
 EQUIVALENT = Path(__file__).with_name("equivalent.toml")
 PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider"
-# Loading hypothesis's plugin is most of a pytest start here; only test_pipeline.py needs it.
+# Loading hypothesis's plugin is most of a pytest start here; only the property tests need it.
 NO_HYPOTHESIS = "-p no:hypothesispytest"
 MODULES: dict[str, list[str]] = {
     "agent/firmware/signature.py": ["tests/firmware/test_signature.py"],
@@ -46,12 +46,27 @@ MODULES: dict[str, list[str]] = {
     "agent/firmware/machine.py": ["tests/unit/test_machine.py"],
     "agent/firmware/job.py": ["tests/unit/test_job.py"],
     "agent/ocpp/outbox.py": ["tests/unit/test_outbox.py"],
+    # The online revocation checks: one bounded HTTP exchange, and the OCSP verdict. A bug in
+    # either takes a revoked signing certificate for a good one, or lets a hostile responder
+    # hold the update; their daemon tests are e2e.
+    "agent/firmware/online.py": [
+        "tests/security/test_cert_online.py",
+        "--deselect=tests/security/test_cert_online.py::test_the_daemon_fetches_before_answering",
+        "tests/security/test_cert_ocsp.py",
+        "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
+    ],
+    "agent/firmware/ocsp.py": [
+        "tests/security/test_cert_ocsp.py",
+        "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
+        "tests/security/test_ocsp_fuzz.py",
+    ],
 }
 TIMEOUT = 120.0  # per mutant; a mutant that hangs the tests counts as killed
 
 
 def config(module: str, tests: list[str]) -> str:
-    plugins = "" if any("test_pipeline" in t for t in tests) else f" {NO_HYPOTHESIS}"
+    uses_hypothesis = any(name in t for t in tests for name in ("test_pipeline", "_fuzz"))
+    plugins = "" if uses_hypothesis else f" {NO_HYPOTHESIS}"
     command = f"{PYTEST}{plugins} {' '.join(tests)}"
     return (
         "[cosmic-ray]\n"
