@@ -189,6 +189,35 @@ def test_crl_without_our_serial_accepts(tmp_path: Path, rsa_root, rsa_signer):
     certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
 
 
+def test_a_crl_that_loads_but_cannot_be_read_is_skipped_with_its_problem(
+    tmp_path: Path, rsa_root, rsa_signer
+):
+    """cryptography parses a CRL lazily: one whose issuer name holds a string type it does not
+    know (VideotexString) loads, and fails only when its issuer is read, on cryptography 38
+    (KeyError) and on current releases (ValueError) alike. crl_dir's loader reads every field
+    up front, so such a CRL is skipped with its problem, not carried into the check."""
+    genuine = fwpki.crl(rsa_root, [1])
+    (tmp_path / "root.crl").write_bytes(genuine.public_bytes(serialization.Encoding.DER))
+    der = fwpki.crl(rsa_root, [rsa_signer.cert.serial_number]).public_bytes(
+        serialization.Encoding.DER
+    )
+    (common_name,) = rsa_root.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = str(common_name.value).encode()
+    tag = der.index(name) - 2  # the string's tag, before its one-byte length
+    assert der[tag] in (0x0C, 0x13) and der[tag + 1] == len(name)  # UTF8 or PrintableString
+    unreadable = der[:tag] + bytes([0x15]) + der[tag + 1 :]
+    (tmp_path / "unreadable.crl").write_bytes(unreadable)
+    with pytest.raises((KeyError, ValueError)):
+        str(x509.load_der_x509_crl(unreadable).issuer)  # what the check would meet
+
+    crls = certs.load_crls(tmp_path)
+
+    assert [crl.issuer for crl in crls.crls] == [rsa_root.cert.subject]
+    assert len(crls.problems) == 1
+    assert "unreadable.crl" in crls.problems[0] and "does not parse" in crls.problems[0]
+    certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
+
+
 def test_load_roots_from_directory_and_bundle(tmp_path: Path, rsa_root, ec_root):
     folder = tmp_path / "roots"
     folder.mkdir()
