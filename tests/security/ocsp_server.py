@@ -28,7 +28,8 @@ class Asked:
 
 class OcspServer:
     """`answer(request) -> DER` builds the response; `wire` says how it is sent:
-    "ok", "redirect", "endless" (200 without a length, bytes until the client leaves),
+    "ok", "redirect" (a 302; "redirect 300" another code), "status 400" (that code, no body),
+    "endless" (200 without a length, bytes until the client leaves),
     "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing),
     "held" (the answer, once the test sets `released`; `holding` is set when one waits)."""
 
@@ -80,9 +81,10 @@ class OcspServer:
         if wire == "held":
             self.holding.set()
             self.released.wait(60)
-        if wire == "redirect":
-            handler.send_response(302)
-            handler.send_header("Location", self.url("/elsewhere"))
+        if wire.startswith(("redirect", "status ")):  # "redirect" is a 302
+            handler.send_response(int(wire.split()[1]) if " " in wire else 302)
+            if wire.startswith("redirect"):
+                handler.send_header("Location", self.url("/elsewhere"))
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
