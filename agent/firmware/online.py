@@ -32,7 +32,6 @@ from agent.firmware.errors import DownloadError
 from agent.firmware.fetch_base import FetchSettings, redact_url, tls_context
 from agent.firmware.fetch_http import make_session
 
-TIMEOUT = 5.0  # seconds for the whole exchange
 MAX_BYTES = 1 << 20
 _CHUNK = 64 * 1024
 
@@ -43,11 +42,12 @@ class OnlineFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Guards:
-    """What bounds an exchange; `hosts` and `ca_file` are the download settings'."""
+    """What bounds an exchange; `hosts` and `ca_file` are the download settings', `timeout`
+    (seconds for the whole exchange) is `[firmware] online_timeout`."""
 
-    hosts: tuple[str, ...] = ()
-    ca_file: Path | None = None
-    timeout: float = TIMEOUT
+    hosts: tuple[str, ...]
+    ca_file: Path | None
+    timeout: float
     max_bytes: int = MAX_BYTES
 
 

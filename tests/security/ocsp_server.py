@@ -24,12 +24,14 @@ class Asked:
     path: str
     serial: int | None  # the serial the request asked about (None if it did not parse)
     nonce: bytes | None
+    content_type: str = ""
 
 
 class OcspServer:
     """`answer(request) -> DER` builds the response; `wire` says how it is sent:
     "ok", "redirect" (a 302; "redirect 300" another code), "status 400" (that code, no body),
-    "endless" (200 without a length, bytes until the client leaves),
+    "endless" (200 without a length, bytes until the client leaves), "unsized" (the answer
+    without a length, ended by closing), "short" (the answer, 100 bytes fewer than announced),
     "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing),
     "held" (the answer, once the test sets `released`; `holding` is set when one waits)."""
 
@@ -53,7 +55,8 @@ class OcspServer:
                 try:
                     request = ocsp.load_der_ocsp_request(body)
                     nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value
-                    server.asked.append(Asked(self.path, request.serial_number, nonce.nonce))
+                    kind = self.headers.get("Content-Type", "")
+                    server.asked.append(Asked(self.path, request.serial_number, nonce.nonce, kind))
                 except (ValueError, x509.ExtensionNotFound):
                     server.asked.append(Asked(self.path, None, None))
                     self.send_error(400)
@@ -102,7 +105,20 @@ class OcspServer:
             handler.end_headers()
             return  # the client must refuse it unread
         body = self.answer(request)
-        handler.send_header("Content-Length", str(len(body)))
+        if wire == "unsized":  # no length: the body ends where the connection does
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.close_connection = True
+            return
+        announced = len(body) + (100 if wire == "short" else 0)
+        handler.send_header("Content-Length", str(announced))
+        if wire == "short":  # the whole answer, then the connection ends 100 bytes early
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.close_connection = True
+            return
         handler.end_headers()
         if wire == "dribble":
             for index in range(len(body)):
