@@ -42,6 +42,9 @@ class OcspServer:
         self.asked: list[Asked] = []
         self.released = threading.Event()
         self.holding = threading.Event()
+        self.location = ""  # a redirect's Location; empty: /elsewhere on this server
+        self.dribbled_whole: bool | None = None  # whether a dribbled answer was sent whole
+        self.dribble_ended = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -87,7 +90,7 @@ class OcspServer:
         if wire.startswith(("redirect", "status ")):  # "redirect" is a 302
             handler.send_response(int(wire.split()[1]) if " " in wire else 302)
             if wire.startswith("redirect"):
-                handler.send_header("Location", self.url("/elsewhere"))
+                handler.send_header("Location", self.location or self.url("/elsewhere"))
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
@@ -121,12 +124,19 @@ class OcspServer:
             return
         handler.end_headers()
         if wire == "dribble":
-            for index in range(len(body)):
-                if self.released.is_set():
-                    return
-                handler.wfile.write(body[index : index + 1])
-                handler.wfile.flush()
-                time.sleep(0.05)  # the slow responder itself, not a wait in a test
+            try:
+                for index in range(len(body)):
+                    if self.released.is_set():
+                        return
+                    handler.wfile.write(body[index : index + 1])
+                    handler.wfile.flush()
+                    time.sleep(0.05)  # the slow responder itself, not a wait in a test
+                self.dribbled_whole = True
+            except OSError:  # the client cut the exchange off
+                self.dribbled_whole = False
+                raise
+            finally:
+                self.dribble_ended.set()
             return
         handler.wfile.write(body)
 

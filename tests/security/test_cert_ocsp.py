@@ -28,6 +28,7 @@ from cryptography.x509 import ocsp
 from agent import config
 from agent.demo import pki
 from agent.demo.rig import ChargerRig, Firmware
+from agent.demo.waiting import deadline
 from agent.firmware import certs, online
 from agent.firmware.certpolicy import CertPolicy
 from agent.firmware.clock import TrustedClock
@@ -266,7 +267,23 @@ def test_a_hostile_responder_is_cut_off(
     assert WIRE[wire] in error.tech_info
     if wire == "short":
         assert re.search(r"cut at \d+ of \d+ bytes|not fetched \(\w+\)", error.tech_info)
+    if wire == "dribble":  # cut off at the timeout, not merely judged late once it is whole
+        assert server.dribble_ended.wait(deadline(120))
+        assert server.dribbled_whole is False
     assert [a.path for a in server.asked] == ["/ocsp"]  # the redirect's target never asked
+
+
+def test_a_hostile_redirect_target_is_logged_cut_to_200_characters(
+    server: OcspServer, signer: pki.Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Location of a refused redirect is the server's text: it reaches the log at most
+    200 characters long."""
+    server.wire = "redirect"
+    server.location = "http://example.invalid/" + "x" * 500
+    refused(signer, policy())
+    shown = [re.search(r"redirect to (\S*) from", line) for line in said(caplog)]
+    cut = {found.group(1) for found in shown if found}  # the line and the warning after it
+    assert cut == {server.location[:200]}
 
 
 def test_an_answer_without_a_length_is_read_to_its_end(
