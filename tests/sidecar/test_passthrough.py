@@ -51,7 +51,10 @@ def test_a_charging_session_passes_through_byte_for_byte(sidecar: Sidecar, csms:
     ]
     # Both ends saw exactly the same frames, same bytes, same order: the stack's 7 CALLs and
     # 2 answers one way, the CSMS's 7 answers and 2 CALLs the other. The agent added nothing.
+    # A CSMS peer reports the frames it sends over its own channel (the Node peer's stdout),
+    # so the stack may hold the last answer before the record of it arrives: wait for both.
     csms.wait_for(lambda: len(csms_texts(csms, "in")) == 9, what="9 frames at the CSMS")
+    csms.wait_for(lambda: len(csms_texts(csms, "out")) == 9, what="9 frames from the CSMS")
     assert csms_texts(csms, "in") == stack.texts("out")
     assert csms_texts(csms, "out") == stack.texts("in")
     assert len(stack.texts("in")) == 9
