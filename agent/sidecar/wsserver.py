@@ -227,26 +227,30 @@ class StackServer:
             problem, status = f"path {path[:100]!r} does not end with our charge point id", 404
         elif not self._accepting():
             problem, status = "the CSMS is not connected (the stack will retry)", 503
-        elif self._conn is not None:
-            problem, status = "a charging stack is already connected; one at a time", 409
+        if not problem:
+            accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+            with self._lock:
+                # The slot is checked, taken and the 101 sent under one lock: a second stack's
+                # handshake finds it taken (409) even when it arrives before this one's 101 is
+                # out, and no frame for the stack can go out before the 101.
+                if self._conn is not None:
+                    problem, status = "a charging stack is already connected; one at a time", 409
+                else:
+                    conn.settimeout(None)  # reads block; sends give up after SEND_SECONDS
+                    send_limit = struct.pack("ll", SEND_SECONDS, 0)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, send_limit)
+                    conn.sendall(
+                        (
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+                            f"Sec-WebSocket-Protocol: {self._subprotocol}\r\n\r\n"
+                        ).encode()
+                    )
+                    self._conn = conn
         if problem:
             LOG.warning("sidecar: refused a stack connection: %s", problem)
             _respond(conn, status, problem)
             return path, True
-        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-        conn.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
-                f"Sec-WebSocket-Protocol: {self._subprotocol}\r\n\r\n"
-            ).encode()
-        )
-        conn.settimeout(None)  # reads block; sends give up after SEND_SECONDS
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_SECONDS, 0))
-        with self._lock:
-            if self._conn is not None:  # lost a race with another stack
-                raise _Closed("a charging stack is already connected")
-            self._conn = conn
         return path, False
 
     # --- reading ----------------------------------------------------------------------------

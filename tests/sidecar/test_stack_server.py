@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import linecache
 import os
 import queue
 import select
 import socket
 import struct
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
 import websocket
 
+from agent.demo.waiting import deadline
 from agent.sidecar import wsserver
 from agent.sidecar.wsserver import (
     StackConnected,
@@ -195,6 +199,69 @@ def test_handshakes_under_way_are_bounded(srv: Server) -> None:
         "the handshake slots released",
     )
     client(srv.url()).close()
+
+
+def waiting_for_the_slot() -> bool:
+    """Whether a stack's handshake thread waits for the server's lock, to take the slot."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1) if thread.name == "stack-conn" else None
+        while frame is not None and frame.f_code.co_name != "_handshake":
+            frame = frame.f_back
+        if frame is not None:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            if "with self._lock" in line:
+                return True
+    return False
+
+
+def test_a_second_stack_arriving_while_the_first_is_being_let_in_is_refused(
+    srv: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot is taken before the 101 goes out. CI under load found the gap: the first
+    stack had its 101 while the server had not yet recorded it, a second stack's handshake
+    found the slot free and was answered 101 too, and one of them was then dropped. The
+    first handshake is held where the connection is set up (SO_SNDTIMEO), and a second stack
+    comes meanwhile: it gets 409, the first stays."""
+    held, release = threading.Event(), threading.Event()
+    real_setsockopt = socket.socket.setsockopt
+
+    def slow_setsockopt(sock: socket.socket, level: int, option: int, *value: object) -> None:
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_SNDTIMEO) and not held.is_set():
+            held.set()
+            release.wait(deadline(60))
+        real_setsockopt(sock, level, option, *value)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(socket.socket, "setsockopt", slow_setsockopt)
+    outcomes: dict[str, object] = {}
+
+    def connect(name: str) -> None:
+        try:
+            outcomes[name] = client(srv.url())
+        except websocket.WebSocketBadStatusException as exc:
+            outcomes[name] = exc.status_code
+
+    first = threading.Thread(target=connect, args=("first",))
+    first.start()
+    assert held.wait(deadline(60))
+    second = threading.Thread(target=connect, args=("second",))
+    second.start()
+    # The second handshake is read and judged (now or once the first one is through); give
+    # it the chance to overtake before the first goes on.
+    wait_until(
+        lambda: "second" in outcomes or waiting_for_the_slot(),
+        60,
+        "the second handshake answered, or waiting for the slot",
+    )
+    release.set()
+    first.join()
+    second.join()
+    assert outcomes["second"] == 409
+    assert isinstance(outcomes["first"], websocket.WebSocket)
+    srv.next(StackConnected)
+    outcomes["first"].send('[2,"1","Heartbeat",{}]')
+    assert srv.next(StackReceived).text == '[2,"1","Heartbeat",{}]'  # type: ignore[attr-defined]
+    outcomes["first"].close()
 
 
 def test_a_stack_that_stops_reading_cannot_block_the_sender(
