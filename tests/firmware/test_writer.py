@@ -293,6 +293,30 @@ def test_a_slot_gone_between_the_check_and_the_open_is_an_error_not_busy(
     assert not path.exists()
 
 
+@pytest.mark.parametrize("swap", ["file to device", "device to file"])
+def test_a_slot_that_changes_kind_between_its_check_and_its_open_is_refused(
+    loop_device: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+):
+    """The path is a symlink that someone turns from a file slot to a block device (or
+    back) after its kind was checked and before it is opened: the open flags were chosen for
+    the other kind (no O_EXCL for a device, which would let a mounted partition be written),
+    so the slot is refused, whichever way the kind changed."""
+    path, regular = tmp_path / "slot-link", new_slot(tmp_path / "slot")
+    before, after = (regular, loop_device) if swap == "file to device" else (loop_device, regular)
+    path.symlink_to(before)
+    real_open = os.open
+
+    def swap_first(file: object, flags: int, *args: object) -> int:
+        if file == path:
+            path.unlink()
+            path.symlink_to(after)
+        return real_open(file, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swap_first)
+    with pytest.raises(SlotError, match="changed kind while it was opened"):
+        SlotWriter(path)
+
+
 def test_a_slot_refused_for_another_reason_than_ebusy_is_an_error_not_busy(tmp_path: Path):
     """A slot path naming a program that is running cannot be opened for writing (ETXTBSY,
     numbered above EBUSY): a configuration fault, a SlotError with the kernel's reason, not
