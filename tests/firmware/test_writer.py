@@ -324,7 +324,8 @@ def test_a_slot_refused_for_another_reason_than_ebusy_is_an_error_not_busy(tmp_p
     program = tmp_path / "slot"
     program.write_bytes(Path(shutil.which("sleep") or "/bin/sleep").read_bytes())
     program.chmod(0o700)
-    running = subprocess.Popen([program, "600"])  # returns once the program runs
+    # argv[0] stays "sleep": a multi-call binary (busybox, uutils) picks its command by it.
+    running = subprocess.Popen(["sleep", "600"], executable=program)  # returns once it runs
     try:
         with pytest.raises(SlotError, match=r"cannot open slot .*: Text file busy") as caught:
             SlotWriter(program)

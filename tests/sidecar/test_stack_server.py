@@ -237,23 +237,27 @@ def test_a_second_stack_arriving_while_the_first_is_being_let_in_is_refused(
 
     def connect(name: str) -> None:
         try:
-            outcomes[name] = client(srv.url())
+            outcomes[name] = websocket.create_connection(
+                srv.url(), subprotocols=["ocpp1.6"], timeout=deadline(60)
+            )
         except websocket.WebSocketBadStatusException as exc:
             outcomes[name] = exc.status_code
 
-    first = threading.Thread(target=connect, args=("first",))
-    first.start()
-    assert held.wait(deadline(60))
-    second = threading.Thread(target=connect, args=("second",))
-    second.start()
-    # The second handshake is read and judged (now or once the first one is through); give
-    # it the chance to overtake before the first goes on.
-    wait_until(
-        lambda: "second" in outcomes or waiting_for_the_slot(),
-        60,
-        "the second handshake answered, or waiting for the slot",
-    )
-    release.set()
+    try:
+        first = threading.Thread(target=connect, args=("first",))
+        first.start()
+        assert held.wait(deadline(60))
+        second = threading.Thread(target=connect, args=("second",))
+        second.start()
+        # The second handshake is read and judged (now or once the first one is through); give
+        # it the chance to overtake before the first goes on.
+        wait_until(
+            lambda: "second" in outcomes or waiting_for_the_slot(),
+            60,
+            "the second handshake answered, or waiting for the slot",
+        )
+    finally:
+        release.set()  # also when a wait failed: the first handshake holds the server's lock
     first.join()
     second.join()
     assert outcomes["second"] == 409
