@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from agent.demo.waiting import deadline
 from agent.firmware import writer as writer_module
 from agent.firmware.errors import DownloadCancelled, ImageTooLarge, SlotBusy, SlotError
 from agent.firmware.writer import ReadBackMethod, SlotWriter
+from tests.e2e.conftest import wait_until
 from tests.firmware.slotfiles import new_slot
 
 DATA = hashlib.shake_256(b"slot").digest(300_001)
@@ -36,6 +36,10 @@ def direct_io_works(folder: Path) -> bool:
     os.close(fd)
     probe.unlink()
     return True
+
+
+def is_slot(fd: int, path: Path) -> bool:
+    return os.readlink(f"/proc/self/fd/{fd}") == str(path)
 
 
 def write_all(writer: SlotWriter, data: bytes, step: int = 40_000) -> None:
@@ -179,7 +183,7 @@ def test_a_direct_read_back_reads_through_an_o_direct_descriptor(
     slot = new_slot(tmp_path / "slot")
 
     def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}") == str(slot):
+        if is_slot(fd, slot):
             direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
         return real_preadv(fd, buffers, position)
 
@@ -350,7 +354,7 @@ def test_a_medium_refusing_aligned_direct_reads_falls_back_and_an_io_error_fails
     slot = new_slot(tmp_path / "slot")
 
     def preadv(fd: int, buffers: list[memoryview], position: int) -> int:
-        ours = os.readlink(f"/proc/self/fd/{fd}") == str(slot)
+        ours = is_slot(fd, slot)
         if ours and (cached_too[0] or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT):
             del buffers  # as the C call: the traceback must not keep a view of the mmap
             raise OSError(failure[0], os.strerror(failure[0]))
@@ -503,7 +507,7 @@ def test_a_short_pwrite_is_continued_at_the_right_offset(
     path = new_slot(tmp_path / "slot")
 
     def short(fd: int, data: memoryview, offset: int) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+        if not is_slot(fd, path):
             return real_pwrite(fd, data, offset)
         calls.append((offset, len(data)))
         return real_pwrite(fd, bytes(data[:7_000]), offset)
@@ -563,7 +567,7 @@ def test_an_io_error_of_the_slot_is_a_slot_error(
     real = getattr(os, call)
 
     def fail(fd: int, *args: object) -> object:
-        if os.readlink(f"/proc/self/fd/{fd}") == str(path):  # the slot's only
+        if is_slot(fd, path):  # the slot's only
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(fd, *args)
 
@@ -648,10 +652,6 @@ def test_a_cached_read_back_of_a_device_flushes_its_buffer_cache_first(
             result = writer.read_back(len(DATA), direct=False)
         assert result.digest == hashlib.sha256(DATA).digest()
     assert flushed == [str(loop_device)]
-
-
-def is_slot(fd: int, path: Path) -> bool:
-    return os.readlink(f"/proc/self/fd/{fd}") == str(path)
 
 
 def test_each_fsync_drops_exactly_the_pages_it_made_durable(
@@ -787,10 +787,11 @@ def test_closing_waits_for_the_fsync_in_flight(tmp_path: Path, monkeypatch: pyte
     assert held.wait(deadline(60))
     closer = threading.Thread(target=w.close)
     closer.start()
-    give_up = time.monotonic() + deadline(60)
-    while closer.is_alive() and not joining_from_shutdown(closer):
-        assert time.monotonic() < give_up, "close() neither returned nor waited for the fsync"
-        time.sleep(0.01)
+    wait_until(
+        lambda: not closer.is_alive() or joining_from_shutdown(closer),
+        60,
+        "close() to return or wait for the fsync",
+    )
     still_waiting = closer.is_alive()  # close() returned while the fsync was held: a bug
     release.set()
     closer.join()

@@ -108,15 +108,10 @@ class OcspServer:
             handler.end_headers()
             return  # the client must refuse it unread
         body = self.answer(request)
-        if wire == "unsized":  # no length: the body ends where the connection does
-            handler.send_header("Connection", "close")
-            handler.end_headers()
-            handler.wfile.write(body)
-            handler.close_connection = True
-            return
-        announced = len(body) + (100 if wire == "short" else 0)
-        handler.send_header("Content-Length", str(announced))
-        if wire == "short":  # the whole answer, then the connection ends 100 bytes early
+        if wire != "unsized":  # unsized: no length, the body ends where the connection does
+            announced = len(body) + (100 if wire == "short" else 0)  # short: 100 bytes early
+            handler.send_header("Content-Length", str(announced))
+        if wire in ("unsized", "short"):  # the whole answer, then the connection ends
             handler.send_header("Connection", "close")
             handler.end_headers()
             handler.wfile.write(body)
