@@ -30,7 +30,7 @@ def test_an_image_announced_larger_than_the_slot_fails_before_its_first_byte(
     env = rig.env.read_bytes()
     assert charger.update(firmware, 90) == "Accepted"
     charger.wait_status("DownloadFailed")
-    assert "does not fit slot" in charger.agent.log  # type: ignore[union-attr]
+    charger.agent.wait_log("does not fit slot")  # type: ignore[union-attr]
     assert rig.slots["B"].stat().st_size == SLOT
     assert rig.slots["B"].read_bytes() == bytes(SLOT)  # not a byte written
     assert rig.env.read_bytes() == env  # nothing marked: no byte was about to be written
