@@ -13,7 +13,10 @@ and time). The answer counts only when:
 * it echoes our nonce, when it carries one (a responder that serves pre-signed answers sends
   none: its thisUpdate/nextUpdate window is then what bounds a replay);
 * thisUpdate is not in the future (5 minutes of skew allowed) and nextUpdate, when present, is
-  not past; without nextUpdate, an answer without our nonce must be under an hour old.
+  still ahead (RFC 6960 §3.2); without nextUpdate ("newer information is available all the
+  time", §4.2.2.1), thisUpdate is at most an hour old. Our nonce proves the answer was made
+  for this question, not that the status it reports is recent: a CRL-backed responder dates
+  its answers by its CRL, so an echoed nonce does not lift the bound.
 
 A signed `revoked` counts even when stale, as a listed serial in a CRL does: a revocation is
 never taken back. Everything else that is not a fresh `good` (`unknown`, no answer, a bad
@@ -32,11 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import (
-    AuthorityInformationAccessOID,
-    ExtendedKeyUsageOID,
-    SignatureAlgorithmOID,
-)
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from agent.firmware import certpolicy, certs, online
 from agent.firmware.fetch_base import redact_url
@@ -143,10 +142,10 @@ def judge(
         raise Unusable("nonce does not match ours (a replayed answer)")
     if this_update is None or this_update > now + SKEW:
         raise Unusable("thisUpdate missing or in the future")
-    if next_update is not None and next_update < now:
+    if next_update is not None and next_update <= now:  # RFC 6960 §3.2: nextUpdate > now
         raise Unusable(f"answer is stale since {_iso(next_update)}")
-    if next_update is None and echoed is None and now - this_update > MAX_AGE_WITHOUT_NEXT_UPDATE:
-        raise Unusable(f"answer from {_iso(this_update)} without nextUpdate or our nonce")
+    if next_update is None and now - this_update > MAX_AGE_WITHOUT_NEXT_UPDATE:
+        raise Unusable(f"answer from {_iso(this_update)} without nextUpdate is over an hour old")
     if status is ocsp.OCSPCertStatus.UNKNOWN:
         return UNKNOWN, f"responder does not know serial {serial}"
     until = f"until {_iso(next_update)}" if next_update is not None else "(no nextUpdate)"
@@ -200,9 +199,12 @@ def _named(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
 
 
 def _verify(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
+    """The signature over the response data, by `signer`'s key. An RSASSA-PSS response never
+    gets here: cryptography (38 to 50 at least) cannot name its hash and raises
+    UnsupportedAlgorithm, which leaves revocation unknown."""
     algorithm = response.signature_hash_algorithm
     if algorithm is not None and (problem := certpolicy.hash_problem(algorithm)) is not None:
-        raise Unusable(f"OCSP response {problem}")
+        raise Unusable(problem)
     key = signer.public_key()
     data, signature = response.tbs_response_bytes, response.signature
     try:
@@ -211,10 +213,7 @@ def _verify(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
         elif algorithm is None:
             raise Unusable("OCSP response signature algorithm not supported")
         elif isinstance(key, rsa.RSAPublicKey):
-            scheme: padding.AsymmetricPadding = padding.PKCS1v15()
-            if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
-                scheme = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
-            key.verify(signature, data, scheme, algorithm)
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(algorithm))
         else:

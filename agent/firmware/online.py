@@ -150,7 +150,9 @@ def _ask(
             if len(data) > guards.max_bytes:
                 raise OnlineFailed(f"answer from {shown} larger than {guards.max_bytes} bytes")
         if announced.isdigit() and len(data) != int(announced):
-            raise OnlineFailed(f"answer from {shown} cut at {len(data)} of {announced} bytes")
+            raise OnlineFailed(
+                f"answer from {shown} is {len(data)} bytes, not the {announced} announced"
+            )
         return bytes(data)
 
 

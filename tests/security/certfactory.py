@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +26,9 @@ from agent.demo import pki
 # DER of the AlgorithmIdentifier OIDs (1.2.840.113549.1.1.x): 11 = sha256WithRSAEncryption.
 _RSA_OID = bytes.fromhex("06092a864886f70d0101")
 _SHA256_RSA = _RSA_OID + b"\x0b"
+YEAR = 365 * pki.DAY
+SHA256 = hashes.SHA256()
+REVOKED_AT = pki.NOW - pki.DAY  # when a `revoked` answer says it happened
 _WEAK = {"md5": (_RSA_OID + b"\x04", hashes.MD5()), "sha1": (_RSA_OID + b"\x05", hashes.SHA1())}
 
 
@@ -37,16 +42,25 @@ def _usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(sign, False, False, False, False, ca, ca, False, False)
 
 
-def builder(subject: str, key: pki.PrivateKey, issuer: pki.Issued) -> x509.CertificateBuilder:
-    """A signing certificate's builder with no extensions yet (the caller adds them)."""
+def builder(
+    subject: str,
+    key: Any,
+    issuer: pki.Issued,
+    *,
+    issuer_name: x509.Name | None = None,
+    valid: tuple[datetime.datetime, datetime.datetime] = (pki.NOW - pki.DAY, pki.NOW + YEAR),
+) -> x509.CertificateBuilder:
+    """A signing certificate's builder with no extensions yet (the caller adds them). An
+    `issuer_name` other than the issuer's subject gives a certificate the issuer's key signs
+    but whose issuer field names someone else."""
     return (
         x509.CertificateBuilder()
         .subject_name(pki.name(subject))
-        .issuer_name(issuer.cert.subject)
+        .issuer_name(issuer.cert.subject if issuer_name is None else issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_naive(pki.NOW - pki.DAY))
-        .not_valid_after(_naive(pki.NOW + 365 * pki.DAY))
+        .not_valid_before(_naive(valid[0]))
+        .not_valid_after(_naive(valid[1]))
     )
 
 
@@ -158,27 +172,44 @@ def garbled_issuer(issued: pki.Issued) -> str:
     return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
 
 
-def with_ocsp(issuer: pki.Issued, key: pki.PrivateKey, url: str | None) -> pki.Issued:
-    """A good signing certificate (codeSigning) naming `url` as its OCSP responder (AIA)."""
+def with_ocsp(
+    issuer: pki.Issued,
+    key: pki.PrivateKey,
+    url: str | None,
+    *,
+    access: Sequence[tuple[x509.ObjectIdentifier, str]] = (),
+) -> pki.Issued:
+    """A good signing certificate (codeSigning) naming `url` as its OCSP responder (AIA), or
+    the (method, URL) pairs of `access` instead."""
     built = (
         builder("Firmware Signing OCSP", key, issuer)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(sign=True, ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
     )
-    if url is not None:
-        access = x509.AccessDescription(
-            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
-        )
-        built = built.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+    pairs = list(access) or ([] if url is None else [(AuthorityInformationAccessOID.OCSP, url)])
+    if pairs:
+        descriptions = [
+            x509.AccessDescription(method, x509.UniformResourceIdentifier(location))
+            for method, location in pairs
+        ]
+        built = built.add_extension(x509.AuthorityInformationAccess(descriptions), critical=False)
     return pki.Issued(built.sign(issuer.key, hashes.SHA256()), key)
 
 
-def ocsp_signer(issuer: pki.Issued, key: pki.PrivateKey, *, eku: bool = True) -> pki.Issued:
-    """A delegated OCSP responder certificate (id-kp-OCSPSigning unless `eku` is False)."""
-    built = builder("Manufacturer OCSP Responder", key, issuer).add_extension(
-        _usage(sign=True, ca=False), critical=True
-    )
+def ocsp_signer(
+    issuer: pki.Issued,
+    key: Any,
+    *,
+    eku: bool = True,
+    issuer_name: x509.Name | None = None,
+    valid: tuple[datetime.datetime, datetime.datetime] = (pki.NOW - pki.DAY, pki.NOW + YEAR),
+) -> pki.Issued:
+    """A delegated OCSP responder certificate (id-kp-OCSPSigning unless `eku` is False), for
+    any signing key, Ed25519 too."""
+    built = builder(
+        "Manufacturer OCSP Responder", key, issuer, issuer_name=issuer_name, valid=valid
+    ).add_extension(_usage(sign=True, ca=False), critical=True)
     if eku:
         usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING])
         built = built.add_extension(usage, critical=False)
@@ -193,14 +224,22 @@ def ocsp_response(
     *,
     signer: pki.Issued | None = None,
     include_signer: bool = False,
+    certificates: Sequence[x509.Certificate] = (),
+    named: x509.Certificate | None = None,
+    by_name: bool = False,
+    algorithm: hashes.HashAlgorithm | None = SHA256,
     this_update: datetime.datetime = pki.NOW - datetime.timedelta(minutes=1),
     next_update: datetime.datetime | None = pki.NOW + pki.DAY,
     nonce: bytes | bool | None = True,
 ) -> bytes:
-    """A BasicOCSPResponse (DER) about `subject`, signed by `signer` (default: the issuer),
-    echoing the request's nonce (`nonce=True`), sending another one (bytes) or none (None)."""
+    """A BasicOCSPResponse (DER) about `subject`, signed by `signer` (default: the issuer)
+    with `algorithm` (None for Ed25519), echoing the request's nonce (`nonce=True`), sending
+    another one (bytes) or none (None). Its ResponderID names `named` (default: the signer)
+    by key hash, or by name; it carries `certificates`, then the signer's if `include_signer`.
+    A revocation is dated REVOKED_AT."""
     signer = signer or issuer
     revoked = status is ocsp.OCSPCertStatus.REVOKED
+    encoding = ocsp.OCSPResponderEncoding.NAME if by_name else ocsp.OCSPResponderEncoding.HASH
     built = (
         ocsp.OCSPResponseBuilder()
         .add_response(
@@ -210,17 +249,42 @@ def ocsp_response(
             status,
             _naive(this_update),
             None if next_update is None else _naive(next_update),
-            _naive(pki.NOW - pki.DAY) if revoked else None,
+            _naive(REVOKED_AT) if revoked else None,
             x509.ReasonFlags.key_compromise if revoked else None,
         )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+        .responder_id(encoding, named or signer.cert)
     )
-    if include_signer:
-        built = built.certificates([signer.cert])
+    carried = [*certificates, *([signer.cert] if include_signer else [])]
+    if carried:
+        built = built.certificates(carried)
     if nonce is True:
         echoed = request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         built = built.add_extension(x509.OCSPNonce(echoed), critical=False)
     elif isinstance(nonce, bytes):
         built = built.add_extension(x509.OCSPNonce(nonce), critical=False)
-    response = built.sign(signer.key, hashes.SHA256())
+    response = built.sign(signer.key, algorithm)
     return response.public_bytes(serialization.Encoding.DER)
+
+
+def resigned(der: bytes, key: rsa.RSAPrivateKey, old: bytes, new: bytes) -> bytes:
+    """The response with `old` made `new` (as long, found once) in what it signs, signed again
+    by `key` (PKCS#1 v1.5, SHA-256): an answer no builder makes, such as a CertID whose hashes
+    and hash algorithm disagree. Every DER length stays as it was."""
+    response = ocsp.load_der_ocsp_response(der)
+    tbs, signature = response.tbs_response_bytes, response.signature
+    assert len(old) == len(new) and tbs.count(old) == 1
+    assert der.count(tbs) == 1 and der.count(signature) == 1
+    patched = tbs.replace(old, new)
+    again = key.sign(patched, padding.PKCS1v15(), hashes.SHA256())
+    assert len(again) == len(signature)
+    return der.replace(tbs, patched).replace(signature, again)
+
+
+def sha1_signed(der: bytes, key: rsa.RSAPrivateKey) -> bytes:
+    """The (SHA-256, PKCS#1 v1.5) response signed again over SHA-1, its signature algorithm
+    made sha1WithRSAEncryption: what an old responder sends and cryptography no longer signs."""
+    response = ocsp.load_der_ocsp_response(der)
+    oid, weak = _WEAK["sha1"]
+    assert der.count(_SHA256_RSA) == 1 and der.count(response.signature) == 1
+    again = key.sign(response.tbs_response_bytes, padding.PKCS1v15(), weak)
+    return der.replace(_SHA256_RSA, oid).replace(response.signature, again)

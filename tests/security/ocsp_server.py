@@ -25,6 +25,7 @@ class Asked:
     serial: int | None  # the serial the request asked about (None if it did not parse)
     nonce: bytes | None
     content_type: str = ""
+    nonce_critical: bool | None = None  # a responder that does not know a critical one refuses
 
 
 class OcspServer:
@@ -32,8 +33,10 @@ class OcspServer:
     "ok", "redirect" (a 302; "redirect 300" another code), "status 400" (that code, no body),
     "endless" (200 without a length, bytes until the client leaves), "unsized" (the answer
     without a length, ended by closing), "short" (the answer, 100 bytes fewer than announced),
-    "announced" (a 2 MiB Content-Length), "dribble" (a byte every 50 ms), "hang" (nothing),
-    "held" (the answer, once the test sets `released`; `holding` is set when one waits)."""
+    "announced" (a 2 MiB Content-Length), "chunked and sized" (the whole answer in chunks, with
+    a Content-Length 100 bytes short of it, which http.client ignores), "dribble" (a byte every
+    50 ms), "hang" (nothing), "held" (the answer, once the test sets `released`; `holding` is
+    set when one waits)."""
 
     def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
@@ -57,9 +60,11 @@ class OcspServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 try:
                     request = ocsp.load_der_ocsp_request(body)
-                    nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value
+                    nonce = request.extensions.get_extension_for_class(x509.OCSPNonce)
                     kind = self.headers.get("Content-Type", "")
-                    server.asked.append(Asked(self.path, request.serial_number, nonce.nonce, kind))
+                    serial = request.serial_number
+                    asked = Asked(self.path, serial, nonce.value.nonce, kind, nonce.critical)
+                    server.asked.append(asked)
                 except (ValueError, x509.ExtensionNotFound):
                     server.asked.append(Asked(self.path, None, None))
                     self.send_error(400)
@@ -108,6 +113,12 @@ class OcspServer:
             handler.end_headers()
             return  # the client must refuse it unread
         body = self.answer(request)
+        if wire == "chunked and sized":  # chunks, and a Content-Length 100 bytes short of them
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.send_header("Content-Length", str(len(body) - 100))
+            handler.end_headers()
+            handler.wfile.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+            return
         if wire != "unsized":  # unsized: no length, the body ends where the connection does
             announced = len(body) + (100 if wire == "short" else 0)  # short: 100 bytes early
             handler.send_header("Content-Length", str(announced))
