@@ -56,6 +56,7 @@ MODULES: dict[str, list[str]] = {
         "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
     ],
     "agent/firmware/ocsp.py": [
+        "tests/security/test_ocsp_verdict.py",
         "tests/security/test_cert_ocsp.py",
         "--deselect=tests/security/test_cert_ocsp.py::test_the_daemon_asks_before_answering",
         "tests/security/test_ocsp_fuzz.py",
