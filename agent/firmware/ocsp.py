@@ -200,7 +200,7 @@ def _named(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
 
 def _verify(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
     """The signature over the response data, by `signer`'s key. An RSASSA-PSS response never
-    gets here: cryptography (38 to 50 at least) cannot name its hash and raises
+    gets past the first line: cryptography (38 to 50 at least) cannot name its hash and raises
     UnsupportedAlgorithm, which leaves revocation unknown."""
     algorithm = response.signature_hash_algorithm
     if algorithm is not None and (problem := certpolicy.hash_problem(algorithm)) is not None:

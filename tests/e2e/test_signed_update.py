@@ -43,6 +43,8 @@ def test_happy_path_installs_the_new_slot_after_the_reboot(
     assert filemodel.load_env(rig.env)["primary"] == "B"  # committed
     # The trial boot tells its steps (issue #12, stumble 4), in this order.
     assert charger.agent is not None
+    # The last line follows the status into the outbox: the CSMS may have both first.
+    charger.agent.wait_log("update 42 finished: Installed")
     log = charger.agent.log
     steps = [
         "update 42: booted slot B on trial",
