@@ -164,13 +164,17 @@ def _files(path: Path, suffixes: Sequence[str]) -> list[Path]:
 
 
 def parse_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates in a PEM bundle, or the one DER certificate."""
-    if b"-----BEGIN" in data:
-        blocks = _PEM_CERT.findall(data)
-        if not blocks:
-            raise ValueError("no CERTIFICATE block in PEM data")
-        return [x509.load_pem_x509_certificate(block) for block in blocks]
-    return [x509.load_der_x509_certificate(data)]
+    """All certificates in a PEM bundle, or the one DER certificate; ValueError for anything
+    that does not load (cryptography's InvalidVersion, a version field beyond v3, is none)."""
+    try:
+        if b"-----BEGIN" in data:
+            blocks = _PEM_CERT.findall(data)
+            if not blocks:
+                raise ValueError("no CERTIFICATE block in PEM data")
+            return [x509.load_pem_x509_certificate(block) for block in blocks]
+        return [x509.load_der_x509_certificate(data)]
+    except x509.InvalidVersion as exc:
+        raise ValueError(str(exc)) from None
 
 
 def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore:
@@ -227,7 +231,7 @@ def load_crls(path: Path | None) -> CrlSet:
                 if (problem := certpolicy.crl_parse_problem(crl)) is not None:
                     raise ValueError(problem)
             crls.extend(found)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, x509.InvalidVersion) as exc:
             problems.append(f"{file}: {exc}")
             log.warning("skipping CRL %s: %s", file, exc)
     return CrlSet(tuple(crls), tuple(problems), Path(path))
@@ -417,7 +421,7 @@ def _parse_signing_certificate(pem_text: str) -> x509.Certificate:
         )
     try:
         return x509.load_pem_x509_certificate(blocks[0])
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertificateRejected(INVALID, f"signing certificate does not parse: {exc}") from exc
 
 
