@@ -225,7 +225,6 @@ def ocsp_response(
     signer: pki.Issued | None = None,
     include_signer: bool = False,
     certificates: Sequence[x509.Certificate] = (),
-    named: x509.Certificate | None = None,
     by_name: bool = False,
     algorithm: hashes.HashAlgorithm | None = SHA256,
     this_update: datetime.datetime = pki.NOW - datetime.timedelta(minutes=1),
@@ -234,8 +233,8 @@ def ocsp_response(
 ) -> bytes:
     """A BasicOCSPResponse (DER) about `subject`, signed by `signer` (default: the issuer)
     with `algorithm` (None for Ed25519), echoing the request's nonce (`nonce=True`), sending
-    another one (bytes) or none (None). Its ResponderID names `named` (default: the signer)
-    by key hash, or by name; it carries `certificates`, then the signer's if `include_signer`.
+    another one (bytes) or none (None). Its ResponderID names the signer by key hash, or by
+    name; it carries `certificates`, then the signer's if `include_signer`.
     A revocation is dated REVOKED_AT."""
     signer = signer or issuer
     revoked = status is ocsp.OCSPCertStatus.REVOKED
@@ -252,7 +251,7 @@ def ocsp_response(
             _naive(REVOKED_AT) if revoked else None,
             x509.ReasonFlags.key_compromise if revoked else None,
         )
-        .responder_id(encoding, named or signer.cert)
+        .responder_id(encoding, signer.cert)
     )
     carried = [*certificates, *([signer.cert] if include_signer else [])]
     if carried:

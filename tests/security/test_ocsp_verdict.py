@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import ocsp as x509_ocsp
 
 from agent.demo import pki
@@ -38,11 +38,13 @@ GOOD, REVOKED = x509_ocsp.OCSPCertStatus.GOOD, x509_ocsp.OCSPCertStatus.REVOKED
 ABOUT_ANOTHER = "the answer is about another certificate"
 
 
-def request(algorithm: hashes.HashAlgorithm | None = None) -> x509_ocsp.OCSPRequest:
+def request(
+    algorithm: hashes.HashAlgorithm | None = None, root: pki.Issued = ROOT
+) -> x509_ocsp.OCSPRequest:
     """Ours for SUBJECT, as `ocsp.ask` builds it (a SHA-1 CertID unless told)."""
     return (
         x509_ocsp.OCSPRequestBuilder()
-        .add_certificate(SUBJECT.cert, ROOT.cert, algorithm or hashes.SHA1())
+        .add_certificate(SUBJECT.cert, root.cert, algorithm or hashes.SHA1())
         .add_extension(x509.OCSPNonce(NONCE), critical=False)
         .build()
     )
@@ -176,12 +178,7 @@ def test_a_delegate_is_not_taken_for_the_root_whichever_way_their_key_hashes_sor
     root = pki.issue("Manufacturer Root EC", root_key, ca=True)
     responder = make.ocsp_signer(root, delegate_key)
     assert (key_hash(responder.cert) > key_hash(root.cert)) == (order == "above")
-    asked = (
-        x509_ocsp.OCSPRequestBuilder()
-        .add_certificate(SUBJECT.cert, root.cert, hashes.SHA1())
-        .add_extension(x509.OCSPNonce(NONCE), critical=False)
-        .build()
-    )
+    asked = request(root=root)
     der = make.ocsp_response(asked, SUBJECT.cert, root, GOOD, signer=responder, include_signer=True)
     assert ocsp.judge(der, asked, root.cert, NONCE, NOW)[0] == ocsp.GOOD
 
@@ -272,7 +269,6 @@ def test_an_rsa_pss_response_from_openssls_responder_leaves_revocation_unknown(
     response = x509_ocsp.load_der_ocsp_response(der)
     assert response.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
     assert response.certificate_status is GOOD  # OpenSSL found our serial in its index
-    assert isinstance(ROOT.key, rsa.RSAPrivateKey)
     now = datetime.datetime.now(datetime.UTC)  # OpenSSL dates its answer by the clock
     with pytest.raises(ocsp.Unusable, match=r"^OCSP response does not parse .*UnsupportedAlg"):
         ocsp.judge(der, asked, ROOT.cert, NONCE, now)
