@@ -165,14 +165,28 @@ def _files(path: Path, suffixes: Sequence[str]) -> list[Path]:
 
 def parse_certificates(data: bytes) -> list[x509.Certificate]:
     """All certificates in a PEM bundle, or the one DER certificate; ValueError for anything
-    that does not load (cryptography's InvalidVersion, a version field beyond v3, is none)."""
+    that does not load."""
+    if b"-----BEGIN" in data:
+        blocks = _PEM_CERT.findall(data)
+        if not blocks:
+            raise ValueError("no CERTIFICATE block in PEM data")
+        return [load_pem_certificate(block) for block in blocks]
+    return [load_der_certificate(data)]
+
+
+def load_pem_certificate(data: bytes) -> x509.Certificate:
+    """The first PEM certificate in `data`; ValueError for anything that does not load,
+    cryptography's InvalidVersion (a version field beyond v3, no ValueError) included."""
     try:
-        if b"-----BEGIN" in data:
-            blocks = _PEM_CERT.findall(data)
-            if not blocks:
-                raise ValueError("no CERTIFICATE block in PEM data")
-            return [x509.load_pem_x509_certificate(block) for block in blocks]
-        return [x509.load_der_x509_certificate(data)]
+        return x509.load_pem_x509_certificate(data)
+    except x509.InvalidVersion as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load_der_certificate(data: bytes) -> x509.Certificate:
+    """A DER certificate; ValueError for anything that does not load, as above."""
+    try:
+        return x509.load_der_x509_certificate(data)
     except x509.InvalidVersion as exc:
         raise ValueError(str(exc)) from None
 
@@ -219,22 +233,31 @@ def load_crls(path: Path | None) -> CrlSet:
     problems: list[str] = []
     for file in _files(Path(path), CRL_SUFFIXES):
         try:
-            data = file.read_bytes()
-            if b"-----BEGIN" in data:
-                blocks = _PEM_CRL.findall(data)
-                if not blocks:
-                    raise ValueError("no X509 CRL block in PEM data")
-                found = [x509.load_pem_x509_crl(block) for block in blocks]
-            else:
-                found = [x509.load_der_x509_crl(data)]
-            for crl in found:
-                if (problem := certpolicy.crl_parse_problem(crl)) is not None:
-                    raise ValueError(problem)
-            crls.extend(found)
-        except (OSError, ValueError, x509.InvalidVersion) as exc:
+            crls.extend(parse_crls(file.read_bytes()))
+        except (OSError, ValueError) as exc:
             problems.append(f"{file}: {exc}")
             log.warning("skipping CRL %s: %s", file, exc)
     return CrlSet(tuple(crls), tuple(problems), Path(path))
+
+
+def parse_crls(data: bytes, *, first_only: bool = False) -> list[x509.CertificateRevocationList]:
+    """The CRLs in PEM data (the first block only, if asked), or the one DER CRL, each read
+    whole; ValueError for anything that does not load or read, cryptography's InvalidVersion
+    (a CRL version other than v2 or absent) included."""
+    try:
+        if b"-----BEGIN" in data:
+            blocks = _PEM_CRL.findall(data)
+            if not blocks:
+                raise ValueError("no X509 CRL block in PEM data")
+            found = [x509.load_pem_x509_crl(b) for b in blocks[: 1 if first_only else None]]
+        else:
+            found = [x509.load_der_x509_crl(data)]
+    except x509.InvalidVersion as exc:
+        raise ValueError(str(exc)) from None
+    for crl in found:
+        if (problem := certpolicy.crl_parse_problem(crl)) is not None:
+            raise ValueError(problem)
+    return found
 
 
 # --- signatures and keys ----------------------------------------------------------------------
@@ -472,23 +495,10 @@ def _online_crls(
     failures: list[str] = []
     for url in urls[:2]:  # two at most: each may take the whole timeout
         try:
-            found.append(_parse_crl(online.exchange(url, guards)))
+            found.extend(parse_crls(online.exchange(url, guards), first_only=True))
         except (online.OnlineFailed, ValueError) as exc:
             failures.append(f"{redact_url(url)}: {exc}")
     return tuple(found), [redact_url(url) for url in urls[:2]], failures
-
-
-def _parse_crl(data: bytes) -> x509.CertificateRevocationList:
-    if b"-----BEGIN" in data:
-        blocks = _PEM_CRL.findall(data)
-        if not blocks:
-            raise ValueError("no X509 CRL block")
-        crl = x509.load_pem_x509_crl(blocks[0])
-    else:
-        crl = x509.load_der_x509_crl(data)
-    if (problem := certpolicy.crl_parse_problem(crl)) is not None:
-        raise ValueError(problem)
-    return crl
 
 
 def _ask_ocsp(

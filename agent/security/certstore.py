@@ -84,7 +84,7 @@ class Entry:
 
     @property
     def cert(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.pem.encode("ascii"))
+        return certs.load_pem_certificate(self.pem.encode("ascii"))
 
     @property
     def fingerprint(self) -> str:
@@ -168,7 +168,7 @@ def issued(leaf_der: bytes | None, root: x509.Certificate) -> bool:
     if leaf_der is None:
         return False
     try:
-        leaf = x509.load_der_x509_certificate(leaf_der)
+        leaf = certs.load_der_certificate(leaf_der)
         if leaf == root:
             return True
         return leaf.issuer == root.subject and certs.signed_by(leaf, root)

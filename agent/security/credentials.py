@@ -41,8 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeGuard
 
-from cryptography import x509
-
 from agent.config import CsmsConfig
 from agent.durable import (
     StateFileError,
@@ -51,6 +49,7 @@ from agent.durable import (
     atomic_write_json,
     read_json,
 )
+from agent.firmware import certs
 from agent.ocpp.v16 import ConfigurationStatus
 from agent.security.certstore import validity
 
@@ -431,7 +430,7 @@ class ConnectionSettings:
                 return False
             pair = (cert, key)
         try:
-            certificate = x509.load_pem_x509_certificate(pair[0].read_bytes())
+            certificate = certs.load_pem_certificate(pair[0].read_bytes())
         except (OSError, ValueError):
             return False
         start, end = validity(certificate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import hashlib
@@ -19,6 +20,7 @@ from agent.demo import pki as fwpki
 from agent.firmware import certs
 from agent.firmware.clock import ClockSource, CsmsTimeOffset, TrustedClock
 from agent.firmware.errors import CertificateRejected
+from tests.security import certfactory as make
 
 CLOCK = TrustedClock()
 NO_CRLS = certs.CrlSet(())
@@ -149,6 +151,27 @@ def test_garbage(rsa_root, text, reason):
     assert reason in rejected(text, store(rsa_root)).tech_info
 
 
+def test_a_version_field_beyond_v3_is_refused_not_raised(tmp_path: Path, rsa_root, rsa_signer):
+    """cryptography raises InvalidVersion, no ValueError, for a certificate that says it is
+    v4: as the signing certificate (L01.FR.12) and as a root file, in PEM and in DER, it is
+    one that does not parse, and the good root beside it still loads."""
+    assert (
+        "does not parse"
+        in rejected(make.as_pem(make.beyond_v3(rsa_signer.der)), store(rsa_root)).tech_info
+    )
+    folder = tmp_path / "roots"
+    folder.mkdir()
+    (folder / "v4.pem").write_text(make.as_pem(make.beyond_v3(rsa_root.der)))
+    (folder / "v4.der").write_bytes(make.beyond_v3(rsa_root.der))
+    (folder / "good.pem").write_text(rsa_root.pem)
+    loaded = certs.load_roots(folder)
+    assert loaded.roots == (rsa_root.cert,)
+    assert sorted(p.split(":")[0] for p in loaded.problems) == [
+        str(folder / "v4.der"),
+        str(folder / "v4.pem"),
+    ]
+
+
 def test_too_long(rsa_root, rsa_signer):
     """Schema: signingCertificate maxLength 5500; longer text is refused whatever it holds."""
     padded = rsa_signer.pem + "\n" * (5501 - len(rsa_signer.pem))
@@ -187,6 +210,27 @@ def test_crl_without_our_serial_accepts(tmp_path: Path, rsa_root, rsa_signer):
     crls = certs.load_crls(tmp_path)
     assert len(crls.crls) == 1 and len(crls.problems) == 1
     certs.check_signing_certificate(rsa_signer.pem, store(rsa_root), crls, CLOCK)
+
+
+@pytest.mark.parametrize("version", [0, 5])
+def test_a_crl_of_another_version_is_skipped_with_its_problem(
+    tmp_path: Path, rsa_root, rsa_signer, version: int
+):
+    """cryptography raises InvalidVersion, no ValueError, for a CRL version other than v2:
+    in DER or in a PEM bundle, crl_dir skips it with its problem; the good one still counts."""
+    (tmp_path / "root.crl").write_bytes(make.crl(rsa_root, (rsa_signer.cert.serial_number,)))
+    odd = make.crl_of_version(make.crl(rsa_root, (1,)), version)
+    (tmp_path / "odd.crl").write_bytes(odd)
+    body = base64.encodebytes(odd).decode("ascii")
+    (tmp_path / "odd.pem").write_text(f"-----BEGIN X509 CRL-----\n{body}-----END X509 CRL-----\n")
+    crls = certs.load_crls(tmp_path)
+    assert [crl.issuer for crl in crls.crls] == [rsa_root.cert.subject]
+    assert sorted(p.split(":")[0] for p in crls.problems) == [
+        str(tmp_path / "odd.crl"),
+        str(tmp_path / "odd.pem"),
+    ]
+    assert all("not a valid CRL version" in p for p in crls.problems)
+    assert rejected(rsa_signer.pem, store(rsa_root), crls).status == "RevokedCertificate"
 
 
 def test_a_crl_that_loads_but_cannot_be_read_is_skipped_with_its_problem(

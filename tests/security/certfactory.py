@@ -167,7 +167,32 @@ def garbled_issuer(issued: pki.Issued) -> str:
     """The certificate with its issuer's CN retagged to an unknown string type (13): the DER
     loads, the name does not (cryptography parses names lazily). Found by fuzzing."""
     cn_utf8 = b"\x06\x03U\x04\x03\x0c"  # OID 2.5.4.3, then a UTF8String; the issuer's first
-    der = issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1)
+    return as_pem(issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1))
+
+
+def beyond_v3(der: bytes) -> bytes:
+    """The certificate with its version field made 3, v4, which X.509 does not have: the
+    signature no longer matters, cryptography refuses to load it with InvalidVersion, which is
+    no ValueError. Found by fuzzing."""
+    v3 = b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2, the first in the DER
+    assert v3 in der
+    return der.replace(v3, v3[:-1] + b"\x03", 1)
+
+
+def crl_of_version(der: bytes, version: int) -> bytes:
+    """The CRL with its version INTEGER made `version` (v2 is 1): cryptography refuses every
+    other with InvalidVersion, which is no ValueError."""
+
+    def inside(at: int) -> int:  # past the tag and length of the SEQUENCE at `at`
+        length = der[at + 1]
+        return at + 2 + (length & 0x7F if length & 0x80 else 0)
+
+    at = inside(inside(0))  # CertificateList, then its TBSCertList
+    assert der[at : at + 3] == b"\x02\x01\x01", "a v2 CRL starts its TBSCertList with 1"
+    return der[: at + 2] + bytes([version]) + der[at + 3 :]
+
+
+def as_pem(der: bytes) -> str:
     body = base64.encodebytes(der).decode("ascii")
     return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
 

@@ -173,6 +173,7 @@ def test_a_crl_point_on_loopback_is_refused_unless_allowed_hosts_names_it(
         ("too large", "larger than"),
         ("stalled", "no complete answer within"),
         ("garbage", "CRL from"),
+        ("version", "not a valid CRL version"),
     ],
 )
 def test_a_crl_that_cannot_be_used_is_a_missing_one(
@@ -186,6 +187,7 @@ def test_a_crl_that_cannot_be_used_is_a_missing_one(
         "too large": b"\x30" * (online.MAX_BYTES + 1),
         "stalled": make.crl(ROOT, ()),
         "garbage": b"not a CRL",
+        "version": make.crl_of_version(make.crl(ROOT, (signer.cert.serial_number,)), 5),
     }
     if fault in bodies:
         crl_server.put("/root.crl", bodies[fault])

@@ -27,6 +27,7 @@ from agent.firmware.clock import TrustedClock
 from agent.firmware.errors import CertificateRejected
 from agent.security import certstore
 from agent.security.certstore import MANUFACTURER_ROOT, CertStore
+from tests.security import certfactory as make
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = """
@@ -156,8 +157,13 @@ def test_a_root_added_to_agent_toml_before_the_restart_is_not_a_failure(tmp_path
         },
         {"store": MANUFACTURER_ROOT, "pem": "x", "origin": "installed", "extra": 1},
         {"store": "NoSuchStore", "origin": "installed", "pem": "x"},
+        {
+            "store": MANUFACTURER_ROOT,
+            "pem": make.as_pem(make.beyond_v3(roots(1)[0].der)),
+            "origin": "installed",
+        },
     ],
-    ids=["pem-garbage", "unknown-field", "unknown-store"],
+    ids=["pem-garbage", "unknown-field", "unknown-store", "version-beyond-v3"],
 )
 def test_a_torn_index_entry_fails_closed_instead_of_stopping_the_daemon(
     tmp_path: Path, entry: dict[str, object]

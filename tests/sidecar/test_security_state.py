@@ -10,9 +10,10 @@ from pathlib import Path
 from agent.config import CsmsConfig
 from agent.demo import pki
 from agent.ocpp.v16 import CertificateStatus, ConfigurationStatus, DeleteCertificateStatus
-from agent.security import credentials
+from agent.security import certstore, credentials
 from agent.security.certstore import CSMS_ROOT, MANUFACTURER_ROOT, CertStore, hash_data
 from agent.security.credentials import ConnectionSettings
+from tests.security import certfactory as make
 
 KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 ROOT = pki.issue("Unit Root", pki.ec_key("secp256r1", 500), ca=True)
@@ -126,3 +127,23 @@ def test_agent_toml_wins_when_its_profile_or_key_changed(tmp_path: Path) -> None
     assert settings(tmp_path, None).current().authorization_key == bytes.fromhex(new_key)
     edited = settings(tmp_path, None, authorization_key=bytes(16))
     assert edited.current().authorization_key == bytes(16)
+
+
+def test_a_certificate_beyond_v3_is_refused_not_raised(tmp_path: Path) -> None:
+    """cryptography's InvalidVersion is no ValueError: a charge point certificate and the
+    CSMS's server certificate whose version field says v4 count as ones that do not parse,
+    instead of raising out of ChangeConfiguration or DeleteCertificate."""
+    bad = make.beyond_v3(ROOT.der)
+    assert certstore.issued(bad, ROOT.cert) is False
+    assert certstore.issued(ROOT.der, ROOT.cert) is True
+    bundle, cert, key = tmp_path / "bundle.pem", tmp_path / "cp.pem", tmp_path / "cp.key"
+    bundle.write_text(ROOT.pem)
+    cert.write_text(make.as_pem(bad))
+    key.write_text("a key")
+    made = settings(tmp_path, bundle, client_cert=cert, client_key=key)
+    assert made.raise_profile("3") == (
+        ConfigurationStatus.REJECTED,
+        "SecurityProfile 3 needs a valid charge point certificate",
+    )
+    cert.write_text(ROOT.pem)
+    assert made.raise_profile("3")[0] is ConfigurationStatus.ACCEPTED
