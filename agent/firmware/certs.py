@@ -243,7 +243,7 @@ def load_crls(path: Path | None) -> CrlSet:
 def parse_crls(data: bytes, *, first_only: bool = False) -> list[x509.CertificateRevocationList]:
     """The CRLs in PEM data (the first block only, if asked), or the one DER CRL, each read
     whole; ValueError for anything that does not load or read, cryptography's InvalidVersion
-    (a CRL version other than v2 or absent) included."""
+    (a version field that says anything but v2) included."""
     try:
         if b"-----BEGIN" in data:
             blocks = _PEM_CRL.findall(data)
@@ -293,9 +293,9 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     The scheme follows the issuer's key: RSA PKCS#1 v1.5 or RSA-PSS (by the certificate's
     signature algorithm), ECDSA, DSA, Ed25519/Ed448.
     """
-    key = issuer.public_key()
     tbs, signature = cert.tbs_certificate_bytes, cert.signature
     try:
+        key = issuer.public_key()  # a key algorithm cryptography does not know raises
         if isinstance(key, rsa.RSAPublicKey) and (
             cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS
         ):

@@ -172,7 +172,7 @@ def issued(leaf_der: bytes | None, root: x509.Certificate) -> bool:
         if leaf == root:
             return True
         return leaf.issuer == root.subject and certs.signed_by(leaf, root)
-    except ValueError:
+    except (ValueError, TypeError, KeyError):  # a field that does not parse
         return False
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -223,6 +224,7 @@ class ChargePointCertificate:
             return f"expected 1-{MAX_CHAIN_CERTS} PEM certificates, got {len(chain)}"
         leaf = chain[0]
         try:
+            certs.describe_name(leaf.subject)  # install names it, once it is saved
             if _spki(leaf.public_key()) != mine:
                 return "the certificate is not for the key of the last request"
             start, end = validity(leaf)
@@ -235,8 +237,10 @@ class ChargePointCertificate:
                 if _chains(chain, roots)
                 else "does not chain to a CentralSystemRootCertificate"
             )
-        except (ValueError, TypeError) as exc:
-            return f"a field does not parse: {str(exc)[:120]}"
+        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
+            # KeyError: a name cryptography 38 cannot read; UnsupportedAlgorithm: a key
+            # algorithm current releases do not know (38 raises ValueError)
+            return f"a field does not parse: {exc!r:.120}"
 
     def awaits(self, chain_pem: str) -> bool:
         """Whether the chain's first certificate is for the key of the CSR waiting for one:
@@ -247,7 +251,7 @@ class ChargePointCertificate:
         try:
             chain = certs.parse_certificates(chain_pem.encode("ascii"))
             return bool(chain) and _spki(chain[0].public_key()) == self._pending_key(pending)
-        except (ValueError, TypeError, UnicodeEncodeError, OSError):
+        except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError, OSError):
             return False
 
     def _pending_key(self, name: str) -> bytes:

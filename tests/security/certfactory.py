@@ -163,11 +163,44 @@ def crl(
     return built.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
+_CN_UTF8 = b"\x06\x03U\x04\x03\x0c"  # OID 2.5.4.3, then a UTF8String
+
+
 def garbled_issuer(issued: pki.Issued) -> str:
     """The certificate with its issuer's CN retagged to an unknown string type (13): the DER
-    loads, the name does not (cryptography parses names lazily). Found by fuzzing."""
-    cn_utf8 = b"\x06\x03U\x04\x03\x0c"  # OID 2.5.4.3, then a UTF8String; the issuer's first
-    return as_pem(issued.der.replace(cn_utf8, cn_utf8[:-1] + b"\x0d", 1))
+    loads, the name does not (cryptography parses names lazily: ValueError on current
+    releases, KeyError on 38). Found by fuzzing."""
+    return as_pem(issued.der.replace(_CN_UTF8, _CN_UTF8[:-1] + b"\x0d", 1))
+
+
+def garbled_subject(der: bytes) -> str:
+    """As garbled_issuer, for the subject's CN (the second CN in the DER)."""
+    at = der.index(_CN_UTF8, der.index(_CN_UTF8) + 1) + len(_CN_UTF8) - 1
+    return as_pem(der[:at] + b"\x0d" + der[at + 1 :])
+
+
+def signed_again(pem: str, issuer: pki.Issued) -> str:
+    """The certificate, changed after it was signed, signed again by `issuer`'s RSA key
+    (PKCS#1 v1.5, SHA-256, as pki signs): what a CA that signs anything hands over."""
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    assert isinstance(issuer.key, rsa.RSAPrivateKey)
+    again = issuer.key.sign(cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert len(again) == len(cert.signature) and der.count(cert.signature) == 1
+    return as_pem(der.replace(cert.signature, again))
+
+
+def unknown_key_algorithm(der: bytes) -> bytes:
+    """The RSA or EC certificate with its key's algorithm OID made one nobody assigned: it
+    loads, its public_key() raises UnsupportedAlgorithm on current releases and ValueError on
+    cryptography 38."""
+    for oid in (
+        bytes.fromhex("06092a864886f70d010101"),  # rsaEncryption, 1.2.840.113549.1.1.1
+        bytes.fromhex("06072a8648ce3d0201"),  # id-ecPublicKey, 1.2.840.10045.2.1
+    ):
+        if oid in der:
+            return der.replace(oid, oid[:-1] + b"\x63", 1)
+    raise AssertionError("neither an RSA nor an EC key")
 
 
 def beyond_v3(der: bytes) -> bytes:
@@ -312,3 +345,25 @@ def sha1_signed(der: bytes, key: rsa.RSAPrivateKey) -> bytes:
     assert der.count(_SHA256_RSA) == 1 and der.count(response.signature) == 1
     again = key.sign(response.tbs_response_bytes, padding.PKCS1v15(), weak)
     return der.replace(_SHA256_RSA, oid).replace(response.signature, again)
+
+
+def sign(csr: x509.CertificateSigningRequest, issuer: pki.Issued, days: int = 30) -> str:
+    """The PEM certificate `issuer` signs for a CSR, valid from an hour ago for `days`."""
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def der(pem: str) -> bytes:
+    """The DER of a PEM certificate."""
+    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)

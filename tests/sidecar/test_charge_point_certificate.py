@@ -4,7 +4,6 @@ certificate is checked and used for the connection; the stack sees none of it.""
 
 from __future__ import annotations
 
-import datetime
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ocpp.routing import on
@@ -25,6 +23,7 @@ from agent.demo.csms import TestCsms, _CentralSystemSide
 from agent.demo.rig import AgentProcess, ChargerRig
 from tests.integration.test_security_profiles import KEY, Pki, profile
 from tests.peers.ocpp_rpc_csms import OcppRpcCsms
+from tests.security.certfactory import der, sign
 from tests.sidecar.conftest import Sidecar, Stack, make_csms, stop_csms
 
 CP = "CP-TLS-1"
@@ -71,26 +70,6 @@ def csms(pki: Pki, peer: str) -> Iterator[SigningCsms]:
         server.answers["SignCertificate"] = {"status": "Accepted"}
     yield server
     stop_csms(server)
-
-
-def sign(csr: x509.CertificateSigningRequest, issuer: fwpki.Issued, days: int = 30) -> str:
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(issuer.cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(issuer.key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
-def der(pem: str) -> bytes:
-    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
 
 
 @pytest.mark.both_peers
