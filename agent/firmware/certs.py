@@ -164,8 +164,8 @@ def _files(path: Path, suffixes: Sequence[str]) -> list[Path]:
 
 
 def parse_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates in a PEM bundle, or the one DER certificate, each read whole;
-    ValueError for anything that does not load or read."""
+    """All certificates in a PEM bundle, or the one DER certificate; ValueError for anything
+    that does not load."""
     if b"-----BEGIN" in data:
         blocks = _PEM_CERT.findall(data)
         if not blocks:
@@ -175,29 +175,20 @@ def parse_certificates(data: bytes) -> list[x509.Certificate]:
 
 
 def load_pem_certificate(data: bytes) -> x509.Certificate:
-    """The first PEM certificate in `data`, read whole (`_whole`); ValueError for anything that
-    does not load or read, cryptography's InvalidVersion (a version beyond v3) included."""
+    """The first PEM certificate in `data`; ValueError for anything that does not load,
+    cryptography's InvalidVersion (a version field beyond v3, no ValueError) included."""
     try:
-        return _whole(x509.load_pem_x509_certificate(data))
+        return x509.load_pem_x509_certificate(data)
     except x509.InvalidVersion as exc:
         raise ValueError(str(exc)) from None
 
 
 def load_der_certificate(data: bytes) -> x509.Certificate:
-    """A DER certificate, read whole; ValueError for anything that does not, as above."""
+    """A DER certificate; ValueError for anything that does not load, as above."""
     try:
-        return _whole(x509.load_der_x509_certificate(data))
+        return x509.load_der_x509_certificate(data)
     except x509.InvalidVersion as exc:
         raise ValueError(str(exc)) from None
-
-
-def _whole(cert: x509.Certificate) -> x509.Certificate:
-    """cryptography reads names, dates and extensions only when asked, and then raises more
-    than ValueError (certpolicy.UNREADABLE). Reading them here, once, means a certificate the
-    agent holds can be read anywhere without a try: one that cannot is refused at the door."""
-    if (problem := certpolicy.parse_problem(cert)) is not None:
-        raise ValueError(problem)
-    return cert
 
 
 def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore:
@@ -223,7 +214,10 @@ def load_roots(path: Path | None, policy: CertPolicy | None = None) -> RootStore
             if problem is None:
                 roots.append(cert)
                 continue
-            name = describe_name(cert.subject)  # read whole by parse_certificates
+            try:
+                name = describe_name(cert.subject)
+            except (ValueError, KeyError, TypeError):
+                name = "subject does not parse"
             problems.append(f"{file} ({name}): {problem}")
             if (str(file), problem) not in _roots_reported:  # once, not at every request
                 _roots_reported.add((str(file), problem))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -42,7 +43,7 @@ from agent.durable import (
     atomic_write_json,
     read_json,
 )
-from agent.firmware import certpolicy, certs
+from agent.firmware import certs
 from agent.ocpp.v16 import GenericStatus
 from agent.security.certstore import validity
 
@@ -52,10 +53,6 @@ MAX_CHAIN_CERTS = 5
 TRIAL_ATTEMPTS = 3  # failed connections with a new certificate before the previous is back
 CPO_NAME_MAX = 64  # the X.520 upper bound of an organizationName
 VERSION = 1
-
-
-# awaits: a chain that cannot be read, or a waiting key that cannot, is not for this agent.
-_NOT_OURS: tuple[type[Exception], ...] = (*certpolicy.UNREADABLE, UnicodeEncodeError, OSError)
 
 
 class ChargePointCertificate:
@@ -227,6 +224,7 @@ class ChargePointCertificate:
             return f"expected 1-{MAX_CHAIN_CERTS} PEM certificates, got {len(chain)}"
         leaf = chain[0]
         try:
+            certs.describe_name(leaf.subject)  # install names it, once it is saved
             if _spki(leaf.public_key()) != mine:
                 return "the certificate is not for the key of the last request"
             start, end = validity(leaf)
@@ -239,7 +237,9 @@ class ChargePointCertificate:
                 if _chains(chain, roots)
                 else "does not chain to a CentralSystemRootCertificate"
             )
-        except certpolicy.UNREADABLE as exc:  # a key of an algorithm cryptography does not know
+        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
+            # KeyError: a name cryptography 38 cannot read; UnsupportedAlgorithm: a key
+            # algorithm current releases do not know (38 raises ValueError)
             return f"a field does not parse: {exc!r:.120}"
 
     def awaits(self, chain_pem: str) -> bool:
@@ -251,7 +251,7 @@ class ChargePointCertificate:
         try:
             chain = certs.parse_certificates(chain_pem.encode("ascii"))
             return bool(chain) and _spki(chain[0].public_key()) == self._pending_key(pending)
-        except _NOT_OURS:
+        except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError, OSError):
             return False
 
     def _pending_key(self, name: str) -> bytes:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.api.server import SocketError, resolve_group, someone_listens
 from agent.config import Config
-from agent.firmware import certpolicy, certs
+from agent.firmware import certs
 from agent.firmware.certpolicy import CertPolicy
 from agent.security import certstore
 from agent.slots.base import BackendError, BootBackend
@@ -483,12 +483,9 @@ def _private_key(path: Path, cert_path: Path | None) -> list[str]:
     mine = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    try:
-        theirs = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except certpolicy.UNREADABLE as exc:  # a key algorithm cryptography does not know
-        return [f"[csms] client_cert: the key of {cert_path} cannot be read ({exc})"]
+    theirs = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     if mine != theirs:
         return [f"{key}: {path} is not the key of the certificate {cert_path}"]
     return []

@@ -425,26 +425,6 @@ def test_check_config_names_a_client_key_that_is_a_certificate(
     json.loads(proc.stdout)  # the effective configuration is still printed
 
 
-def test_check_config_names_a_client_cert_whose_key_cannot_be_read(
-    write_config: ConfigWriter, tmp_path: Path
-) -> None:
-    """A key algorithm cryptography does not know: named, not a traceback."""
-    from tests.security import certfactory as make
-
-    issued = pki.issue("Config Test RSA", pki.rsa_key(2048, 8))
-    cert, key = tmp_path / "odd.pem", tmp_path / "odd.key"
-    cert.write_text(make.as_pem(make.unknown_key_algorithm(issued.der)))
-    key.write_bytes(issued.key_pem)
-    path = write_config(
-        csms={"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": str(cert),
-              "client_cert": str(cert), "client_key": str(key)}
-    )  # fmt: skip
-    proc = check_config(path)
-    assert proc.returncode == 1
-    assert f"problem: [csms] client_cert: the key of {cert} cannot be read (" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_online_timeout_reaches_the_certificate_policy(write_config: ConfigWriter) -> None:
     """`[firmware] online_timeout` bounds each CRL/OCSP exchange (default 5 s)."""
     from agent.firmware import certs
