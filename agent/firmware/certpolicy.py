@@ -136,6 +136,22 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
         return None
 
 
+# What cryptography raises for a field it cannot read, on 38 and on current releases: a name
+# with an unknown string type (KeyError on 38), a key of an unknown algorithm, two extensions
+# of one kind, a general name of a type it does not know. Only ValueError is the usual one.
+# Certificates load lazily on purpose: reading them whole at load would refuse some OpenSSL
+# accepts (cryptography >= 46 refuses a BasicConstraints that spells out cA FALSE), and those
+# may sit in files only OpenSSL reads (ca_file, client_cert).
+UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    KeyError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
 def parse_problem(cert: x509.Certificate) -> str | None:
     """cryptography parses names, validity and extensions only when asked: a certificate
     whose outer DER loads can still hold a field that does not. Ask for all of them now, so
@@ -146,7 +162,7 @@ def parse_problem(cert: x509.Certificate) -> str | None:
         for name in ("not_valid_before", "not_valid_after"):  # no _utc on cryptography 38
             getattr(cert, f"{name}_utc") if hasattr(cert, f"{name}_utc") else getattr(cert, name)
         str(cert.signature_algorithm_oid)
-    except (ValueError, KeyError, TypeError) as exc:  # KeyError: an unknown string tag on 38
+    except UNREADABLE as exc:
         return f"certificate does not parse ({exc!r})"
     return None
 
@@ -158,7 +174,7 @@ def crl_parse_problem(crl: x509.CertificateRevocationList) -> str | None:
         for name in ("next_update", "last_update"):
             getattr(crl, f"{name}_utc") if hasattr(crl, f"{name}_utc") else getattr(crl, name)
         _ = [entry.serial_number for entry in crl]
-    except (ValueError, KeyError, TypeError) as exc:
+    except UNREADABLE as exc:
         return f"CRL does not parse ({exc!r})"
     return None
 

@@ -142,7 +142,7 @@ def root_problem(
             start, end = validity(cert)
             if not start <= now <= end:
                 problem = f"outside its validity period ({start:%Y-%m-%d} to {end:%Y-%m-%d})"
-    except (ValueError, TypeError, KeyError) as exc:  # lazily parsed fields
+    except certpolicy.UNREADABLE as exc:  # lazily parsed fields
         return f"a field does not parse: {str(exc)[:120]}", cert
     return (f"{name}: {problem}" if problem else None), cert
 
@@ -159,7 +159,7 @@ def validity(cert: x509.Certificate) -> tuple[datetime.datetime, datetime.dateti
 def _usable_root(cert: x509.Certificate, policy: CertPolicy) -> bool:
     try:
         return certpolicy.root_problem(cert, policy) is None
-    except (ValueError, TypeError, KeyError):  # a field that does not parse
+    except certpolicy.UNREADABLE:  # a field that does not parse
         return False
 
 
@@ -172,7 +172,7 @@ def issued(leaf_der: bytes | None, root: x509.Certificate) -> bool:
         if leaf == root:
             return True
         return leaf.issuer == root.subject and certs.signed_by(leaf, root)
-    except (ValueError, TypeError, KeyError):  # a field that does not parse
+    except certpolicy.UNREADABLE:  # a field that does not parse
         return False
 
 
@@ -450,7 +450,7 @@ class CertStore:
 STALE_PREFIX = ".manufacturer.stale-"
 # What working out or writing the roots may raise: I/O, and an index entry or a configured
 # file that does not parse.
-_UNUSABLE = (OSError, ValueError, TypeError, KeyError, AttributeError)
+_UNUSABLE: tuple[type[Exception], ...] = (OSError, AttributeError, *certpolicy.UNREADABLE)
 
 
 def _why(exc: BaseException) -> str:

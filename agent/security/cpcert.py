@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -43,7 +42,7 @@ from agent.durable import (
     atomic_write_json,
     read_json,
 )
-from agent.firmware import certs
+from agent.firmware import certpolicy, certs
 from agent.ocpp.v16 import GenericStatus
 from agent.security.certstore import validity
 
@@ -53,6 +52,10 @@ MAX_CHAIN_CERTS = 5
 TRIAL_ATTEMPTS = 3  # failed connections with a new certificate before the previous is back
 CPO_NAME_MAX = 64  # the X.520 upper bound of an organizationName
 VERSION = 1
+
+
+# A chain, or the waiting key, that cannot be read (or read whole).
+_UNUSABLE: tuple[type[Exception], ...] = (*certpolicy.UNREADABLE, UnicodeEncodeError, OSError)
 
 
 class ChargePointCertificate:
@@ -218,7 +221,7 @@ class ChargePointCertificate:
         try:
             chain = certs.parse_certificates(chain_pem.encode("ascii"))
             mine = self._pending_key(pending)
-        except (ValueError, UnicodeEncodeError, OSError) as exc:
+        except _UNUSABLE as exc:  # the waiting key's algorithm, too
             return f"unusable certificate chain: {str(exc)[:120]}"
         if "-----BEGIN" not in chain_pem or not 1 <= len(chain) <= MAX_CHAIN_CERTS:
             return f"expected 1-{MAX_CHAIN_CERTS} PEM certificates, got {len(chain)}"
@@ -237,9 +240,7 @@ class ChargePointCertificate:
                 if _chains(chain, roots)
                 else "does not chain to a CentralSystemRootCertificate"
             )
-        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
-            # KeyError: a name cryptography 38 cannot read; UnsupportedAlgorithm: a key
-            # algorithm current releases do not know (38 raises ValueError)
+        except certpolicy.UNREADABLE as exc:
             return f"a field does not parse: {exc!r:.120}"
 
     def awaits(self, chain_pem: str) -> bool:
@@ -251,7 +252,7 @@ class ChargePointCertificate:
         try:
             chain = certs.parse_certificates(chain_pem.encode("ascii"))
             return bool(chain) and _spki(chain[0].public_key()) == self._pending_key(pending)
-        except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError, OSError):
+        except _UNUSABLE:
             return False
 
     def _pending_key(self, name: str) -> bytes:

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from agent.api.server import SocketError, resolve_group, someone_listens
 from agent.config import Config
-from agent.firmware import certs
+from agent.firmware import certpolicy, certs
 from agent.firmware.certpolicy import CertPolicy
 from agent.security import certstore
 from agent.slots.base import BackendError, BootBackend
@@ -471,7 +472,7 @@ def _private_key(path: Path, cert_path: Path | None) -> list[str]:
         return [f"{key}: cannot read {path}: {exc.strerror}"]
     except TypeError:
         return [f"{key}: {path} is encrypted; the daemon needs it without a passphrase"]
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):  # a key algorithm cryptography does not know
         what = "a certificate" if b"CERTIFICATE-----" in data else "not a PEM private key"
         return [f"{key}: {path} is {what}, not the private key of [csms] client_cert"]
     if cert_path is None:
@@ -483,9 +484,12 @@ def _private_key(path: Path, cert_path: Path | None) -> list[str]:
     mine = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    theirs = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    try:
+        theirs = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except certpolicy.UNREADABLE as exc:  # a key algorithm cryptography does not know
+        return [f"[csms] client_cert: the key of {cert_path} cannot be read ({exc})"]
     if mine != theirs:
         return [f"{key}: {path} is not the key of the certificate {cert_path}"]
     return []

@@ -190,6 +190,27 @@ def signed_again(pem: str, issuer: pki.Issued) -> str:
     return as_pem(der.replace(cert.signature, again))
 
 
+DUPLICATE_BASIC_CONSTRAINTS = (0x13, bytes.fromhex("3000"))  # 2.5.29.19, cA false
+X400_SUBJECT_ALT_NAME = (0x11, bytes.fromhex("3002a300"))  # 2.5.29.17, an x400Address
+
+
+def with_raw_extension(
+    built: x509.CertificateBuilder, signer: rsa.RSAPrivateKey, extension: tuple[int, bytes]
+) -> pki.Issued:
+    """What `built` makes plus one id-ce extension (2.5.29.<arc>) holding its bytes as they
+    are, signed by `signer` (RSA): what no builder makes, such as a second basicConstraints
+    or a general name cryptography has no type for. The key is `signer` (self-signed roots)."""
+    arc, value = extension
+    placeholder = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.99"), value)
+    cert = built.add_extension(placeholder, critical=False).sign(signer, hashes.SHA256())
+    tbs, old = cert.tbs_certificate_bytes, bytes.fromhex("0603551d63")
+    assert tbs.count(old) == 1
+    patched = tbs.replace(old, old[:-1] + bytes([arc]))
+    again = signer.sign(patched, padding.PKCS1v15(), hashes.SHA256())
+    der = cert.public_bytes(serialization.Encoding.DER).replace(tbs, patched)
+    return pki.Issued(x509.load_der_x509_certificate(der.replace(cert.signature, again)), signer)
+
+
 def unknown_key_algorithm(der: bytes) -> bytes:
     """The RSA or EC certificate with its key's algorithm OID made one nobody assigned: it
     loads, its public_key() raises UnsupportedAlgorithm on current releases and ValueError on

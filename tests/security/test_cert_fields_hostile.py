@@ -1,11 +1,13 @@
-"""Certificates that load but whose fields do not: cryptography parses names and keys lazily,
-and what it raises is not always a ValueError (KeyError for a name on cryptography 38,
-UnsupportedAlgorithm for a key on current releases). Whatever the CSMS or a root file hands
-over, each check refuses such a certificate with its answer; none raises out of it."""
+"""Certificates that load but whose fields do not: cryptography parses names, extensions and
+keys lazily, and what it raises then is not always a ValueError (KeyError for a name on
+cryptography 38, UnsupportedAlgorithm for a key, DuplicateExtension, UnsupportedGeneralNameType).
+Whatever the CSMS or a root file hands over, each check refuses such a certificate with its
+answer; none raises out of it."""
 
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,11 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.demo import pki
 from agent.firmware import certs
-from agent.ocpp.v16 import GenericStatus
+from agent.firmware.clock import TrustedClock
+from agent.firmware.errors import CertificateRejected
+from agent.ocpp.v16 import CertificateStatus, GenericStatus
 from agent.security import certstore
+from agent.security.certstore import CSMS_ROOT, MANUFACTURER_ROOT, CertStore
 from agent.security.cpcert import ChargePointCertificate
 from tests.security import certfactory as make
 
@@ -99,3 +104,122 @@ def test_no_certificate_is_signed_by_a_key_of_an_unknown_algorithm() -> None:
     odd = x509.load_der_x509_certificate(make.unknown_key_algorithm(CA.der))
     assert certs.signed_by(CA.cert, ROOT.cert) is True
     assert certs.signed_by(CA.cert, odd) is False
+
+
+ODD_EXTENSIONS = pytest.mark.parametrize(
+    "extension",
+    [make.DUPLICATE_BASIC_CONSTRAINTS, make.X400_SUBJECT_ALT_NAME],
+    ids=["duplicate-extension", "x400-name"],
+)
+
+
+def odd_signer(extension: tuple[int, bytes]) -> pki.Issued:
+    built = (
+        make.builder("Firmware Signing Odd", pki.rsa_key(2048, 43), ROOT)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(make._usage(sign=True, ca=False), critical=True)
+    )
+    made = make.with_raw_extension(built, ROOT.key, extension)
+    return pki.Issued(made.cert, pki.rsa_key(2048, 43))
+
+
+def odd_root(name: str, extension: tuple[int, bytes]) -> pki.Issued:
+    key = pki.rsa_key(2048, 44)
+    built = (
+        make.builder(name, key, ROOT, issuer_name=pki.name(name))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(make._usage(sign=False, ca=True), critical=True)
+    )
+    return make.with_raw_extension(built, key, extension)
+
+
+@ODD_EXTENSIONS
+def test_a_signing_certificate_with_an_unreadable_extension_is_invalid(extension) -> None:
+    """SignedUpdateFirmware / UpdateFirmware: InvalidCertificate (L01.FR.02), not a CALLERROR
+    InternalError from an exception out of the check."""
+    with pytest.raises((x509.DuplicateExtension, x509.UnsupportedGeneralNameType)):
+        _ = odd_signer(extension).cert.extensions  # what the check meets
+    roots = certs.RootStore((ROOT.cert,))
+    with pytest.raises(CertificateRejected) as refused:
+        certs.check_signing_certificate(
+            odd_signer(extension).pem, roots, certs.CrlSet(()), TrustedClock()
+        )
+    assert refused.value.status == "InvalidCertificate"
+    assert "signing certificate does not parse" in refused.value.tech_info
+
+
+@ODD_EXTENSIONS
+def test_installcertificate_refuses_a_root_with_an_unreadable_extension(
+    tmp_path: Path, extension
+) -> None:
+    store = CertStore(tmp_path / "certs", {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    store.load()
+    status, why = store.install(CSMS_ROOT, odd_root("CSMS Root Odd", extension).pem)
+    assert status is CertificateStatus.REJECTED and "does not parse" in why
+    assert store.certificates(CSMS_ROOT) == []
+
+
+@ODD_EXTENSIONS
+def test_certificatesigned_refuses_a_leaf_with_an_unreadable_extension(waiting, extension) -> None:
+    """The leaf is for the waiting key and signed by the CPO CA: it is the agent's to answer
+    (2.x: not the charger's stack), and Rejected before anything is saved."""
+    store, csr = waiting
+    issued = x509.load_pem_x509_certificate(make.sign(csr, CA).encode("ascii"))
+    start, end = certs.validity(issued)
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(issued.subject)
+        .issuer_name(issued.issuer)
+        .public_key(csr.public_key())
+        .serial_number(issued.serial_number)
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    odd = make.with_raw_extension(built, CA.key, extension).pem + CA.pem
+    assert store.awaits(odd) is True
+    status, why = store.install(odd, [ROOT.cert], now())
+    assert status is GenericStatus.REJECTED and why.startswith("a field does not parse: ")
+    assert store.current() is None
+
+
+@ODD_EXTENSIONS
+def test_a_manufacturer_root_file_with_an_unreadable_extension_is_skipped(
+    tmp_path: Path, extension
+) -> None:
+    """agent.toml's manufacturer_roots, a bundle [good, odd, good]: the store still loads (it
+    does not stop the daemon's start), trusts both good roots, and load_roots names the odd
+    one; certificates load lazily, so one odd certificate does not take its file with it."""
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    other = pki.issue("Manufacturer Root Other", pki.rsa_key(2048, 46), ca=True)
+    odd = odd_root("Manufacturer Root Odd", extension)
+    (roots / "bundle.pem").write_text(ROOT.pem + odd.pem + other.pem)
+    store = CertStore(tmp_path / "certs", certstore.configured_stores(None, roots))
+    store.load()
+    assert store.manufacturer_failure is None
+    assert store.certificates(MANUFACTURER_ROOT) == [ROOT.cert, other.cert]
+    loaded = certs.load_roots(roots)
+    assert loaded.roots == (ROOT.cert, other.cert)
+    (problem,) = loaded.problems
+    assert problem.startswith(f"{roots / 'bundle.pem'} (CN=Manufacturer Root Odd): ")
+    assert "does not parse" in problem
+
+
+def test_the_certificate_index_loads_an_entry_it_cannot_read_whole(tmp_path: Path) -> None:
+    """An installed root whose extensions no longer read (cryptography changed under it, or
+    a store written by an older release) does not fail the store closed: the index still
+    loads and the other roots stay trusted."""
+    odd = odd_root("CSMS Root Odd", make.DUPLICATE_BASIC_CONSTRAINTS)
+    state = tmp_path / "certs"
+    store = CertStore(state, {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    store.load()
+    assert store.install(CSMS_ROOT, ROOT.pem)[0] is CertificateStatus.ACCEPTED
+    index = state / "index.json"
+    document = json.loads(index.read_text())
+    document["entries"].append({"store": CSMS_ROOT, "pem": odd.pem, "origin": "installed"})
+    index.write_text(json.dumps(document))
+    again = CertStore(state, {CSMS_ROOT: None, MANUFACTURER_ROOT: None})
+    again.load()
+    assert again.manufacturer_failure is None
+    assert ROOT.cert in again.certificates(CSMS_ROOT)

@@ -8,6 +8,7 @@ masked (OCPP-J 1.6 §6.2.2: the key is write-only).
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from agent import config
 from agent.config import ConfigError
@@ -423,6 +425,52 @@ def test_check_config_names_a_client_key_that_is_a_certificate(
         "[csms] client_cert\n"
     )
     json.loads(proc.stdout)  # the effective configuration is still printed
+
+
+def test_check_config_names_a_client_cert_whose_key_cannot_be_read(
+    write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """A key algorithm cryptography does not know: named, not a traceback."""
+    from tests.security import certfactory as make
+
+    issued = pki.issue("Config Test RSA", pki.rsa_key(2048, 8))
+    cert, key = tmp_path / "odd.pem", tmp_path / "odd.key"
+    cert.write_text(make.as_pem(make.unknown_key_algorithm(issued.der)))
+    key.write_bytes(issued.key_pem)
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": str(cert),
+              "client_cert": str(cert), "client_key": str(key)}
+    )  # fmt: skip
+    proc = check_config(path)
+    assert proc.returncode == 1
+    assert f"problem: [csms] client_cert: the key of {cert} cannot be read (" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_names_a_client_key_of_an_unknown_algorithm(
+    write_config: ConfigWriter, pem: Callable[[str], str], tmp_path: Path
+) -> None:
+    """PKCS#8 with an algorithm cryptography does not know (UnsupportedAlgorithm on current
+    releases, ValueError on 38): named, not a traceback."""
+    ec_key = pki.ec_key("secp256r1", 7).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    id_ec_public_key = bytes.fromhex("06072a8648ce3d0201")
+    assert ec_key.count(id_ec_public_key) == 1
+    odd = ec_key.replace(id_ec_public_key, id_ec_public_key[:-1] + b"\x63")
+    key = tmp_path / "odd.key"
+    body = base64.encodebytes(odd).decode("ascii")
+    key.write_text(f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n")
+    path = write_config(
+        csms={"url": "wss://csms.example/ocpp", "security_profile": 3, "ca_file": pem("ca.pem"),
+              "client_cert": pem("cert.pem"), "client_key": str(key)}
+    )  # fmt: skip
+    proc = check_config(path)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"problem: [csms] client_key: {key} is not a PEM private key, not the private key of "
+        "[csms] client_cert\n"
+    )
 
 
 def test_online_timeout_reaches_the_certificate_policy(write_config: ConfigWriter) -> None:
