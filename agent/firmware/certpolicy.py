@@ -117,6 +117,8 @@ def signature_hash_problem(cert: x509.Certificate) -> str | None:
         if cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
             return None  # cryptography 38: the signature check tries strong hashes only
         return f"certificate signature algorithm not supported ({exc})"
+    except ValueError as exc:  # current releases: RSASSA-PSS parameters that do not parse
+        return f"certificate signature algorithm parameters do not parse ({exc})"
     if algorithm is None:
         return None  # Ed25519/Ed448: no separate hash
     return hash_problem(algorithm, "certificate")
@@ -140,8 +142,8 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
 # with an unknown string type (KeyError on 38), a key of an unknown algorithm, two extensions
 # of one kind, a general name of a type it does not know. Only ValueError is the usual one.
 # Certificates load lazily on purpose: reading them whole at load would refuse some OpenSSL
-# accepts (cryptography >= 46 refuses a BasicConstraints that spells out cA FALSE), and those
-# may sit in files only OpenSSL reads (ca_file, client_cert).
+# accepts (cryptography, 38 included, refuses a BasicConstraints that spells out cA FALSE),
+# and those may sit in files only OpenSSL reads (ca_file, client_cert).
 UNREADABLE: tuple[type[Exception], ...] = (
     ValueError,
     KeyError,

@@ -411,7 +411,10 @@ def roots_problems(path: Path, policy: CertPolicy = certs.DEFAULT_POLICY) -> lis
             continue
         for cert in found:
             if _not_after(cert) < now:
-                name = certs.describe_name(cert.subject)
+                try:
+                    name = certs.describe_name(cert.subject)
+                except certpolicy.UNREADABLE:
+                    name = "(subject does not parse)"
                 out.append(f"{key}: {file}: root {name} expired {_not_after(cert):%Y-%m-%d}")
             else:
                 usable += 1

@@ -211,6 +211,39 @@ def with_raw_extension(
     return pki.Issued(x509.load_der_x509_certificate(der.replace(cert.signature, again)), signer)
 
 
+def _der_items(body: bytes) -> list[bytes]:
+    """The encoded TLVs, one after another, that make up a DER body."""
+    items, at = [], 0
+    while at < len(body):
+        length, start = body[at + 1], at + 2
+        if length & 0x80:
+            start = at + 2 + (length & 0x7F)
+            length = int.from_bytes(body[at + 2 : start], "big")
+        items.append(body[at : start + length])
+        at = start + length
+    return items
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + body
+
+
+def pss_without_parameters(der: bytes) -> bytes:
+    """The certificate with its signature algorithm, inside and outside what is signed, made
+    RSASSA-PSS without the parameters RFC 4055 requires: it loads, and asking for its hash
+    raises ValueError on current cryptography (UnsupportedAlgorithm on 38)."""
+    (certificate,) = _der_items(der)
+    tbs, _, signature = _der_items(certificate[4:] if certificate[1] == 0x82 else certificate[2:])
+    fields = _der_items(tbs[4:] if tbs[1] == 0x82 else tbs[2:])
+    pss = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d01010a")))  # 1.2.840.113549.1.1.10
+    fields[2] = pss  # after version and serialNumber
+    return _der(0x30, _der(0x30, b"".join(fields)) + pss + signature)
+
+
 def unknown_key_algorithm(der: bytes) -> bytes:
     """The RSA or EC certificate with its key's algorithm OID made one nobody assigned: it
     loads, its public_key() raises UnsupportedAlgorithm on current releases and ValueError on

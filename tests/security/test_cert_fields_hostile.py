@@ -223,3 +223,20 @@ def test_the_certificate_index_loads_an_entry_it_cannot_read_whole(tmp_path: Pat
     again.load()
     assert again.manufacturer_failure is None
     assert ROOT.cert in again.certificates(CSMS_ROOT)
+
+
+def test_a_signing_certificate_signed_rsassa_pss_without_parameters_is_invalid() -> None:
+    """RFC 4055 requires RSASSA-PSS parameters; without them current cryptography raises
+    ValueError when asked for the hash (38: UnsupportedAlgorithm, whose PSS branch tries the
+    strong hashes and finds none that verifies). InvalidCertificate either way, before any
+    root is looked for."""
+    plain = pki.issue("Firmware Signing PSS", pki.rsa_key(2048, 47), ROOT)
+    odd = make.as_pem(make.pss_without_parameters(plain.der))
+    assert x509.load_pem_x509_certificate(odd.encode()).signature_algorithm_oid.dotted_string == (
+        "1.2.840.113549.1.1.10"
+    )
+    with pytest.raises(CertificateRejected) as refused:
+        certs.check_signing_certificate(
+            odd, certs.RootStore((ROOT.cert,)), certs.CrlSet(()), TrustedClock()
+        )
+    assert refused.value.status == "InvalidCertificate"

@@ -473,6 +473,25 @@ def test_check_config_names_a_client_key_of_an_unknown_algorithm(
     )
 
 
+def test_check_config_names_an_expired_root_whose_subject_does_not_parse(
+    write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """The expiry line names the root by its subject; one that does not parse (ValueError,
+    KeyError on 38) is named so, not a traceback."""
+    from tests.security import certfactory as make
+
+    expired = pki.issue(
+        "Old Root", pki.ec_key("secp256r1", 9), ca=True, not_after=pki.NOW - pki.DAY
+    )
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "old.pem").write_text(make.garbled_subject(expired.der))
+    proc = check_config(write_config(firmware={"manufacturer_roots": str(roots)}))
+    assert proc.returncode == 1
+    assert f"{roots / 'old.pem'}: root (subject does not parse) expired " in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_online_timeout_reaches_the_certificate_policy(write_config: ConfigWriter) -> None:
     """`[firmware] online_timeout` bounds each CRL/OCSP exchange (default 5 s)."""
     from agent.firmware import certs
